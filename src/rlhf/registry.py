@@ -1,0 +1,151 @@
+"""Model registry: every model version with its lineage, gates and promotion state.
+
+Records are `rlhf.v1.ModelVersion` messages stored as JSON under `<root>/models/`, one
+file per version, written atomically; a file lock serialises writers, so several
+services sharing one artifact volume can register versions safely. Version ids are
+`<name>-v<N>`, N counting up per name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from rlhf.v1 import common_pb2
+
+_KINDS = {
+    "policy": common_pb2.MODEL_KIND_POLICY,
+    "reward": common_pb2.MODEL_KIND_REWARD,
+    "classifier": common_pb2.MODEL_KIND_CLASSIFIER,
+}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class ModelNotFound(KeyError):
+    """No model version with that id."""
+
+
+class ModelRegistry:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.models_dir = self.root / "models"
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- writing ------------------------------------------------------------------
+    def register(
+        self,
+        name: str,
+        kind: str,
+        artifact_uri: str,
+        *,
+        run_id: str = "",
+        pipeline: str = "",
+        parent_version: str = "",
+        reward_model_version: str = "",
+        datasets: list[common_pb2.ArtifactRef] | None = None,
+        config: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        gates: dict[str, bool] | None = None,
+    ) -> common_pb2.ModelVersion:
+        """Record a new version of `name` and return it (not promoted)."""
+        if not _NAME.match(name):
+            raise ValueError(f"model name {name!r} must match {_NAME.pattern}")
+        if kind not in _KINDS:
+            raise ValueError(f"model kind {kind!r} must be one of {sorted(_KINDS)}")
+        with self._locked():
+            number = 1 + max(
+                (self._number(p.stem, name) for p in self.models_dir.glob("*.json")), default=0
+            )
+            model = common_pb2.ModelVersion(
+                version=f"{name}-v{number}", name=name, kind=_KINDS[kind], promoted=False
+            )
+            model.artifact.uri = artifact_uri
+            model.artifact.kind = "model"
+            lineage = model.lineage
+            lineage.parent_version = parent_version
+            lineage.reward_model_version = reward_model_version
+            lineage.run_id = run_id
+            lineage.pipeline = pipeline
+            lineage.config_json = json.dumps(config or {}, sort_keys=True, default=str)
+            lineage.datasets.extend(datasets or [])
+            lineage.metrics.update({k: float(v) for k, v in (metrics or {}).items()})
+            model.gates.update(gates or {})
+            model.created_at.FromDatetime(datetime.now(UTC))
+            self._write(model)
+            return model
+
+    def promote(self, version: str) -> common_pb2.ModelVersion | None:
+        """Mark `version` promoted; returns the version it replaces (or None)."""
+        with self._locked():
+            model = self.get(version)
+            previous = self.promoted(model.name)
+            if previous is not None and previous.version == version:
+                return None  # already the promoted version
+            if previous is not None:
+                previous.promoted = False
+                self._write(previous)
+            model.promoted = True
+            self._write(model)
+            return previous
+
+    # -- reading ------------------------------------------------------------------
+    def get(self, version: str) -> common_pb2.ModelVersion:
+        path = self.models_dir / f"{version}.json"
+        if not _NAME.match(version) or not path.exists():
+            raise ModelNotFound(version)
+        return json_format.Parse(path.read_text(), common_pb2.ModelVersion())
+
+    def list(
+        self, name: str = "", kind: str = "", promoted_only: bool = False
+    ) -> list[common_pb2.ModelVersion]:
+        models = [
+            json_format.Parse(p.read_text(), common_pb2.ModelVersion())
+            for p in self.models_dir.glob("*.json")
+        ]
+        models = [
+            m
+            for m in models
+            if (not name or m.name == name)
+            and (not kind or m.kind == _KINDS[kind])
+            and (not promoted_only or m.promoted)
+        ]
+        return sorted(models, key=lambda m: (m.name, self._number(m.version, m.name)))
+
+    def promoted(self, name: str) -> common_pb2.ModelVersion | None:
+        matches = self.list(name=name, promoted_only=True)
+        return matches[-1] if matches else None
+
+    def latest(self, name: str) -> common_pb2.ModelVersion | None:
+        matches = self.list(name=name)
+        return matches[-1] if matches else None
+
+    # -- internals ----------------------------------------------------------------
+    @staticmethod
+    def _number(version: str, name: str) -> int:
+        match = re.fullmatch(re.escape(name) + r"-v(\d+)", version)
+        return int(match.group(1)) if match else 0
+
+    def _write(self, model: common_pb2.ModelVersion) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.models_dir, prefix=".tmp-", suffix=".part")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json_format.MessageToJson(model, preserving_proto_field_name=True))
+        os.replace(tmp, self.models_dir / f"{model.version}.json")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.root / ".registry.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)

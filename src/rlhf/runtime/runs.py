@@ -1,0 +1,283 @@
+"""Asynchronous runs: long work (training, preparation, attacks) behind a run id.
+
+An RPC submits work and returns the run id at once; the work runs on a worker thread,
+reports progress through its `RunContext`, and stops cleanly when cancelled (the next
+`report` raises `RunCancelled`). Every state change is written to `<state_dir>/<id>.json`
+atomically and passed to `on_update` (services publish it as a `run.progress` event).
+A process that restarts calls `resume_incomplete`: runs left PENDING or RUNNING start
+again and their work resumes from its own checkpoint in `ctx.checkpoint_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from rlhf.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+TERMINAL_STATES = {"succeeded", "failed", "cancelled"}
+_STATE_TO_PROTO = {
+    "pending": common_pb2.RUN_STATE_PENDING,
+    "running": common_pb2.RUN_STATE_RUNNING,
+    "succeeded": common_pb2.RUN_STATE_SUCCEEDED,
+    "failed": common_pb2.RUN_STATE_FAILED,
+    "cancelled": common_pb2.RUN_STATE_CANCELLED,
+}
+
+
+class RunCancelled(Exception):
+    """Raised inside work by `RunContext.report` once the run was cancelled."""
+
+
+class RunNotFound(KeyError):
+    """No run with that id."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    stage: str
+    state: str = "pending"
+    step: int = 0
+    total_steps: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+    # Artifact references: {"uri", "kind", "digest"}.
+    artifacts: list[dict[str, str]] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+    pipeline: str = ""
+    request_id: str = ""
+    attempts: int = 0
+    created_at: str = field(default_factory=_now)
+    updated_at: str = field(default_factory=_now)
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def to_proto(self) -> common_pb2.RunStatus:
+        status = common_pb2.RunStatus(
+            run_id=self.run_id,
+            state=_STATE_TO_PROTO[self.state],
+            stage=self.stage,
+            step=self.step,
+            total_steps=self.total_steps,
+            message=self.message,
+        )
+        status.metrics.update({k: float(v) for k, v in self.metrics.items()})
+        for ref in self.artifacts:
+            status.artifacts.add(
+                uri=ref["uri"], kind=ref.get("kind", ""), digest=ref.get("digest", "")
+            )
+        for name in ("created_at", "updated_at"):
+            stamp = Timestamp()
+            stamp.FromDatetime(datetime.fromisoformat(getattr(self, name)))
+            getattr(status, name).CopyFrom(stamp)
+        return status
+
+
+@dataclass
+class RunContext:
+    """What a piece of work sees of its run."""
+
+    record: RunRecord
+    checkpoint_dir: Path
+    _manager: RunManager
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run_id
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.record.params
+
+    def report(
+        self, step: int | None = None, total_steps: int | None = None, **metrics: float
+    ) -> None:
+        """Record progress; raises RunCancelled if the run was cancelled meanwhile."""
+        if self.cancelled.is_set():
+            raise RunCancelled(self.run_id)
+        if step is not None:
+            self.record.step = int(step)
+        if total_steps is not None:
+            self.record.total_steps = int(total_steps)
+        self.record.metrics.update({k: float(v) for k, v in metrics.items()})
+        self._manager._save_and_notify(self.record)
+
+    def add_artifact(self, uri: str, kind: str, digest: str = "") -> None:
+        self.record.artifacts.append({"uri": uri, "kind": kind, "digest": digest})
+
+
+Work = Callable[[RunContext], dict[str, Any] | None]
+
+
+class RunManager:
+    """Runs work asynchronously, persists run state, and supports cancel and resume."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        on_update: Callable[[RunRecord], None] | None = None,
+        max_workers: int = 1,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._on_update = on_update
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="run")
+        self._lock = threading.RLock()
+        self._records: dict[str, RunRecord] = {}
+        self._contexts: dict[str, RunContext] = {}
+        self._futures: dict[str, Future] = {}
+        self._by_request: dict[str, str] = {}
+        for path in sorted(self.state_dir.glob("*.json")):
+            record = RunRecord(**json.loads(path.read_text()))
+            self._records[record.run_id] = record
+            if record.request_id:
+                self._by_request[record.request_id] = record.run_id
+
+    # -- submitting and querying -------------------------------------------------
+    def submit(
+        self,
+        stage: str,
+        work: Work,
+        *,
+        params: dict[str, Any] | None = None,
+        request_id: str = "",
+        pipeline: str = "",
+        run_id: str | None = None,
+    ) -> RunRecord:
+        """Start work; a repeated request_id returns the existing run instead."""
+        with self._lock:
+            if request_id and request_id in self._by_request:
+                return self._records[self._by_request[request_id]]
+            record = RunRecord(
+                run_id=run_id or f"{stage}-{uuid.uuid4().hex[:12]}",
+                stage=stage,
+                params=dict(params or {}),
+                request_id=request_id,
+                pipeline=pipeline,
+            )
+            self._records[record.run_id] = record
+            if request_id:
+                self._by_request[request_id] = record.run_id
+            self._save_and_notify(record)
+            self._start(record, work)
+            return record
+
+    def get(self, run_id: str) -> RunRecord:
+        with self._lock:
+            if run_id not in self._records:
+                raise RunNotFound(run_id)
+            return self._records[run_id]
+
+    def find_by_request(self, request_id: str) -> RunRecord | None:
+        with self._lock:
+            run_id = self._by_request.get(request_id)
+            return self._records.get(run_id) if run_id else None
+
+    def list(self) -> list[RunRecord]:
+        with self._lock:
+            return sorted(self._records.values(), key=lambda r: r.created_at)
+
+    def cancel(self, run_id: str, reason: str = "cancelled") -> RunRecord:
+        record = self.get(run_id)
+        if record.done:
+            return record
+        context = self._contexts.get(run_id)
+        future = self._futures.get(run_id)
+        if context:
+            context.cancelled.set()
+            record.message = reason
+        if future and future.cancel():  # never started
+            self._finish(record, "cancelled", reason)
+        return record
+
+    def wait(self, run_id: str, timeout: float | None = None) -> RunRecord:
+        future = self._futures.get(run_id)
+        if future is not None:
+            future.exception(timeout=timeout)  # waits; work errors are recorded, not raised
+        return self.get(run_id)
+
+    def resume_incomplete(self, work_for: Callable[[RunRecord], Work]) -> list[RunRecord]:
+        """Restart runs a previous process left unfinished (their work resumes from
+        its checkpoint directory)."""
+        resumed = []
+        with self._lock:
+            for record in list(self._records.values()):
+                if not record.done and record.run_id not in self._futures:
+                    record.message = "resumed after restart"
+                    self._start(record, work_for(record))
+                    resumed.append(record)
+        return resumed
+
+    def shutdown(self, wait: bool = True) -> None:
+        for context in list(self._contexts.values()):
+            context.cancelled.set()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def checkpoint_dir(self, run_id: str) -> Path:
+        return self.state_dir / "checkpoints" / run_id
+
+    # -- internals ----------------------------------------------------------------
+    def _start(self, record: RunRecord, work: Work) -> None:
+        context = RunContext(record, self.checkpoint_dir(record.run_id), self)
+        context.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self._contexts[record.run_id] = context
+        self._futures[record.run_id] = self._pool.submit(self._execute, context, work)
+
+    def _execute(self, context: RunContext, work: Work) -> None:
+        record = context.record
+        record.state = "running"
+        record.attempts += 1
+        self._save_and_notify(record)
+        try:
+            result = work(context) or {}
+        except RunCancelled:
+            self._finish(record, "cancelled", record.message or "cancelled")
+        except Exception as exc:  # the run fails visibly; the worker thread survives
+            log.exception("run %s failed", record.run_id)
+            self._finish(record, "failed", f"{type(exc).__name__}: {exc}")
+        else:
+            record.result = result
+            self._finish(record, "succeeded", "")
+
+    def _finish(self, record: RunRecord, state: str, message: str) -> None:
+        record.state = state
+        record.message = message
+        self._save_and_notify(record)
+        self._contexts.pop(record.run_id, None)
+
+    def _save_and_notify(self, record: RunRecord) -> None:
+        record.updated_at = _now()
+        path = self.state_dir / f"{record.run_id}.json"
+        with self._lock:
+            fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".run-", suffix=".tmp")
+            with os.fdopen(fd, "w") as handle:
+                json.dump(asdict(record), handle, default=str)
+            os.replace(tmp, path)
+        if self._on_update is not None:
+            try:
+                self._on_update(record)
+            except Exception:
+                log.exception("run update callback failed for %s", record.run_id)

@@ -1,0 +1,81 @@
+import threading
+
+from rlhf.runtime.runs import RunManager
+
+
+def test_run_succeeds_with_progress_and_is_persisted(tmp_path):
+    updates = []
+    manager = RunManager(tmp_path, on_update=lambda r: updates.append((r.state, r.step)))
+
+    def work(ctx):
+        for step in range(1, 4):
+            ctx.report(step, 3, loss=1.0 / step)
+        ctx.add_artifact("file:///out", "model")
+        return {"answer": 42}
+
+    record = manager.submit("sft", work, params={"lr": 0.1})
+    done = manager.wait(record.run_id, timeout=10)
+    assert done.state == "succeeded" and done.result == {"answer": 42}
+    assert ("running", 3) in updates
+    status = done.to_proto()
+    assert status.step == 3 and status.metrics["loss"] == 1 / 3
+    assert status.artifacts[0].uri == "file:///out"
+    manager.shutdown()
+    reloaded = RunManager(tmp_path)
+    assert reloaded.get(record.run_id).state == "succeeded"
+
+
+def test_request_id_is_idempotent_and_failures_are_visible(tmp_path):
+    manager = RunManager(tmp_path)
+    first = manager.submit("x", lambda ctx: {}, request_id="req-1")
+    again = manager.submit("x", lambda ctx: {}, request_id="req-1")
+    assert first.run_id == again.run_id
+
+    def boom(ctx):
+        raise ValueError("bad data in line 3")
+
+    failed = manager.wait(manager.submit("x", boom).run_id, timeout=10)
+    assert failed.state == "failed" and "bad data in line 3" in failed.message
+    manager.shutdown()
+
+
+def test_cancel_stops_work_at_next_report(tmp_path):
+    manager = RunManager(tmp_path)
+    started = threading.Event()
+
+    def slow(ctx):
+        started.set()
+        while True:
+            ctx.report(1)
+            ctx.cancelled.wait(0.01)
+
+    record = manager.submit("ppo", slow)
+    assert started.wait(5)
+    manager.cancel(record.run_id, "user asked")
+    assert manager.wait(record.run_id, timeout=10).state == "cancelled"
+    manager.shutdown()
+
+
+def test_incomplete_runs_resume_after_restart(tmp_path):
+    manager = RunManager(tmp_path)
+    gate = threading.Event()
+    running = threading.Event()
+
+    def blocked(ctx):
+        running.set()
+        gate.wait(30)
+
+    record = manager.submit("ppo", blocked)
+    assert running.wait(5)
+    # Simulate a crash: the state file says running, the new process resumes it.
+    manager._futures.clear()
+    restarted = RunManager(tmp_path)
+    assert restarted.get(record.run_id).state == "running"
+    resumed = restarted.resume_incomplete(lambda rec: lambda ctx: {"resumed": ctx.run_id})
+    assert [r.run_id for r in resumed] == [record.run_id]
+    final = restarted.wait(record.run_id, timeout=10)
+    assert final.state == "succeeded" and final.result == {"resumed": record.run_id}
+    assert final.attempts == 2
+    gate.set()
+    manager.shutdown()
+    restarted.shutdown()

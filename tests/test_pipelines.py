@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlhf.pipelines import (
+    PipelineError,
+    available_pipelines,
+    load_pipeline,
+    parse_pipeline,
+)
+
+
+def test_every_shipped_pipeline_validates_full_and_quick():
+    names = available_pipelines()
+    assert {"sentiment-zh", "sentiment-en", "chat-en", "classify"} <= set(names)
+    for name in names:
+        assert load_pipeline(name).name == name
+        assert load_pipeline(name, quick=True).name == name
+
+
+def test_quick_overrides_merge_into_named_stages():
+    full = load_pipeline("sentiment-zh")
+    quick = load_pipeline("sentiment-zh", quick=True)
+    assert quick.stage("ppo").config["steps"] < full.stage("ppo").config["steps"]
+    assert quick.stage("ppo").config["kl_budget"] == full.stage("ppo").config["kl_budget"]
+    assert quick.datasets["reviews"].max_rows < full.datasets["reviews"].max_rows
+
+
+def _minimal() -> dict:
+    return {
+        "name": "p",
+        "task": "classify",
+        "datasets": {"d": {"format": "sst2", "path": "sst2/train.tsv"}},
+        "stages": [{"name": "c", "kind": "classifier", "data": "d"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda s: s["stages"][0].update(kind="ppx"), "stages[0].kind"),
+        (lambda s: s["stages"][0].update(data="missing"), "stages[0].data"),
+        (lambda s: s.update(gatez={}), "gatez"),
+        (lambda s: s["datasets"]["d"].update(max_rows=-1), "datasets.d.max_rows"),
+        (lambda s: s["datasets"]["d"].pop("path"), "path is required"),
+        (lambda s: s.update(retrain={"stages": ["nope"]}), "retrain.stages"),
+    ],
+)
+def test_bad_spec_names_the_field(mutate, expected):
+    spec = _minimal()
+    mutate(spec)
+    with pytest.raises(PipelineError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+        parse_pipeline(spec)
+
+
+def test_unknown_pipeline_and_bad_yaml(tmp_path: Path):
+    with pytest.raises(PipelineError, match="unknown pipeline 'nope'"):
+        load_pipeline("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(PipelineError, match="not valid YAML"):
+        load_pipeline(bad)
+    good = tmp_path / "mine.yaml"
+    good.write_text(yaml.safe_dump(_minimal()))
+    assert load_pipeline(good).name == "p"

@@ -1,0 +1,39 @@
+import pytest
+
+from rlhf.registry import ModelNotFound, ModelRegistry
+
+
+def test_versions_count_up_and_promotion_moves(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    first = registry.register(
+        "demo-policy", "policy", "file:///m/1", run_id="r1", metrics={"reward": 0.5}
+    )
+    second = registry.register(
+        "demo-policy", "policy", "file:///m/2", parent_version=first.version, config={"lr": 1}
+    )
+    assert (first.version, second.version) == ("demo-policy-v1", "demo-policy-v2")
+    assert registry.promoted("demo-policy") is None
+    assert registry.promote(first.version) is None
+    previous = registry.promote(second.version)
+    assert previous.version == first.version
+    assert registry.promoted("demo-policy").version == second.version
+    assert not registry.get(first.version).promoted
+    shown = registry.get(second.version)
+    assert shown.lineage.parent_version == first.version
+    assert '"lr": 1' in shown.lineage.config_json
+    assert [m.version for m in registry.list(promoted_only=True)] == [second.version]
+
+
+def test_versions_sort_numerically_and_errors(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    for _ in range(11):
+        registry.register("m", "classifier", "file:///x")
+    assert registry.latest("m").version == "m-v11"
+    with pytest.raises(ModelNotFound):
+        registry.get("m-v99")
+    with pytest.raises(ModelNotFound):
+        registry.get("../etc/passwd")
+    with pytest.raises(ValueError, match="model kind"):
+        registry.register("m", "weights", "file:///x")
+    with pytest.raises(ValueError, match="model name"):
+        registry.register("Bad Name", "policy", "file:///x")
