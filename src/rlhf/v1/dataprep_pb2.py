@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from rlhf.v1 import common_pb2 as rlhf_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rlhf/v1/dataprep.proto\x12\x07rlhf.v1\x1a\x14rlhf/v1/common.proto\"\xb0\x01\n\x15RegisterSourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12<\n\x07\x63olumns\x18\x04 \x03(\x0b\x32+.rlhf.v1.RegisterSourceRequest.ColumnsEntry\x1a.\n\x0c\x43olumnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x16RegisterSourceResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\xaf\x01\n\x15PrepareDatasetRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x1b\n\x13validation_fraction\x18\x03 \x01(\x01\x12\x15\n\rtest_fraction\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x10\n\x08max_rows\x18\x06 \x01(\x03\x12\x10\n\x08pipeline\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"(\n\x16PrepareDatasetResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"2\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x90\x02\n\x07\x44\x61taset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12,\n\x06splits\x18\x04 \x03(\x0b\x32\x1c.rlhf.v1.Dataset.SplitsEntry\x12\x33\n\nrow_counts\x18\x05 \x03(\x0b\x32\x1f.rlhf.v1.Dataset.RowCountsEntry\x1a\x43\n\x0bSplitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.rlhf.v1.ArtifactRef:\x02\x38\x01\x1a\x30\n\x0eRowCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t2\xa9\x02\n\x0f\x44\x61taPrepService\x12Q\n\x0eRegisterSource\x12\x1e.rlhf.v1.RegisterSourceRequest\x1a\x1f.rlhf.v1.RegisterSourceResponse\x12Q\n\x0ePrepareDataset\x12\x1e.rlhf.v1.PrepareDatasetRequest\x1a\x1f.rlhf.v1.PrepareDatasetResponse\x12:\n\nGetDataset\x12\x1a.rlhf.v1.GetDatasetRequest\x1a\x10.rlhf.v1.Dataset\x12\x34\n\x06GetRun\x12\x16.rlhf.v1.GetRunRequest\x1a\x12.rlhf.v1.RunStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rlhf/v1/dataprep.proto\x12\x07rlhf.v1\x1a\x14rlhf/v1/common.proto\"\xb0\x01\n\x15RegisterSourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12<\n\x07\x63olumns\x18\x04 \x03(\x0b\x32+.rlhf.v1.RegisterSourceRequest.ColumnsEntry\x1a.\n\x0c\x43olumnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x16RegisterSourceResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\xc0\x01\n\x15PrepareDatasetRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x1b\n\x13validation_fraction\x18\x03 \x01(\x01\x12\x15\n\rtest_fraction\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x10\n\x08max_rows\x18\x06 \x01(\x03\x12\x10\n\x08pipeline\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x0f\n\x07profile\x18\t \x01(\t\"(\n\x16PrepareDatasetResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"2\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x90\x02\n\x07\x44\x61taset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12,\n\x06splits\x18\x04 \x03(\x0b\x32\x1c.rlhf.v1.Dataset.SplitsEntry\x12\x33\n\nrow_counts\x18\x05 \x03(\x0b\x32\x1f.rlhf.v1.Dataset.RowCountsEntry\x1a\x43\n\x0bSplitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.rlhf.v1.ArtifactRef:\x02\x38\x01\x1a\x30\n\x0eRowCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t2\xa9\x02\n\x0f\x44\x61taPrepService\x12Q\n\x0eRegisterSource\x12\x1e.rlhf.v1.RegisterSourceRequest\x1a\x1f.rlhf.v1.RegisterSourceResponse\x12Q\n\x0ePrepareDataset\x12\x1e.rlhf.v1.PrepareDatasetRequest\x1a\x1f.rlhf.v1.PrepareDatasetResponse\x12:\n\nGetDataset\x12\x1a.rlhf.v1.GetDatasetRequest\x1a\x10.rlhf.v1.Dataset\x12\x34\n\x06GetRun\x12\x16.rlhf.v1.GetRunRequest\x1a\x12.rlhf.v1.RunStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,19 +45,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERSOURCERESPONSE']._serialized_start=236
   _globals['_REGISTERSOURCERESPONSE']._serialized_end=291
   _globals['_PREPAREDATASETREQUEST']._serialized_start=294
-  _globals['_PREPAREDATASETREQUEST']._serialized_end=469
-  _globals['_PREPAREDATASETRESPONSE']._serialized_start=471
-  _globals['_PREPAREDATASETRESPONSE']._serialized_end=511
-  _globals['_GETDATASETREQUEST']._serialized_start=513
-  _globals['_GETDATASETREQUEST']._serialized_end=563
-  _globals['_DATASET']._serialized_start=566
-  _globals['_DATASET']._serialized_end=838
-  _globals['_DATASET_SPLITSENTRY']._serialized_start=721
-  _globals['_DATASET_SPLITSENTRY']._serialized_end=788
-  _globals['_DATASET_ROWCOUNTSENTRY']._serialized_start=790
-  _globals['_DATASET_ROWCOUNTSENTRY']._serialized_end=838
-  _globals['_GETRUNREQUEST']._serialized_start=840
-  _globals['_GETRUNREQUEST']._serialized_end=871
-  _globals['_DATAPREPSERVICE']._serialized_start=874
-  _globals['_DATAPREPSERVICE']._serialized_end=1171
+  _globals['_PREPAREDATASETREQUEST']._serialized_end=486
+  _globals['_PREPAREDATASETRESPONSE']._serialized_start=488
+  _globals['_PREPAREDATASETRESPONSE']._serialized_end=528
+  _globals['_GETDATASETREQUEST']._serialized_start=530
+  _globals['_GETDATASETREQUEST']._serialized_end=580
+  _globals['_DATASET']._serialized_start=583
+  _globals['_DATASET']._serialized_end=855
+  _globals['_DATASET_SPLITSENTRY']._serialized_start=738
+  _globals['_DATASET_SPLITSENTRY']._serialized_end=805
+  _globals['_DATASET_ROWCOUNTSENTRY']._serialized_start=807
+  _globals['_DATASET_ROWCOUNTSENTRY']._serialized_end=855
+  _globals['_GETRUNREQUEST']._serialized_start=857
+  _globals['_GETRUNREQUEST']._serialized_end=888
+  _globals['_DATAPREPSERVICE']._serialized_start=891
+  _globals['_DATAPREPSERVICE']._serialized_end=1188
 # @@protoc_insertion_point(module_scope)

@@ -35,7 +35,7 @@ class RegisterSourceResponse(_message.Message):
     def __init__(self, name: _Optional[str] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class PrepareDatasetRequest(_message.Message):
-    __slots__ = ("source", "task", "validation_fraction", "test_fraction", "seed", "max_rows", "pipeline", "request_id")
+    __slots__ = ("source", "task", "validation_fraction", "test_fraction", "seed", "max_rows", "pipeline", "request_id", "profile")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_FRACTION_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class PrepareDatasetRequest(_message.Message):
     MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
     source: str
     task: str
     validation_fraction: float
@@ -52,7 +53,8 @@ class PrepareDatasetRequest(_message.Message):
     max_rows: int
     pipeline: str
     request_id: str
-    def __init__(self, source: _Optional[str] = ..., task: _Optional[str] = ..., validation_fraction: _Optional[float] = ..., test_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., max_rows: _Optional[int] = ..., pipeline: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    profile: str
+    def __init__(self, source: _Optional[str] = ..., task: _Optional[str] = ..., validation_fraction: _Optional[float] = ..., test_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., max_rows: _Optional[int] = ..., pipeline: _Optional[str] = ..., request_id: _Optional[str] = ..., profile: _Optional[str] = ...) -> None: ...
 
 class PrepareDatasetResponse(_message.Message):
     __slots__ = ("run_id",)

@@ -22,7 +22,7 @@ FEEDBACK_KIND_PREFERENCE: FeedbackKind
 FEEDBACK_KIND_LABEL: FeedbackKind
 
 class DatasetPrepared(_message.Message):
-    __slots__ = ("run_id", "stage", "pipeline", "dataset", "version", "task", "splits", "row_counts")
+    __slots__ = ("run_id", "stage", "pipeline", "dataset", "version", "task", "splits", "row_counts", "profile")
     class SplitsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class DatasetPrepared(_message.Message):
     TASK_FIELD_NUMBER: _ClassVar[int]
     SPLITS_FIELD_NUMBER: _ClassVar[int]
     ROW_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     stage: str
     pipeline: str
@@ -53,10 +54,11 @@ class DatasetPrepared(_message.Message):
     task: str
     splits: _containers.MessageMap[str, _common_pb2.ArtifactRef]
     row_counts: _containers.ScalarMap[str, int]
-    def __init__(self, run_id: _Optional[str] = ..., stage: _Optional[str] = ..., pipeline: _Optional[str] = ..., dataset: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[str] = ..., splits: _Optional[_Mapping[str, _common_pb2.ArtifactRef]] = ..., row_counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    profile: str
+    def __init__(self, run_id: _Optional[str] = ..., stage: _Optional[str] = ..., pipeline: _Optional[str] = ..., dataset: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[str] = ..., splits: _Optional[_Mapping[str, _common_pb2.ArtifactRef]] = ..., row_counts: _Optional[_Mapping[str, int]] = ..., profile: _Optional[str] = ...) -> None: ...
 
 class RewardModelReady(_message.Message):
-    __slots__ = ("run_id", "stage", "pipeline", "model", "metrics")
+    __slots__ = ("run_id", "stage", "pipeline", "model", "metrics", "profile", "judge_version")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,15 +71,19 @@ class RewardModelReady(_message.Message):
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_VERSION_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     stage: str
     pipeline: str
     model: _common_pb2.ModelVersion
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, run_id: _Optional[str] = ..., stage: _Optional[str] = ..., pipeline: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelVersion, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    profile: str
+    judge_version: str
+    def __init__(self, run_id: _Optional[str] = ..., stage: _Optional[str] = ..., pipeline: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelVersion, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., profile: _Optional[str] = ..., judge_version: _Optional[str] = ...) -> None: ...
 
 class AdversarialBatchReady(_message.Message):
-    __slots__ = ("run_id", "stage", "pipeline", "target_version", "dataset", "examples", "attack_success_rate")
+    __slots__ = ("run_id", "stage", "pipeline", "target_version", "dataset", "examples", "attack_success_rate", "profile")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +91,7 @@ class AdversarialBatchReady(_message.Message):
     DATASET_FIELD_NUMBER: _ClassVar[int]
     EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     ATTACK_SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     stage: str
     pipeline: str
@@ -92,10 +99,11 @@ class AdversarialBatchReady(_message.Message):
     dataset: _common_pb2.ArtifactRef
     examples: int
     attack_success_rate: float
-    def __init__(self, run_id: _Optional[str] = ..., stage: _Optional[str] = ..., pipeline: _Optional[str] = ..., target_version: _Optional[str] = ..., dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., examples: _Optional[int] = ..., attack_success_rate: _Optional[float] = ...) -> None: ...
+    profile: str
+    def __init__(self, run_id: _Optional[str] = ..., stage: _Optional[str] = ..., pipeline: _Optional[str] = ..., target_version: _Optional[str] = ..., dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., examples: _Optional[int] = ..., attack_success_rate: _Optional[float] = ..., profile: _Optional[str] = ...) -> None: ...
 
 class RobustnessReport(_message.Message):
-    __slots__ = ("run_id", "stage", "target_version", "clean_accuracy", "robust_accuracy", "attack_success_rate", "mean_edits", "min_similarity", "mean_similarity", "report")
+    __slots__ = ("run_id", "stage", "target_version", "clean_accuracy", "robust_accuracy", "attack_success_rate", "mean_edits", "min_similarity", "mean_similarity", "report", "pipeline", "examples")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     TARGET_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +114,8 @@ class RobustnessReport(_message.Message):
     MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     MEAN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     stage: str
     target_version: str
@@ -116,7 +126,9 @@ class RobustnessReport(_message.Message):
     min_similarity: float
     mean_similarity: float
     report: _common_pb2.ArtifactRef
-    def __init__(self, run_id: _Optional[str] = ..., stage: _Optional[str] = ..., target_version: _Optional[str] = ..., clean_accuracy: _Optional[float] = ..., robust_accuracy: _Optional[float] = ..., attack_success_rate: _Optional[float] = ..., mean_edits: _Optional[float] = ..., min_similarity: _Optional[float] = ..., mean_similarity: _Optional[float] = ..., report: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
+    pipeline: str
+    examples: int
+    def __init__(self, run_id: _Optional[str] = ..., stage: _Optional[str] = ..., target_version: _Optional[str] = ..., clean_accuracy: _Optional[float] = ..., robust_accuracy: _Optional[float] = ..., attack_success_rate: _Optional[float] = ..., mean_edits: _Optional[float] = ..., min_similarity: _Optional[float] = ..., mean_similarity: _Optional[float] = ..., report: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., pipeline: _Optional[str] = ..., examples: _Optional[int] = ...) -> None: ...
 
 class PolicyCheckpointReady(_message.Message):
     __slots__ = ("run_id", "stage", "pipeline", "model", "step")
@@ -189,7 +201,7 @@ class FeedbackRecorded(_message.Message):
     def __init__(self, feedback_id: _Optional[str] = ..., stage: _Optional[str] = ..., pipeline: _Optional[str] = ..., model_version: _Optional[str] = ..., kind: _Optional[_Union[FeedbackKind, str]] = ..., prompt: _Optional[str] = ..., response: _Optional[str] = ..., thumbs_up: _Optional[bool] = ..., rating: _Optional[int] = ..., chosen: _Optional[str] = ..., rejected: _Optional[str] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class RetrainRequested(_message.Message):
-    __slots__ = ("run_id", "stage", "pipeline", "reason", "feedback_dataset", "feedback_count", "window_id", "base_version")
+    __slots__ = ("run_id", "stage", "pipeline", "reason", "feedback_dataset", "feedback_count", "window_id", "base_version", "profile")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +210,7 @@ class RetrainRequested(_message.Message):
     FEEDBACK_COUNT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     stage: str
     pipeline: str
@@ -206,4 +219,5 @@ class RetrainRequested(_message.Message):
     feedback_count: int
     window_id: str
     base_version: str
-    def __init__(self, run_id: _Optional[str] = ..., stage: _Optional[str] = ..., pipeline: _Optional[str] = ..., reason: _Optional[str] = ..., feedback_dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., feedback_count: _Optional[int] = ..., window_id: _Optional[str] = ..., base_version: _Optional[str] = ...) -> None: ...
+    profile: str
+    def __init__(self, run_id: _Optional[str] = ..., stage: _Optional[str] = ..., pipeline: _Optional[str] = ..., reason: _Optional[str] = ..., feedback_dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., feedback_count: _Optional[int] = ..., window_id: _Optional[str] = ..., base_version: _Optional[str] = ..., profile: _Optional[str] = ...) -> None: ...
