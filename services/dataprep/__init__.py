@@ -1,0 +1,1 @@
+"""Data prep service: sources, versioned datasets, tokenizers, feedback accumulation."""

@@ -1,0 +1,74 @@
+"""What every service process holds: settings, event bus, model registry, runs.
+
+A service builds one `ServiceContext`, subscribes its event handlers to `ctx.bus`,
+and hands long work to `ctx.runs` (progress goes out as `run.progress` events). In
+`rlhf demo` the five services share one in-process bus and one artifact directory;
+in a cluster each process has its own context over Kafka and a shared volume.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf.message import Message
+
+from rlhf.registry import ModelRegistry
+from rlhf.runtime.runs import RunManager, RunRecord
+from rlhf.runtime.settings import Settings
+from rlhf.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+TOPIC_DATASET_PREPARED = "rlhf.dataset.prepared"
+TOPIC_REWARD_MODEL_READY = "rlhf.reward.model.ready"
+TOPIC_ADVERSARIAL_BATCH_READY = "rlhf.adversarial.batch.ready"
+TOPIC_ROBUSTNESS_REPORT = "rlhf.robustness.report"
+TOPIC_POLICY_CHECKPOINT_READY = "rlhf.policy.checkpoint.ready"
+TOPIC_MODEL_PROMOTED = "rlhf.model.promoted"
+TOPIC_RUN_PROGRESS = "rlhf.run.progress"
+TOPIC_FEEDBACK_RECORDED = "rlhf.feedback.recorded"
+TOPIC_RETRAIN_REQUESTED = "rlhf.retrain.requested"
+
+
+@dataclass
+class ServiceContext:
+    name: str
+    settings: Settings
+    bus: object  # rlhf.runtime.bus.EventBus
+    registry: ModelRegistry = field(init=False)
+    runs: RunManager = field(init=False)
+    max_workers: int = 1
+
+    def __post_init__(self) -> None:
+        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = ModelRegistry(self.artifact_dir / "registry")
+        self.runs = RunManager(
+            self.state_dir / "runs", on_update=self._publish_progress, max_workers=self.max_workers
+        )
+
+    @property
+    def artifact_dir(self) -> Path:
+        return Path(self.settings.artifact_dir).resolve()
+
+    @property
+    def state_dir(self) -> Path:
+        """Private state of this service (runs, dedupe records, feedback)."""
+        path = self.artifact_dir / "state" / self.name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def publish(self, topic: str, message: Message, key: str | None = None) -> str:
+        return self.bus.publish(topic, message, key=key, source=f"rlhf/{self.name}")
+
+    def subscribe(self, topic: str, handler) -> None:
+        self.bus.subscribe(topic, f"rlhf-{self.name}", handler)
+
+    def _publish_progress(self, record: RunRecord) -> None:
+        event = events_pb2.RunProgress(service=self.name, pipeline=record.pipeline)
+        event.status.CopyFrom(record.to_proto())
+        self.publish(TOPIC_RUN_PROGRESS, event, key=record.run_id)
+
+    def close(self) -> None:
+        self.runs.shutdown(wait=False)
