@@ -1,0 +1,49 @@
+"""`rlhf pipeline list|validate|show`: pipeline specs."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("list")
+def list_pipelines() -> None:
+    """Names of the shipped pipeline specs."""
+    from rlhf.pipelines import available_pipelines, load_pipeline
+
+    for name in available_pipelines():
+        typer.echo(f"{name:16s} {load_pipeline(name).description}")
+
+
+@app.command("validate")
+def validate(specs: list[str] = typer.Argument(..., help="names or YAML paths")) -> None:
+    """Validate specs; exit 1 naming the bad field of the first invalid one."""
+    from rlhf.pipelines import PipelineError, load_pipeline
+
+    failed = False
+    for spec in specs:
+        try:
+            load_pipeline(spec)
+            load_pipeline(spec, quick=True)
+            typer.echo(f"{spec}: ok")
+        except PipelineError as exc:
+            typer.echo(str(exc), err=True)
+            failed = True
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("show")
+def show(name: str, quick: bool = typer.Option(False, help="with the quick overrides")) -> None:
+    """Print a spec as JSON after validation (with defaults filled in)."""
+    from rlhf.pipelines import PipelineError, load_pipeline
+
+    try:
+        spec = load_pipeline(name, quick=quick)
+    except PipelineError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(spec.model_dump(mode="json"), indent=2, ensure_ascii=False))

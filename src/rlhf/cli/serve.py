@@ -1,0 +1,59 @@
+"""`rlhf serve <service>`: run one service as a gRPC server on the configured bus."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from pathlib import Path
+
+import typer
+
+SERVICES = ("dataprep", "trainer", "reward", "adversary", "inference")
+
+
+def serve(
+    service: str = typer.Argument(..., help=f"one of: {', '.join(SERVICES)}"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML settings file"),
+    port: int | None = typer.Option(None, help="gRPC port (overrides settings)"),
+) -> None:
+    """Run one of the platform's services until SIGTERM (graceful drain)."""
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
+    raise typer.Exit(run_service(service, config, port))
+
+
+def run_service(service: str, config: Path | None = None, port: int | None = None) -> int:
+    from rlhf.runtime.bus import create_bus
+    from rlhf.runtime.grpc.server import run_server
+    from rlhf.runtime.service import ServiceContext
+    from rlhf.runtime.settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings(config_file=config)
+    except ConfigError as exc:
+        typer.echo(f"rlhf serve {service}: {exc}", err=True)
+        return 2
+    if port is not None:
+        settings.grpc.port = port
+    module = importlib.import_module(f"rlhf.services.{service}.server")
+    bus = create_bus(settings, source=f"rlhf/{service}")
+    holder: dict = {}
+
+    async def configure(server) -> None:
+        ctx = ServiceContext(service, settings, bus)
+        holder["ctx"] = ctx
+        result = module.register(server, ctx)
+        if asyncio.iscoroutine(result):
+            await result
+        await asyncio.to_thread(bus.start)
+
+        async def close() -> None:
+            ctx.close()
+            await asyncio.to_thread(bus.close)
+
+        server.on_shutdown(close)
+
+    return run_server(settings, f"rlhf-{service}", configure)
+
+
+app = serve
