@@ -251,14 +251,16 @@ class CausalLMWithValueHead(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (logits [B, T, V], values [B, T])."""
+        """Return (logits [B, T or logits_to_keep, V], values [B, T])."""
         out = self.lm(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             output_hidden_states=True,
             use_cache=False,
+            logits_to_keep=logits_to_keep,
         )
         hidden = out.hidden_states[-1]
         values = self.v_head(hidden.to(self.v_head.weight.dtype)).squeeze(-1)

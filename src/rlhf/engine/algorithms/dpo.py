@@ -1,0 +1,326 @@
+"""DPO: Direct Preference Optimisation (Rafailov et al. 2023), CleanRL style.
+
+For a pair (prompt x, chosen y_w, rejected y_l) and a frozen reference model:
+
+    implicit reward   r(x, y) = beta * (log pi(y|x) - log ref(y|x))     (summed over y's tokens)
+    loss              L = -log sigmoid(r(x, y_w) - r(x, y_l))
+                          (with label smoothing e: (1-e) L(+) + e L(-), "conservative DPO")
+    pairwise accuracy = fraction of pairs with r(x, y_w) > r(x, y_l)   (ties count 1/2)
+
+The reference log-probs are computed once before training (the reference never
+changes), so a training step costs one policy forward/backward on 2 x batch sequences.
+Prompts in the HH text format ("\\n\\nHuman: ... \\n\\nAssistant:") are turned into
+chat messages and rendered with the tokenizer's chat template when it has one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from rlhf.engine.algorithms.rollout import (
+    DataCursor,
+    MetricsLogger,
+    autocast,
+    clip_grad,
+    encode_chat_prompt,
+    position_ids_from,
+)
+from rlhf.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+
+class Pair(Protocol):
+    """Anything with prompt/chosen/rejected strings (e.g. rlhf.engine.data PreferencePair)."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+@dataclass
+class DPOConfig:
+    """DPO hyper-parameters; defaults suit SmolLM2-135M on a small CPU."""
+
+    beta: float = 0.1
+    """Strength of the implicit KL constraint (higher = closer to the reference)."""
+    label_smoothing: float = 0.0
+    """Assumed fraction of flipped labels (conservative DPO); 0 = plain DPO."""
+    epochs: float = 1.0
+    """Passes over the training pairs (fractions allowed)."""
+    batch_size: int = 8
+    """Pairs per optimiser step (2x sequences per forward)."""
+    learning_rate: float = 5e-6
+    warmup_steps: int = 5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_prompt_tokens: int = 128
+    """Prompts are left-truncated to this many tokens."""
+    max_response_tokens: int = 128
+    """Responses are right-truncated to this many tokens."""
+    use_chat_template: bool = True
+    """Render prompts with the tokenizer's chat template (when it has one)."""
+    eval_batch_size: int = 16
+    seed: int = 0
+    device: str = "cpu"
+    autocast: bool = True
+    output_dir: str | None = None
+    checkpoint_every: int = 0
+    resume: bool = True
+    time_limit_s: float | None = None
+    progress: bool = True
+
+
+@dataclass
+class DPOResult:
+    steps: int
+    history: list[dict[str, float]]
+    final_dir: str | None
+    eval_before: dict[str, float]
+    """Held-out metrics of the reference (implicit rewards all 0: accuracy 0.5 by ties)."""
+    eval_after: dict[str, float]
+
+
+@dataclass
+class EncodedPair:
+    prompt: list[int]
+    chosen: list[int]
+    rejected: list[int]
+
+
+# --------------------------------------------------------------------------------------
+# Tokenisation
+
+
+def encode_pair(tokenizer: Any, pair: Pair, cfg: DPOConfig, index: int = 0) -> EncodedPair:
+    """Token ids of prompt, chosen and rejected (responses end with EOS)."""
+    for key in ("prompt", "chosen", "rejected"):
+        value = getattr(pair, key, None)
+        if not isinstance(value, str) or (key != "prompt" and not value.strip()):
+            raise ValueError(f"pairs[{index}].{key}: expected a non-empty string")
+    chat = bool(cfg.use_chat_template and getattr(tokenizer, "chat_template", None))
+    prompt_ids = encode_chat_prompt(tokenizer, pair.prompt, chat)
+    responses = (
+        [pair.chosen.strip(), pair.rejected.strip()] if chat else [pair.chosen, pair.rejected]
+    )
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    encoded = [
+        tokenizer(r, add_special_tokens=False)["input_ids"][: cfg.max_response_tokens - len(eos)]
+        + eos
+        for r in responses
+    ]
+    return EncodedPair(list(prompt_ids)[-cfg.max_prompt_tokens :], encoded[0], encoded[1])
+
+
+def _collate(pairs: Sequence[EncodedPair], pad_id: int, device: str):
+    """Chosen rows then rejected rows, right-padded: ids, attention mask, loss mask."""
+    seqs = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
+    resp = [(len(p.prompt), len(p.chosen)) for p in pairs] + [
+        (len(p.prompt), len(p.rejected)) for p in pairs
+    ]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(seqs), width), dtype=torch.float32)
+    for row, (seq, (start, length)) in enumerate(zip(seqs, resp, strict=True)):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        attn[row, : len(seq)] = 1
+        loss_mask[row, start : start + length] = 1.0
+    return ids.to(device), attn.to(device), loss_mask.to(device)
+
+
+def sequence_logprobs(model: Any, pairs: Sequence[EncodedPair], pad_id: int, cfg: DPOConfig):
+    """Summed response log-probs: (chosen [B], rejected [B])."""
+    ids, attn, loss_mask = _collate(pairs, pad_id, cfg.device)
+    with autocast(cfg.device, cfg.autocast):
+        logits = model(
+            input_ids=ids,
+            attention_mask=attn,
+            position_ids=position_ids_from(attn),
+            use_cache=False,
+        ).logits
+    # logits at t predict token t+1
+    logp = torch.gather(
+        logits[:, :-1].float().log_softmax(-1), 2, ids[:, 1:].unsqueeze(-1)
+    ).squeeze(-1)
+    summed = (logp * loss_mask[:, 1:]).sum(1)
+    n = len(pairs)
+    return summed[:n], summed[n:]
+
+
+@torch.no_grad()
+def reference_logprobs(
+    model: Any, pairs: Sequence[EncodedPair], pad_id: int, cfg: DPOConfig
+) -> torch.Tensor:
+    """[N, 2] (chosen, rejected) summed log-probs, computed once."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(pairs), cfg.eval_batch_size):
+        c, r = sequence_logprobs(model, pairs[start : start + cfg.eval_batch_size], pad_id, cfg)
+        out.append(torch.stack([c, r], dim=1))
+    model.train(was_training)
+    return torch.cat(out).cpu()
+
+
+def dpo_loss(
+    pi_c: torch.Tensor,
+    pi_r: torch.Tensor,
+    ref_c: torch.Tensor,
+    ref_r: torch.Tensor,
+    beta: float,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, chosen implicit reward, rejected implicit reward)."""
+    chosen_reward = beta * (pi_c - ref_c)
+    rejected_reward = beta * (pi_r - ref_r)
+    margin = chosen_reward - rejected_reward
+    loss = -(1 - label_smoothing) * F.logsigmoid(margin) - label_smoothing * F.logsigmoid(-margin)
+    return loss.mean(), chosen_reward.detach(), rejected_reward.detach()
+
+
+def pairwise_accuracy_from(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
+    """Fraction of pairs with chosen > rejected; exact ties count one half."""
+    wins = (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
+    return wins.mean().item()
+
+
+@torch.no_grad()
+def evaluate_dpo(
+    model: Any, pairs: Sequence[EncodedPair], ref_logps: torch.Tensor, pad_id: int, cfg: DPOConfig
+) -> dict[str, float]:
+    """Held-out pairwise accuracy of the implicit reward, mean margin and loss."""
+    policy = reference_logprobs(model, pairs, pad_id, cfg)
+    chosen = cfg.beta * (policy[:, 0] - ref_logps[:, 0])
+    rejected = cfg.beta * (policy[:, 1] - ref_logps[:, 1])
+    loss, _, _ = dpo_loss(policy[:, 0], policy[:, 1], ref_logps[:, 0], ref_logps[:, 1], cfg.beta)
+    return {
+        "pairwise_accuracy": pairwise_accuracy_from(chosen, rejected),
+        "reward_margin": (chosen - rejected).mean().item(),
+        "loss": loss.item(),
+        "loglik_accuracy": pairwise_accuracy_from(policy[:, 0], policy[:, 1]),
+    }
+
+
+def train_dpo(
+    config: DPOConfig,
+    policy: Any,
+    tokenizer: Any,
+    train_pairs: Sequence[Pair],
+    eval_pairs: Sequence[Pair] = (),
+    ref_model: Any | None = None,
+) -> DPOResult:
+    """Train ``policy`` in place with DPO; evaluates on ``eval_pairs`` before and after."""
+    cfg = config
+    if not train_pairs:
+        raise ValueError("train_pairs: no preference pairs")
+    torch.manual_seed(cfg.seed)
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    train = [encode_pair(tokenizer, p, cfg, i) for i, p in enumerate(train_pairs)]
+    held_out = [encode_pair(tokenizer, p, cfg, i) for i, p in enumerate(eval_pairs)]
+    policy.to(cfg.device).train()
+    # The reference is only needed for these log-probs; by default it is the
+    # policy itself before its first update, so no copy is kept in memory.
+    ref = ref_model if ref_model is not None else policy
+    ref.to(cfg.device)
+    ref_train = reference_logprobs(ref, train, pad_id, cfg)
+    ref_eval = reference_logprobs(ref, held_out, pad_id, cfg) if held_out else None
+    eval_before: dict[str, float] = {}
+    if ref_eval is not None:
+        eval_before = evaluate_dpo(ref, held_out, ref_eval, pad_id, cfg)
+
+    total_steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
+    optimizer = torch.optim.AdamW(
+        policy.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(
+            (s + 1) / max(1, cfg.warmup_steps),
+            max(0.0, (total_steps - s) / max(1, total_steps - cfg.warmup_steps)),
+        ),
+    )
+    cursor = DataCursor(size=len(train), seed=cfg.seed)
+    history: list[dict[str, float]] = []
+    start_step = 0
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else None
+    if out_dir and cfg.resume and (ckpt := latest_checkpoint(out_dir)) is not None:
+        restored = load_checkpoint(
+            ckpt, {"policy": policy}, {"opt": optimizer}, {"sched": scheduler}
+        )
+        start_step = restored["step"]
+        cursor.load_state_dict(restored["state"]["cursor"])
+        history = restored["state"]["history"]
+    metrics_log = MetricsLogger(out_dir / "metrics.jsonl" if out_dir else None, start_step)
+
+    def checkpoint(step: int) -> None:
+        if out_dir is not None:
+            state = {"cursor": cursor.state_dict(), "history": history}
+            save_checkpoint(
+                out_dir, step, {"policy": policy}, {"opt": optimizer}, {"sched": scheduler}, state
+            )
+
+    t_start = time.perf_counter()
+    step = start_step
+    bar = tqdm(total=total_steps, initial=start_step, disable=not cfg.progress, desc="dpo")
+    while step < total_steps:
+        if cfg.time_limit_s is not None and time.perf_counter() - t_start > cfg.time_limit_s:
+            break
+        idx = cursor.take(cfg.batch_size)
+        pi_c, pi_r = sequence_logprobs(policy, [train[i] for i in idx], pad_id, cfg)
+        ref_c, ref_r = ref_train[idx, 0].to(cfg.device), ref_train[idx, 1].to(cfg.device)
+        loss, chosen_r, rejected_r = dpo_loss(
+            pi_c, pi_r, ref_c, ref_r, cfg.beta, cfg.label_smoothing
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip_grad(policy.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        row = {
+            "loss": loss.item(),
+            "accuracy": pairwise_accuracy_from(chosen_r, rejected_r),
+            "reward_margin": (chosen_r - rejected_r).mean().item(),
+            "chosen_reward": chosen_r.mean().item(),
+            "rejected_reward": rejected_r.mean().item(),
+            "grad_norm": grad_norm,
+            "lr": scheduler.get_last_lr()[0],
+        }
+        history.append(row)
+        metrics_log.log(step, row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+            checkpoint(step)
+    bar.close()
+
+    final_dir = None
+    if out_dir is not None:
+        checkpoint(step)
+        final = out_dir / "final"
+        policy.save_pretrained(final)
+        tokenizer.save_pretrained(final)
+        (final / "dpo_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        final_dir = str(final)
+    eval_after: dict[str, float] = {}
+    if ref_eval is not None:
+        eval_after = evaluate_dpo(policy, held_out, ref_eval, pad_id, cfg)
+        metrics_log.log(step, {f"eval_{k}": v for k, v in eval_after.items()})
+    return DPOResult(
+        steps=step,
+        history=history,
+        final_dir=final_dir,
+        eval_before=eval_before,
+        eval_after=eval_after,
+    )
