@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.kafka_plugin"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
