@@ -1,0 +1,86 @@
+"""The real Kafka broker the project provisions (rlhf.runtime.kafka_broker)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rlhf.runtime.kafka_broker import (
+    DEFAULT_KAFKA_VERSION,
+    KafkaBroker,
+    KafkaBrokerConfig,
+    KafkaBrokerError,
+    kafka_home,
+    provision,
+)
+from tests.kafka_plugin import KafkaInfo
+
+
+@pytest.mark.kafka
+def test_broker_version(kafka_info: KafkaInfo, record_property, capsys) -> None:
+    """Shows (and records) which Kafka the suite ran against."""
+    record_property("kafka_version", kafka_info.version)
+    record_property("kafka_bootstrap", kafka_info.bootstrap_servers)
+    with capsys.disabled():
+        print(f"\nkafka broker under test: {kafka_info.version} ({kafka_info.origin})")
+    if kafka_info.origin == "provisioned":
+        expected = os.environ.get("RLHF_KAFKA_VERSION", DEFAULT_KAFKA_VERSION)
+        assert kafka_info.version == expected and expected.startswith("4.")
+        libs = kafka_home() / expected / "libs"
+        assert (libs / f"kafka_2.13-{expected}.jar").exists()
+        # Kafka logs through slf4j 1.7; the log4j2 binding must be on the classpath.
+        assert list(libs.glob("log4j-slf4j-impl-*.jar")) and list(libs.glob("log4j-core-*.jar"))
+    else:
+        assert kafka_info.version.startswith("api ")
+
+
+@pytest.mark.kafka
+def test_broker_restarts_on_its_data_dir(kafka_info: KafkaInfo, tmp_path: Path) -> None:
+    """A second broker: stops cleanly, restarts on the same storage and port, keeps data."""
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+    config = KafkaBrokerConfig(data_dir=tmp_path / "kafka", heap="256m")
+    with KafkaBroker(config) as broker:
+        first_address = broker.bootstrap_servers
+        admin = KafkaAdminClient(bootstrap_servers=first_address)
+        admin.create_topics({"kept": {"num_partitions": 1, "replication_factor": 1}})
+        admin.close()
+        producer = KafkaProducer(bootstrap_servers=first_address, acks="all")
+        producer.send("kept", b"survives a restart").get(timeout=30)
+        producer.close()
+    assert not broker.running()
+    with KafkaBroker(config) as again:
+        assert again.bootstrap_servers == first_address
+        consumer = KafkaConsumer(bootstrap_servers=again.bootstrap_servers)
+        consumer.assign([TopicPartition("kept", 0)])
+        consumer.seek_to_beginning()
+        values = [r.value for recs in consumer.poll(timeout_ms=10_000).values() for r in recs]
+        consumer.close()
+    assert values == [b"survives a restart"]
+
+
+@pytest.mark.kafka
+def test_cli_provision_reports_the_jars(kafka_info: KafkaInfo) -> None:
+    from rlhf.cli.kafka import app
+
+    result = CliRunner().invoke(app, ["provision"])
+    assert result.exit_code == 0, result.output
+    assert f"Kafka {DEFAULT_KAFKA_VERSION}:" in result.output and "jars in" in result.output
+
+
+def test_provision_without_maven_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no mvn on it
+    with pytest.raises(KafkaBrokerError, match="mvn not found.*apt-get install maven"):
+        provision("4.4.0", home=tmp_path / "cache")
+
+
+def test_kafka_home_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLHF_KAFKA_HOME", str(tmp_path))
+    assert kafka_home() == tmp_path
+    monkeypatch.delenv("RLHF_KAFKA_HOME")
+    assert kafka_home() == Path.home() / ".cache" / "rlhf" / "kafka"
