@@ -35,11 +35,25 @@ from rlhf.engine.data.records import (
     Record,
     record_from_dict,
 )
+from rlhf.engine.data.sources import (
+    UPSTREAMS,
+    PullError,
+    Upstream,
+    dataset_names,
+    pull,
+    read_source,
+)
 from rlhf.engine.data.store import PreparedDataset, load_dataset, save_dataset
 
 __all__ = [
     "DEFAULT_LABEL_MAP",
     "SENTIMENT_LABELS",
+    "UPSTREAMS",
+    "PullError",
+    "Upstream",
+    "dataset_names",
+    "pull",
+    "read_source",
     "DataError",
     "LabeledText",
     "PreferencePair",
