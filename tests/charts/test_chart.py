@@ -1,0 +1,511 @@
+"""The Helm chart, rendered offline: lint, Kubernetes 1.33 schemas, hardening, RBAC, wiring."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from rlhf.executors.kubernetes import (
+    PYTORCHJOB_RBAC_RULE,
+    REQUIRED_RBAC_RULES,
+    KubernetesExecutorSettings,
+)
+from rlhf.runtime.settings import Settings
+from tests.charts.crd_schemas import BY_KIND
+from tests.charts.helmtools import (
+    CHART,
+    CI_VALUES,
+    K8S_VERSION,
+    SERVICES,
+    by_name,
+    env_of,
+    helm,
+    of_kind,
+    pod_specs,
+    render,
+    render_error,
+)
+
+pytestmark = pytest.mark.helm
+
+VARIANTS = {"default": ()} | {p.name.removesuffix("-values.yaml"): (str(p),) for p in CI_VALUES}
+
+
+def test_ci_values_cover_the_required_variants() -> None:
+    assert {"minimal", "gpu-inference", "autoscaling", "external-kafka-tls-sasl"} <= set(VARIANTS)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_lint_strict_is_clean(variant: str) -> None:
+    args = ["lint", "--strict", str(CHART)]
+    for path in VARIANTS[variant]:
+        args += ["-f", path]
+    out = helm(*args).stdout
+    assert "0 chart(s) failed" in out
+    assert "[WARNING]" not in out and "[ERROR]" not in out, out
+
+
+def test_kubernetes_validate_knows_1_33_and_is_strict() -> None:
+    assert (
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}},
+            K8S_VERSION,
+            strict=True,
+        )
+        == "1.33"
+    )
+    bad = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "x"},
+        "spec": {"ports": [{"port": 1}], "typo": True},
+    }
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_object_validates_against_kubernetes_1_33(variant: str) -> None:
+    objs = render(VARIANTS[variant])
+    assert objs
+    for obj in objs:
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        if obj["kind"] in BY_KIND:
+            jsonschema.validate(obj, BY_KIND[obj["kind"]])
+            continue
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{variant}: {where}: {exc.message} at {list(exc.path)}")
+
+
+def _closed(schema: dict[str, Any], path: str = "$") -> list[str]:
+    """Paths of objects in the values schema that accept unknown keys."""
+    open_paths = []
+    if "properties" in schema and schema.get("additionalProperties") is not False:
+        open_paths.append(path)
+    for key, sub in schema.get("properties", {}).items():
+        open_paths += _closed(sub, f"{path}.{key}")
+    for key, sub in schema.get("definitions", {}).items():
+        open_paths += _closed(sub, f"#/definitions/{key}")
+    return open_paths
+
+
+def test_values_schema_rejects_unknown_keys_everywhere() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert _closed(schema) == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("services.trainer.replicas=2", "replicas"),  # replicaCount
+        ("tirton.enabled=true", "tirton"),
+        ("kafka.bootstrapServer=x:9092", "bootstrapServer"),
+        ("services.inference.autoscaling.maxReplica=3", "maxReplica"),
+        ("services.trainning.enabled=true", "trainning"),
+    ],
+)
+def test_typo_key_fails_schema_validation(setting: str, named: str) -> None:
+    err = render_error(setting)
+    assert "values don't meet the specifications of the schema" in err or "schema" in err
+    assert named in err
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "grpc.port=http",
+        "services.trainer.replicaCount=-1",
+        "kafka.securityProtocol=TLS",
+        "triton.modelRepository.type=nfs",
+    ],
+)
+def test_wrong_type_or_value_fails_schema_validation(setting: str) -> None:
+    assert "schema" in render_error(setting)
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("grpc.auth.enabled=true", "grpc.auth.existingSecret"),
+        ("grpc.tls.enabled=true", "grpc.tls.existingSecret"),
+        ("kafka.securityProtocol=SASL_SSL", "kafka.sasl.mechanism"),
+        ("artifacts.objectStorage.enabled=true", "artifacts.objectStorage.uri"),
+    ],
+)
+def test_missing_secret_fails_with_the_key_to_set(setting: str, named: str) -> None:
+    assert named in render_error(setting)
+
+
+HARDENED = {
+    "runAsNonRoot": True,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_container_is_hardened_with_resources(variant: str) -> None:
+    specs = pod_specs(render(VARIANTS[variant]))
+    assert specs
+    for where, spec in specs:
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
+        writable = {m["mountPath"] for c in spec["containers"] for m in c.get("volumeMounts", [])}
+        assert "/tmp" in writable, f"{where}: read-only root needs an emptyDir on /tmp"
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            sc = container["securityContext"]
+            for key, value in HARDENED.items():
+                assert sc.get(key) is value, f"{where}/{container['name']}: {key}"
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in sc["capabilities"], where
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
+            assert sc.get("privileged", False) is False, where
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][kind]), f"{where}: {kind}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_deployments_have_three_probes(variant: str) -> None:
+    objs = render(VARIANTS[variant])
+    tls = variant == "external-kafka-tls-sasl"
+    for dep in of_kind(objs, "Deployment"):
+        component = dep["metadata"]["labels"]["app.kubernetes.io/component"]
+        for container in dep["spec"]["template"]["spec"]["containers"]:
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                p = container[probe]
+                if component in SERVICES and not tls:
+                    assert p["grpc"] == {"port": 50051}, f"{dep['metadata']['name']}: {probe}"
+                elif component in SERVICES:
+                    # kubelet's gRPC probe has no TLS: the chart's health script runs instead
+                    assert p["exec"]["command"][:2] == [
+                        "python",
+                        "/etc/rlhf/scripts/grpc_health.py",
+                    ]
+                    assert "--ca" in p["exec"]["command"]
+                else:
+                    assert p["httpGet"]["path"].startswith("/v2/health/")
+
+
+def test_default_install_has_all_services_and_triton() -> None:
+    objs = render()
+    deployments = {d["metadata"]["name"] for d in of_kind(objs, "Deployment")}
+    assert deployments == {f"t-rlhf-{s}" for s in (*SERVICES, "triton")}
+    for name in SERVICES:
+        svc = by_name(objs, "Service", f"t-rlhf-{name}")
+        ports = {p["name"]: p["port"] for p in svc["spec"]["ports"]}
+        assert ports == {"grpc": 50051, "metrics": 9090}
+        dep = by_name(objs, "Deployment", f"t-rlhf-{name}")
+        container = dep["spec"]["template"]["spec"]["containers"][0]
+        assert container["args"] == ["serve", name]
+        assert container["image"] == f"ghcr.io/rlhf-platform/rlhf-{name}:0.1.0"
+    triton = by_name(objs, "Service", "t-rlhf-triton")
+    assert sorted(p["port"] for p in triton["spec"]["ports"]) == [8000, 8001, 8002]
+
+
+def test_service_env_names_match_the_settings_model() -> None:
+    """Every RLHF_* variable the chart sets is read by Settings or the executor settings."""
+    service_specific = {"RLHF_EXECUTOR", "RLHF_ARTIFACT_URI", "RLHF_PIPELINES_DIR"} | {
+        "RLHF_TRITON_URL",
+        "RLHF_TRITON_HTTP_URL",
+        "RLHF_TRITON_MODEL_REPOSITORY",
+    }
+    executor_fields = {
+        f"RLHF_KUBERNETES__{k.upper()}" for k in KubernetesExecutorSettings.model_fields
+    }
+    for variant in VARIANTS.values():
+        for dep in of_kind(render(variant), "Deployment"):
+            for container in dep["spec"]["template"]["spec"]["containers"]:
+                for name in env_of(container):
+                    if not name.startswith("RLHF_") or name in service_specific:
+                        continue
+                    if name.startswith("RLHF_KUBERNETES__"):
+                        assert name in executor_fields, name
+                        continue
+                    top, _, nested = name.removeprefix("RLHF_").lower().partition("__")
+                    assert top in Settings.model_fields, name
+                    if nested:
+                        model = Settings.model_fields[top].annotation
+                        assert nested in model.model_fields, name
+
+
+def test_services_listen_on_all_interfaces_with_kafka_and_metrics() -> None:
+    dep = by_name(render(), "Deployment", "t-rlhf-reward")
+    env = env_of(dep["spec"]["template"]["spec"]["containers"][0])
+    assert env["RLHF_GRPC__HOST"] == "0.0.0.0"
+    assert env["RLHF_GRPC__PORT"] == "50051"
+    assert env["RLHF_BUS"] == "kafka"
+    assert env["RLHF_TELEMETRY__METRICS_PORT"] == "9090"
+    assert env["RLHF_ARTIFACT_DIR"] == "/var/lib/rlhf/artifacts"
+
+
+def test_inference_points_at_triton_and_shares_its_model_repository() -> None:
+    objs = render()
+    spec = by_name(objs, "Deployment", "t-rlhf-inference")["spec"]["template"]["spec"]
+    env = env_of(spec["containers"][0])
+    assert env["RLHF_TRITON_URL"] == "t-rlhf-triton:8001"
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in spec["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert "t-rlhf-models" in claims
+    triton = by_name(objs, "Deployment", "t-rlhf-triton")["spec"]["template"]["spec"]
+    assert "t-rlhf-models" in {
+        v.get("persistentVolumeClaim", {}).get("claimName") for v in triton["volumes"]
+    }
+    assert "--model-repository=/models" in triton["containers"][0]["args"]
+
+
+def test_gpu_inference_requests_gpus_on_gpu_nodes() -> None:
+    objs = render(VARIANTS["gpu-inference"])
+    spec = by_name(objs, "Deployment", "t-rlhf-triton")["spec"]["template"]["spec"]
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
+    default_triton = by_name(render(), "Deployment", "t-rlhf-triton")["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in default_triton["containers"][0]["resources"]["limits"]
+
+
+def test_pdb_and_hpa_appear_only_when_enabled() -> None:
+    all_off = tuple(f"services.{s}.pdb.enabled=false" for s in SERVICES)
+    objs = render((), all_off)
+    assert of_kind(objs, "PodDisruptionBudget") == []
+    assert of_kind(objs, "HorizontalPodAutoscaler") == []
+    for dep in of_kind(objs, "Deployment"):
+        assert "replicas" in dep["spec"]
+
+    objs = render(
+        (), ("services.reward.pdb.enabled=true", "services.reward.autoscaling.enabled=true")
+    )
+    pdbs = {p["metadata"]["name"] for p in of_kind(objs, "PodDisruptionBudget")}
+    assert pdbs == {"t-rlhf-reward", "t-rlhf-inference"}  # inference's is on by default
+    assert [h["metadata"]["name"] for h in of_kind(objs, "HorizontalPodAutoscaler")] == [
+        "t-rlhf-reward"
+    ]
+    assert "replicas" not in by_name(objs, "Deployment", "t-rlhf-reward")["spec"]
+
+
+def test_autoscaling_variant_scales_every_deployment_on_cpu_and_kafka_lag() -> None:
+    objs = render(VARIANTS["autoscaling"])
+    hpas = {
+        h["spec"]["scaleTargetRef"]["name"]: h for h in of_kind(objs, "HorizontalPodAutoscaler")
+    }
+    deployments = {d["metadata"]["name"] for d in of_kind(objs, "Deployment")}
+    assert set(hpas) == deployments
+    for name, hpa in hpas.items():
+        assert "replicas" not in by_name(objs, "Deployment", name)["spec"]
+        types = [m["type"] for m in hpa["spec"]["metrics"]]
+        assert "Resource" in types, name
+    lag = [m for m in hpas["t-rlhf-dataprep"]["spec"]["metrics"] if m["type"] == "External"]
+    assert lag[0]["external"]["metric"]["name"] == "kafka_consumergroup_lag"
+    assert (
+        lag[0]["external"]["metric"]["selector"]["matchLabels"]["consumergroup"] == "rlhf-dataprep"
+    )
+    pdbs = {p["metadata"]["name"] for p in of_kind(objs, "PodDisruptionBudget")}
+    assert pdbs == deployments
+
+
+def _rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_rbac_grants_exactly_what_the_executor_needs() -> None:
+    objs = render()
+    assert of_kind(objs, "ClusterRole") == [] and of_kind(objs, "ClusterRoleBinding") == []
+    roles = of_kind(objs, "Role")
+    assert len(roles) == 1
+    expected = _rules({"rules": list(REQUIRED_RBAC_RULES)})
+    assert _rules(roles[0]) == expected
+    assert not any("*" in part for rule in _rules(roles[0]) for part in rule)
+    binding = of_kind(objs, "RoleBinding")[0]
+    assert binding["roleRef"]["name"] == roles[0]["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "t-rlhf-trainer", "namespace": "ml"}
+    ]
+    # Only the trainer's pods carry an API token.
+    for dep in of_kind(objs, "Deployment"):
+        spec = dep["spec"]["template"]["spec"]
+        assert spec["automountServiceAccountToken"] is (dep["metadata"]["name"] == "t-rlhf-trainer")
+    for sa in of_kind(objs, "ServiceAccount"):
+        assert sa["automountServiceAccountToken"] is False
+
+
+def test_rbac_adds_pytorchjobs_only_when_enabled_and_nothing_for_local_training() -> None:
+    role = of_kind(render(VARIANTS["gpu-inference"]), "Role")[0]
+    assert _rules(role) == _rules({"rules": [*REQUIRED_RBAC_RULES, PYTORCHJOB_RBAC_RULE]})
+    objs = render(VARIANTS["minimal"])
+    assert of_kind(objs, "Role") == [] and of_kind(objs, "RoleBinding") == []
+    trainer = by_name(objs, "Deployment", "t-rlhf-trainer")["spec"]["template"]["spec"]
+    assert trainer["automountServiceAccountToken"] is False
+
+
+def test_trainer_gets_the_executor_settings_the_executor_reads() -> None:
+    dep = by_name(render(VARIANTS["gpu-inference"]), "Deployment", "t-rlhf-trainer")
+    env = {
+        k.removeprefix("RLHF_KUBERNETES__").lower(): v
+        for k, v in env_of(dep["spec"]["template"]["spec"]["containers"][0]).items()
+        if k.startswith("RLHF_KUBERNETES__") and isinstance(v, str)
+    }
+    settings = KubernetesExecutorSettings(
+        **{k: json.loads(v) if v[:1] in "[{" else v for k, v in env.items()}
+    )
+    assert settings.artifact_claim == "t-rlhf-artifacts"
+    assert settings.service_account == "t-rlhf-training-job"
+    assert settings.pytorch_job is True
+    assert settings.tolerations[0]["key"] == "nvidia.com/gpu"
+    assert settings.resources["limits"]["memory"] == "128Gi"
+    assert settings.labels["app.kubernetes.io/instance"] == "t"
+
+
+def test_network_policies_cover_every_pod_and_only_declared_paths() -> None:
+    objs = render()
+    policies = of_kind(objs, "NetworkPolicy")
+    selected = [p["spec"]["podSelector"]["matchLabels"] for p in policies]
+    for dep in of_kind(objs, "Deployment"):
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert any(sel.items() <= labels.items() for sel in selected), dep["metadata"]["name"]
+    for policy in policies:
+        assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+    triton = by_name(objs, "NetworkPolicy", "t-rlhf-triton")
+    serving = triton["spec"]["ingress"][0]
+    assert (
+        serving["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        == "inference"
+    )
+    inference = by_name(objs, "NetworkPolicy", "t-rlhf-inference")
+    to_triton = [
+        r for r in inference["spec"]["egress"] if any(p["port"] == 8001 for p in r.get("ports", []))
+    ]
+    assert (
+        to_triton
+        and to_triton[0]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        == "triton"
+    )
+    reward = by_name(objs, "NetworkPolicy", "t-rlhf-reward")
+    egress_ports = {p["port"] for r in reward["spec"]["egress"] for p in r.get("ports", [])}
+    assert egress_ports == {53, 9092, 9093}  # DNS and Kafka only; no API server, no Triton
+    trainer = by_name(objs, "NetworkPolicy", "t-rlhf-trainer")
+    assert {443, 6443} <= {p["port"] for r in trainer["spec"]["egress"] for p in r.get("ports", [])}
+
+
+def test_locked_down_variant_admits_only_labelled_clients_and_reaches_only_the_brokers() -> None:
+    objs = render(VARIANTS["external-kafka-tls-sasl"])
+    policy = by_name(objs, "NetworkPolicy", "t-rlhf-dataprep")
+    grpc_rule = policy["spec"]["ingress"][0]
+    allowed = [peer["podSelector"]["matchLabels"] for peer in grpc_rule["from"]]
+    assert {"t-rlhf-client": "true"} in allowed
+    kafka_rule = [
+        r for r in policy["spec"]["egress"] if r.get("ports", [{}])[0].get("port") == 9093
+    ][0]
+    assert kafka_rule["to"][0]["podSelector"]["matchLabels"] == {"strimzi.io/cluster": "rlhf-kafka"}
+    test_pod = of_kind(objs, "Pod")[0]
+    assert test_pod["metadata"]["labels"]["t-rlhf-client"] == "true"
+
+
+def test_kafka_sasl_tls_and_grpc_secrets_are_wired_from_existing_secrets() -> None:
+    objs = render(VARIANTS["external-kafka-tls-sasl"])
+    spec = by_name(objs, "Deployment", "t-rlhf-trainer")["spec"]["template"]["spec"]
+    env = env_of(spec["containers"][0])
+    assert env["RLHF_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert env["RLHF_KAFKA__SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env["RLHF_KAFKA__SASL_PASSWORD"] == {
+        "secretKeyRef": {"name": "rlhf-kafka-user", "key": "password"}
+    }
+    assert env["RLHF_KAFKA__SSL_CAFILE"] == "/etc/rlhf/kafka/ca/ca.crt"
+    assert env["RLHF_GRPC__AUTH_TOKENS_FILE"] == "/etc/rlhf/auth/tokens"
+    assert env["RLHF_GRPC__TLS_CLIENT_CA_FILE"] == "/etc/rlhf/tls/ca.crt"
+    secrets = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    assert secrets == {
+        "auth-tokens": "rlhf-grpc-tokens",
+        "grpc-tls": "rlhf-grpc-tls",
+        "kafka-ca": "rlhf-kafka-cluster-ca-cert",
+    }
+    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts["kafka-ca"] == "/etc/rlhf/kafka/ca"
+    assert spec["containers"][0]["envFrom"] == [{"secretRef": {"name": "rlhf-object-store"}}]
+    assert not of_kind(objs, "Secret"), "credentials must come from existing Secrets"
+
+
+def test_strimzi_topics_cover_every_event_and_its_dead_letter_topic() -> None:
+    topics = of_kind(render(VARIANTS["external-kafka-tls-sasl"]), "KafkaTopic")
+    names = {t["spec"]["topicName"] for t in topics}
+    events = {
+        "rlhf.dataset.prepared", "rlhf.reward.model.ready", "rlhf.adversarial.batch.ready",
+        "rlhf.robustness.report", "rlhf.policy.checkpoint.ready", "rlhf.model.promoted",
+        "rlhf.run.progress", "rlhf.feedback.recorded", "rlhf.retrain.requested",
+    }  # fmt: skip
+    assert names == events | {f"{e}.dlq" for e in events}
+    for topic in topics:
+        assert topic["metadata"]["namespace"] == "kafka"
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "rlhf-kafka"
+        assert topic["spec"]["partitions"] == 6 and topic["spec"]["replicas"] == 3
+    assert of_kind(render(), "KafkaTopic") == []
+
+
+def test_helm_test_hook_checks_every_enabled_service() -> None:
+    for variant, enabled in (
+        ("default", set(SERVICES)),
+        ("minimal", {"dataprep", "trainer", "inference"}),
+    ):
+        pods = of_kind(render(VARIANTS[variant]), "Pod")
+        assert len(pods) == 1
+        pod = pods[0]
+        assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+        command = pod["spec"]["containers"][0]["command"]
+        targets = {c.split(".")[0].removeprefix("t-rlhf-") for c in command if c.endswith(":50051")}
+        assert targets == enabled
+
+
+def test_servicemonitors_only_when_enabled() -> None:
+    assert of_kind(render(), "ServiceMonitor") == []
+    monitors = of_kind(render(VARIANTS["gpu-inference"]), "ServiceMonitor")
+    assert {m["metadata"]["name"] for m in monitors} == {
+        f"t-rlhf-{s}" for s in (*SERVICES, "triton")
+    }
+    assert all(m["metadata"]["labels"]["release"] == "kube-prometheus-stack" for m in monitors)
+
+
+def test_image_digest_pins_the_image_and_registry_override() -> None:
+    digest = "sha256:" + "a" * 64
+    objs = render(
+        (), (f"services.trainer.image.digest={digest}", "global.imageRegistry=registry.local")
+    )
+    image = by_name(objs, "Deployment", "t-rlhf-trainer")["spec"]["template"]["spec"]["containers"][
+        0
+    ]["image"]
+    assert image == f"registry.local/rlhf-platform/rlhf-trainer@{digest}"
+    triton = by_name(objs, "Deployment", "t-rlhf-triton")["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    assert triton["image"].startswith("registry.local/nvidia/tritonserver:")
+
+
+def test_pipeline_specs_from_values_land_in_the_configmap(tmp_path) -> None:
+    spec = tmp_path / "sft.yaml"
+    spec.write_text("name: sft\nstages:\n  - sft\n")
+    out = helm("template", "t", str(CHART), "--set-file", f"pipelines.specs.sft={spec}").stdout
+    cm = by_name(tuple(d for d in yaml.safe_load_all(out) if d), "ConfigMap", "t-rlhf-pipelines")
+    assert yaml.safe_load(cm["data"]["sft.yaml"]) == {"name": "sft", "stages": ["sft"]}
+
+
+def test_topology_spread_defaults_and_opt_out() -> None:
+    spec = by_name(render(), "Deployment", "t-rlhf-inference")["spec"]["template"]["spec"]
+    keys = {c["topologyKey"] for c in spec["topologySpreadConstraints"]}
+    assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    spec = by_name(render(VARIANTS["minimal"]), "Deployment", "t-rlhf-inference")["spec"][
+        "template"
+    ]["spec"]
+    assert "topologySpreadConstraints" not in spec
