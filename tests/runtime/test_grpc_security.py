@@ -173,6 +173,12 @@ def certs(tmp_path_factory) -> Path:
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
     )
     make_leaf(directory, "ca", "client", "extendedKeyUsage=clientAuth\n")
+    make_leaf(
+        directory,
+        "rogue-ca",
+        "renewed-server",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
     make_leaf(directory, "rogue-ca", "rogue-client", "extendedKeyUsage=clientAuth\n")
     return directory
 
@@ -188,6 +194,27 @@ def test_tls_serves_verified_clients_and_refuses_plaintext(app_factory, certs):
         assert register(plaintext) == grpc.StatusCode.UNAVAILABLE
     with make_channel(app.target, tls_ca=certs / "rogue-ca.crt") as wrong_ca:
         assert register(wrong_ca) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_rotated_server_certificate_is_used_without_restart(app_factory, certs, tmp_path):
+    mounted = tmp_path / "tls"
+    mounted.mkdir()
+    shutil.copy(certs / "server.crt", mounted / "tls.crt")
+    shutil.copy(certs / "server.key", mounted / "tls.key")
+    app = app_factory(
+        RLHF_GRPC__TLS_CERT_FILE=str(mounted / "tls.crt"),
+        RLHF_GRPC__TLS_KEY_FILE=str(mounted / "tls.key"),
+    )
+    with make_channel(app.target, tls_ca=certs / "ca.crt") as channel:
+        assert register(channel) == grpc.StatusCode.OK
+    # Renewal: a certificate from another CA replaces the files on disk.
+    for suffix in ("key", "crt"):
+        shutil.copy(certs / f"renewed-server.{suffix}", mounted / f"tls.{suffix}.new")
+        os.replace(mounted / f"tls.{suffix}.new", mounted / f"tls.{suffix}")
+    with make_channel(app.target, tls_ca=certs / "rogue-ca.crt") as channel:
+        assert register(channel) == grpc.StatusCode.OK
+    with make_channel(app.target, tls_ca=certs / "ca.crt") as channel:
+        assert register(channel) == grpc.StatusCode.UNAVAILABLE
 
 
 def test_mtls_refuses_clients_without_a_certificate_from_the_ca(app_factory, certs):

@@ -75,27 +75,70 @@ def _read(path: Path, key: str) -> bytes:
         raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
 
 
+class CertificateFiles:
+    """Server certificate, key and client CA read from files, re-read when they change.
+
+    gRPC asks `fetch` before every new TLS handshake, so a certificate rotated on disk
+    (cert-manager renewing a mounted Secret) is used for new connections without a
+    restart. A half-written or unreadable set keeps the previous certificate.
+    """
+
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None) -> None:
+        self.files = {"grpc.tls_cert_file": cert, "grpc.tls_key_file": key}
+        if client_ca is not None:
+            self.files["grpc.tls_client_ca_file"] = client_ca
+        self._signature = self._stat()
+        self.initial = self._configuration()
+
+    def _stat(self) -> tuple[tuple[int, int, int], ...]:
+        signature = []
+        for key, path in self.files.items():
+            try:
+                stat = Path(path).stat()
+            except OSError as exc:
+                raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+            signature.append((stat.st_mtime_ns, stat.st_ino, stat.st_size))
+        return tuple(signature)
+
+    def _configuration(self) -> grpc.ServerCertificateConfiguration:
+        data = {key: _read(path, key) for key, path in self.files.items()}
+        pair = (data["grpc.tls_key_file"], data["grpc.tls_cert_file"])
+        return grpc.ssl_server_certificate_configuration(
+            [pair], root_certificates=data.get("grpc.tls_client_ca_file")
+        )
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        try:
+            signature = self._stat()
+            if signature == self._signature:
+                return None
+            configuration = self._configuration()
+        except ConfigError as exc:
+            log.error("keeping the current TLS certificate: %s", exc)
+            return None
+        self._signature = signature
+        log.info("TLS certificate files changed; new connections use the new ones")
+        return configuration
+
+
 def server_credentials(settings: GrpcSettings) -> grpc.ServerCredentials | None:
     """TLS credentials from the settings; None for plaintext.
 
     tls_cert_file + tls_key_file enable TLS; tls_client_ca_file on top requires every
-    client to present a certificate signed by that CA (mTLS).
+    client to present a certificate signed by that CA (mTLS). The files are re-read
+    when they change (see CertificateFiles).
     """
-    cert, key, client_ca = (
-        settings.tls_cert_file,
-        settings.tls_key_file,
-        settings.tls_client_ca_file,
-    )
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    client_ca = settings.tls_client_ca_file
     if cert is None and key is None and client_ca is None:
         return None
     if cert is None:
         raise ConfigError("grpc.tls_cert_file: required when TLS or mTLS options are set")
     if key is None:
         raise ConfigError("grpc.tls_key_file: required with grpc.tls_cert_file")
-    pair = (_read(key, "grpc.tls_key_file"), _read(cert, "grpc.tls_cert_file"))
-    root = _read(client_ca, "grpc.tls_client_ca_file") if client_ca is not None else None
-    return grpc.ssl_server_credentials(
-        [pair], root_certificates=root, require_client_auth=root is not None
+    files = CertificateFiles(cert, key, client_ca)
+    return grpc.dynamic_ssl_server_credentials(
+        files.initial, files.fetch, require_client_authentication=client_ca is not None
     )
 
 
