@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -247,6 +247,12 @@ def in_flight(app: AppProcess) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def wait_until_in_flight(app: AppProcess) -> None:
+    """Block until the server reports a DataPrep call in flight (polls /metrics)."""
+    while in_flight(app) < 1:
+        time.sleep(0.05)
+
+
 def test_sigterm_not_serving_drains_in_flight_calls_and_exits_zero(tmp_path):
     app = start_app(tmp_path, RLHF_GRPC__SHUTDOWN_GRACE_S="3")
     try:
@@ -260,12 +266,7 @@ def test_sigterm_not_serving_drains_in_flight_calls_and_exits_zero(tmp_path):
             slow: Future = stub.GetRun.future(
                 dataprep_pb2.GetRunRequest(run_id="sleep-1.5"), timeout=30
             )
-            started = threading.Event()
-            while not started.is_set():
-                if in_flight(app) >= 1:
-                    started.set()
-                else:
-                    started.wait(0.05)
+            wait_until_in_flight(app)
 
             app.terminate()
             assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -274,3 +275,29 @@ def test_sigterm_not_serving_drains_in_flight_calls_and_exits_zero(tmp_path):
     finally:
         app.stop()
     assert "signal received, draining" in app.log()
+
+
+def test_second_sigterm_stops_without_waiting_for_the_grace_period(tmp_path):
+    app = start_app(tmp_path, RLHF_GRPC__SHUTDOWN_GRACE_S="60")
+    try:
+        with make_channel(app.target) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(), timeout=30
+            )
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            stub = dataprep_pb2_grpc.DataPrepServiceStub(channel)
+            stuck: Future = stub.GetRun.future(
+                dataprep_pb2.GetRunRequest(run_id="sleep-50"), timeout=55
+            )
+            wait_until_in_flight(app)
+            app.terminate()
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            app.terminate()
+            assert app.wait(timeout=5) == 0
+            assert stuck.exception(timeout=10).code() in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.CANCELLED,
+            )
+    finally:
+        app.stop()
+    assert "second signal, stopping without draining" in app.log()

@@ -310,13 +310,25 @@ class GrpcServer:
     async def serve_until_signal(
         self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
     ) -> None:
-        """Start (if needed), serve until SIGTERM/SIGINT, then stop gracefully."""
+        """Start (if needed), serve until SIGTERM/SIGINT, then stop gracefully.
+
+        A second signal during the drain cancels the calls still running and stops now.
+        """
         if self._server is None:
             await self.start()
         loop = asyncio.get_running_loop()
         received = asyncio.Event()
+        forced: list[asyncio.Task[None]] = []
+
+        def on_signal() -> None:
+            if not received.is_set():
+                received.set()
+            elif self._server is not None and not forced:
+                log.warning("%s: second signal, stopping without draining", self.service_name)
+                forced.append(asyncio.create_task(self._server.stop(0)))
+
         for sig in signals:
-            loop.add_signal_handler(sig, received.set)
+            loop.add_signal_handler(sig, on_signal)
         try:
             terminated = asyncio.create_task(self.wait_for_termination())
             signalled = asyncio.create_task(received.wait())
