@@ -249,7 +249,9 @@ def in_flight(app: AppProcess) -> float:
 
 def wait_until_in_flight(app: AppProcess) -> None:
     """Block until the server reports a DataPrep call in flight (polls /metrics)."""
+    deadline = time.monotonic() + 30
     while in_flight(app) < 1:
+        assert time.monotonic() < deadline, "the call never reached the server"
         time.sleep(0.05)
 
 
