@@ -75,11 +75,12 @@ class TritonLoader:
         cfg = self.engine.config
         version.backend_name = triton_model_name(version.version)
         if cfg.write_repository:
-            batching = cfg.policy_batching if version.kind == "policy" else cfg.classifier_batching
+            policy = version.kind == "policy"
+            batching = cfg.policy_batching if policy else cfg.classifier_batching
             write_model_version(
                 cfg.model_repository,
                 version.version,
-                version.kind,  # type: ignore[arg-type]
+                "policy" if policy else "classifier",  # reward models are classifiers
                 version.model_dir,
                 batching,
                 cfg.dtype,

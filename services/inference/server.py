@@ -1,0 +1,591 @@
+"""Inference service: Generate, Chat (streaming), Classify, Score on Triton; RecordFeedback.
+
+The models run on NVIDIA Triton (dynamic batching; see rlhf.serving). This process
+validates requests, picks the model version (canary share, pinned versions), calls
+Triton through tritonclient with the caller's remaining deadline, and names the
+version that answered in every response. It reacts to `rlhf.model.promoted` by
+loading the new version beside the serving one and switching once it is ready, and
+publishes `rlhf.feedback.recorded` durably before RecordFeedback returns.
+
+    build_inference_service(settings)   -> InferenceApp (service + engine + bus)
+    main()                              -> serve until SIGTERM (what `rlhf serve inference` runs)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from rlhf.services.inference.settings import BatchingSettings, InferenceSettings, ServingSettings
+
+from rlhf.runtime.grpc import (
+    GrpcServer,
+    NotFound,
+    RequestInvalid,
+    Unavailable,
+    check,
+    remaining_time,
+    require,
+    run_server,
+)
+from rlhf.runtime.settings import load_settings
+from rlhf.serving.backend import Sampling
+from rlhf.serving.client import ModelInputError, ModelNotLoaded, ServingError, TritonUnavailable
+from rlhf.serving.engine import (
+    BATCH_SIZE,
+    REQUEST_ERRORS,
+    REQUEST_LATENCY,
+    EngineConfig,
+    ServingEngine,
+)
+from rlhf.serving.repository import BatchingConfig
+from rlhf.serving.versions import ServedVersion, UnknownModel
+from rlhf.v1 import common_pb2, events_pb2, inference_pb2, inference_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "rlhf.v1.InferenceService"
+TOPIC_MODEL_PROMOTED = "rlhf.model.promoted"
+TOPIC_FEEDBACK_RECORDED = "rlhf.feedback.recorded"
+CONSUMER_GROUP = "inference"
+
+MAX_PROMPTS = 64
+MAX_TEXTS = 256
+MAX_NEW_TOKENS = 1024
+DEFAULT_MAX_NEW_TOKENS = 64
+CHAT_ROLES = ("system", "user", "assistant")
+
+KIND_BY_ENUM = {
+    common_pb2.MODEL_KIND_POLICY: "policy",
+    common_pb2.MODEL_KIND_REWARD: "reward",
+    common_pb2.MODEL_KIND_CLASSIFIER: "classifier",
+}
+SCORERS = ("classifier", "reward")
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------------- validation
+def sampling_from_request(params: inference_pb2.SamplingParams, is_set: bool) -> Sampling:
+    """Validated sampling parameters; an unset message means the documented defaults.
+
+    Proto3 cannot tell an unset scalar from zero, so inside a set message max_new_tokens
+    0 and top_p 0 mean "default" (64 and 1.0); temperature 0 means greedy.
+    """
+    if not is_set:
+        return Sampling(DEFAULT_MAX_NEW_TOKENS, 1.0, 1.0, 0, 0)
+    max_new = params.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+    check(
+        1 <= max_new <= MAX_NEW_TOKENS,
+        "sampling.max_new_tokens",
+        f"must be in 1..{MAX_NEW_TOKENS} (got {params.max_new_tokens})",
+    )
+    temperature = params.temperature
+    check(
+        math.isfinite(temperature) and temperature >= 0,
+        "sampling.temperature",
+        f"must be >= 0 (got {temperature})",
+    )
+    top_p = params.top_p if params.top_p != 0 else 1.0
+    check(
+        math.isfinite(top_p) and 0 < top_p <= 1,
+        "sampling.top_p",
+        f"must be in (0, 1] (got {params.top_p})",
+    )
+    check(params.top_k >= 0, "sampling.top_k", f"must be >= 0 (got {params.top_k})")
+    return Sampling(max_new, temperature, top_p, params.top_k, params.seed)
+
+
+def _check_texts(values: list[str], field: str, limit: int) -> None:
+    check(values, field, "is required (at least one)")
+    check(len(values) <= limit, field, f"at most {limit} items (got {len(values)})")
+    for i, value in enumerate(values):
+        check(value.strip(), f"{field}[{i}]", "must not be empty")
+
+
+def _artifact_path(uri: str) -> str:
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    if "://" in uri:
+        raise ValueError(f"model.artifact.uri {uri!r}: only file:// URIs can be served")
+    return uri
+
+
+class FeedbackLedger:
+    """Feedback ids already published (a small append-only file), for idempotent retries."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._ids: set[str] = set()
+        self.lock = threading.Lock()
+        if path is not None and path.exists():
+            self._ids = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+    def __contains__(self, feedback_id: str) -> bool:
+        return feedback_id in self._ids
+
+    def add(self, feedback_id: str) -> None:
+        self._ids.add(feedback_id)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as handle:
+                handle.write(feedback_id + "\n")
+
+
+# ---------------------------------------------------------------------------- service
+class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
+    """The gRPC API over a `ServingEngine` and (for feedback) an event bus."""
+
+    def __init__(
+        self,
+        engine: ServingEngine,
+        config: ServingSettings,
+        bus: Any | None = None,
+        state_dir: Path | None = None,
+        max_workers: int = 64,
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.bus = bus
+        self.feedback = FeedbackLedger(state_dir / "feedback_ids.txt" if state_dir else None)
+        # tritonclient is blocking: calls run here, many at once so Triton can batch them.
+        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="triton-call")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # Plumbing ------------------------------------------------------------------------
+    def _timeout(self) -> float:
+        left = remaining_time()
+        return self.config.request_timeout_s if left is None else max(0.05, left - 0.05)
+
+    def _resolve(self, model: str, version: str, kinds: tuple[str, ...]) -> tuple[str, str]:
+        name = model or self.engine.versions.default_name(*kinds)
+        if name is None:
+            raise Unavailable(
+                f"no {' or '.join(kinds)} model is loaded yet; retry after "
+                f"{self.config.retry_after_s:g}s"
+            )
+        try:
+            route = self.engine.versions.route_of(name)
+        except UnknownModel as exc:
+            raise NotFound(str(exc)) from None
+        if route.kind not in kinds:
+            raise RequestInvalid(
+                "model", f"{name!r} is a {route.kind} model, not {' or '.join(kinds)}"
+            )
+        return name, version
+
+    def _unavailable(self, context: grpc.aio.ServicerContext, message: str) -> Unavailable:
+        retry_ms = int(self.config.retry_after_s * 1000)
+        context.set_trailing_metadata((("retry-after-ms", str(retry_ms)),))
+        return Unavailable(f"{message}; retry after {self.config.retry_after_s:g}s")
+
+    def _map_error(
+        self, exc: Exception, context: grpc.aio.ServicerContext, served: ServedVersion, field: str
+    ) -> Exception:
+        cause = type(exc).__name__
+        REQUEST_ERRORS.labels(served.name, served.version, cause).inc()
+        if isinstance(exc, ModelInputError):
+            message = str(exc)
+            if message.startswith("prompts[") and field != "prompts":
+                message = message.split(": ", 1)[-1]
+            elif message.startswith("prompts["):
+                field, message = message.split(": ", 1)
+            return RequestInvalid(field, message)
+        if isinstance(exc, TritonUnavailable | ModelNotLoaded):
+            return self._unavailable(context, f"model server unavailable: {exc}")
+        if isinstance(exc, ServingError):
+            return Unavailable(f"model server error: {exc}")
+        return exc
+
+    async def _run(
+        self,
+        context: grpc.aio.ServicerContext,
+        served: ServedVersion,
+        field: str,
+        fn: Callable[..., T],
+        *args: Any,
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, partial(fn, *args))
+        except (ServingError, OSError) as exc:
+            raise self._map_error(exc, context, served, field) from None
+
+    def _observe(
+        self, served: ServedVersion, method: str, started: float, batches: list[int]
+    ) -> None:
+        REQUEST_LATENCY.labels(served.name, served.version, method).observe(
+            time.perf_counter() - started
+        )
+        for size in batches:
+            BATCH_SIZE.labels(served.name, served.version).observe(size)
+
+    def _use(self, name: str, version: str):  # noqa: ANN202 - context manager
+        try:
+            return self.engine.versions.use(name, version)
+        except UnknownModel as exc:
+            raise NotFound(str(exc)) from None
+
+    # RPCs ----------------------------------------------------------------------------
+    async def Generate(self, request, context):  # noqa: N802, ANN001, ANN201
+        prompts = list(request.prompts)
+        _check_texts(prompts, "prompts", MAX_PROMPTS)
+        sampling = sampling_from_request(request.sampling, request.HasField("sampling"))
+        name, version = self._resolve(request.model, request.version, ("policy",))
+        client = self.engine.client
+        started = time.perf_counter()
+        with self._use(name, version) as served:
+            step = client.policy_max_batch
+            chunks = [prompts[i : i + step] for i in range(0, len(prompts), step)]
+            results = await asyncio.gather(
+                *(
+                    self._run(
+                        context, served, "prompts", client.generate, served.backend_name,
+                        chunk, sampling, False, self._timeout(),
+                    )
+                    for chunk in chunks
+                )
+            )  # fmt: skip
+        completions = [text for texts, _ in results for text in texts]
+        self._observe(served, "Generate", started, [batch for _, batch in results])
+        return inference_pb2.GenerateResponse(
+            completions=completions, model_version=served.version, request_id=uuid.uuid4().hex
+        )
+
+    async def Chat(self, request, context) -> AsyncIterator[inference_pb2.ChatChunk]:  # noqa: N802, ANN001
+        messages = list(request.messages)
+        check(messages, "messages", "is required (at least one message)")
+        for i, message in enumerate(messages):
+            check(
+                message.role in CHAT_ROLES,
+                f"messages[{i}].role",
+                f"must be one of {', '.join(CHAT_ROLES)} (got {message.role!r})",
+            )
+        check(messages[-1].role == "user", "messages", "the last message must be from 'user'")
+        check(
+            messages[-1].content.strip(),
+            f"messages[{len(messages) - 1}].content",
+            "must not be empty",
+        )
+        sampling = sampling_from_request(request.sampling, request.HasField("sampling"))
+        name, version = self._resolve(request.model, request.version, ("policy",))
+        payload = json.dumps(
+            [{"role": m.role, "content": m.content} for m in messages], ensure_ascii=False
+        )
+        request_id = uuid.uuid4().hex
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
+        timeout = self._timeout()
+        started = time.perf_counter()
+        with self._use(name, version) as served:
+
+            def pump() -> None:
+                try:
+                    stream = self.engine.client.generate_stream(
+                        served.backend_name, [payload], sampling, True, True, timeout
+                    )
+                    for event in stream:
+                        loop.call_soon_threadsafe(events.put_nowait, event)
+                        if cancelled.is_set():
+                            stream.close()  # cancels the Triton request
+                            return
+                except Exception as exc:  # noqa: BLE001 - handed to the coroutine
+                    loop.call_soon_threadsafe(events.put_nowait, exc)
+
+            worker = loop.run_in_executor(self._executor, pump)
+            sent, batches = "", []
+            try:
+                while True:
+                    try:
+                        event = await asyncio.wait_for(events.get(), timeout + 1.0)
+                    except TimeoutError:
+                        raise self._unavailable(
+                            context, "no tokens from the model server in time"
+                        ) from None
+                    if isinstance(event, Exception):
+                        raise self._map_error(event, context, served, "messages")
+                    batches.append(event.batch_size)
+                    if not event.final:
+                        sent += event.delta
+                        yield inference_pb2.ChatChunk(
+                            delta=event.delta, model_version=served.version, request_id=request_id
+                        )
+                        continue
+                    full = (event.texts or [""])[0]
+                    rest = full[len(sent) :] if full.startswith(sent) else ""
+                    yield inference_pb2.ChatChunk(
+                        delta=rest, done=True, model_version=served.version, request_id=request_id
+                    )
+                    break
+            finally:
+                cancelled.set()
+                await asyncio.shield(worker)
+        self._observe(served, "Chat", started, batches[-1:])
+
+    async def _classify(
+        self,
+        context,
+        name: str,
+        version: str,
+        texts: list[str],
+        pairs: list[str] | None,
+        method: str,
+    ):  # noqa: ANN001, ANN202
+        client = self.engine.client
+        started = time.perf_counter()
+        with self._use(name, version) as served:
+            outputs, batches = await self._run(
+                context,
+                served,
+                "texts",
+                client.classify,
+                served.backend_name,
+                texts,
+                pairs,
+                self._timeout(),
+            )
+        self._observe(served, method, started, batches)
+        return outputs, served
+
+    async def Classify(self, request, context):  # noqa: N802, ANN001, ANN201
+        texts = list(request.texts)
+        _check_texts(texts, "texts", MAX_TEXTS)
+        name, version = self._resolve(request.model, request.version, ("classifier", "reward"))
+        outputs, served = await self._classify(context, name, version, texts, None, "Classify")
+        return inference_pb2.InferenceClassifyResponse(
+            results=[inference_pb2.ClassifyResult(label=o.label, score=o.score) for o in outputs],
+            model_version=served.version,
+            request_id=uuid.uuid4().hex,
+        )
+
+    async def Score(self, request, context):  # noqa: N802, ANN001, ANN201
+        prompts, responses = list(request.prompts), list(request.responses)
+        _check_texts(prompts, "prompts", MAX_TEXTS)
+        check(
+            len(responses) == len(prompts),
+            "responses",
+            f"must have one entry per prompt ({len(prompts)}), got {len(responses)}",
+        )
+        name, version = self._resolve(request.model, request.version, ("reward", "classifier"))
+        outputs, served = await self._classify(context, name, version, prompts, responses, "Score")
+        return inference_pb2.InferenceScoreResponse(
+            scores=[o.reward for o in outputs], model_version=served.version
+        )
+
+    async def RecordFeedback(self, request, context):  # noqa: N802, ANN001, ANN201
+        require(request, "request_id", "model_version")
+        check(
+            request.kind != events_pb2.FEEDBACK_KIND_UNSPECIFIED,
+            "kind",
+            "is required (THUMBS, RATING, PREFERENCE or LABEL)",
+        )
+        check(
+            request.kind in events_pb2.FeedbackKind.values(), "kind", f"unknown kind {request.kind}"
+        )
+        if request.kind == events_pb2.FEEDBACK_KIND_RATING:
+            check(1 <= request.rating <= 5, "rating", f"must be in 1..5 (got {request.rating})")
+        if request.kind == events_pb2.FEEDBACK_KIND_PREFERENCE:
+            require(request, "chosen", "rejected")
+        if request.kind == events_pb2.FEEDBACK_KIND_LABEL:
+            require(request, "label")
+        if self.bus is None:
+            raise self._unavailable(context, "no event bus is configured for feedback")
+        feedback_id = request.feedback_id or uuid.uuid4().hex
+        event = events_pb2.FeedbackRecorded(
+            feedback_id=feedback_id,
+            stage="inference",
+            pipeline=request.pipeline,
+            model_version=request.model_version,
+            kind=request.kind,
+            prompt=request.prompt,
+            response=request.response,
+            thumbs_up=request.thumbs_up,
+            rating=request.rating,
+            chosen=request.chosen,
+            rejected=request.rejected,
+            label=request.label,
+            confidence=request.confidence,
+        )
+
+        def publish() -> None:
+            with self.feedback.lock:  # a concurrent retry of the same id waits, then skips
+                if feedback_id in self.feedback:
+                    return
+                self.bus.publish(
+                    TOPIC_FEEDBACK_RECORDED,
+                    event,
+                    key=request.pipeline or request.model_version,
+                    event_id=feedback_id,
+                )
+                self.feedback.add(feedback_id)
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, publish)
+        except Exception as exc:  # noqa: BLE001 - broker trouble: the client retries
+            log.warning("feedback %s not published: %s", feedback_id, exc)
+            raise self._unavailable(context, f"event bus did not acknowledge: {exc}") from None
+        return inference_pb2.RecordFeedbackResponse(feedback_id=feedback_id, durable=True)
+
+    # Events --------------------------------------------------------------------------
+    def on_model_promoted(self, payload: events_pb2.ModelPromoted) -> ServedVersion:
+        """Load the promoted version beside the serving one, then route to it.
+
+        Blocks until loaded (called on a bus consumer thread). Idempotent: a version that
+        is already live only has its canary share updated.
+        """
+        model = payload.model
+        kind = KIND_BY_ENUM.get(model.kind)
+        if kind is None:
+            raise ValueError(
+                f"model.kind {model.kind} is not servable (policy, reward, classifier)"
+            )
+        if not model.name or not model.version or not model.artifact.uri:
+            raise ValueError("model.name, model.version and model.artifact.uri are required")
+        percent = payload.canary_percent or self.config.default_canary_percent
+        return self.engine.versions.deploy(
+            model.name, model.version, kind, _artifact_path(model.artifact.uri), min(percent, 100)
+        )
+
+    def _on_promoted_event(self, event: Any) -> None:
+        self.on_model_promoted(event.payload)
+
+
+# ------------------------------------------------------------------------------ wiring
+def _batching(settings: BatchingSettings) -> BatchingConfig:
+    return BatchingConfig(
+        settings.max_batch_size,
+        list(settings.preferred_batch_sizes),
+        settings.max_queue_delay_us,
+        settings.instance_count,
+    )
+
+
+def engine_config(settings: InferenceSettings) -> EngineConfig:
+    serving = settings.serving
+    repository = serving.model_repository or Path(settings.artifact_dir) / "triton"
+    return EngineConfig(
+        triton_url=serving.triton_url,
+        model_repository=Path(repository),
+        policy_batching=_batching(serving.policy_batching),
+        classifier_batching=_batching(serving.classifier_batching),
+        dtype=serving.dtype,
+        torch_threads=serving.torch_threads,
+        write_repository=serving.write_repository,
+    )
+
+
+@dataclass
+class InferenceApp:
+    """Everything `build_inference_service` started; `close()` releases it."""
+
+    service: InferenceService
+    engine: ServingEngine
+    bus: Any | None
+    owns_bus: bool
+
+    def close(self) -> None:
+        self.service.close()
+        if self.bus is not None and self.owns_bus:
+            self.bus.close()
+        self.engine.stop()
+
+
+def _resolve_model_dir(model_dir: str) -> str:
+    if model_dir.lower() in ("smollm2", "smollm2-135m-instruct"):
+        from rlhf.engine.models import resolve_model_dir
+
+        return str(resolve_model_dir(model_dir))
+    return model_dir
+
+
+def build_inference_service(settings: InferenceSettings, bus: Any | None = None) -> InferenceApp:
+    """Start Triton (or connect), load the configured models, create/attach the bus.
+
+    Pass `bus` to share one (e.g. the in-process bus of `rlhf demo`); otherwise one is
+    created from `settings.bus`. Blocking; call from a thread in async code.
+    """
+    engine = ServingEngine(engine_config(settings)).start()
+    owns_bus = bus is None
+    try:
+        if bus is None:
+            from rlhf.runtime.bus import create_bus
+
+            bus = create_bus(settings, source="inference")
+        state_dir = Path(settings.artifact_dir) / "state" / "inference"
+        service = InferenceService(engine, settings.serving, bus, state_dir)
+        if settings.serving.subscribe_promotions:
+            bus.subscribe(TOPIC_MODEL_PROMOTED, CONSUMER_GROUP, service._on_promoted_event)
+        if owns_bus:
+            bus.start()
+        for model in settings.serving.models:
+            engine.versions.deploy(
+                model.name, model.version, model.kind, _resolve_model_dir(model.model_dir), 100
+            )
+    except BaseException:
+        if bus is not None and owns_bus:
+            bus.close()
+        engine.stop()
+        raise
+    return InferenceApp(service, engine, bus, owns_bus)
+
+
+async def attach(server: GrpcServer, app: InferenceApp) -> None:
+    """Register the service (NOT_SERVING until Triton and its models are ready), keep
+    health in step with Triton, release everything on shutdown."""
+    server.add_servicer(
+        inference_pb2_grpc.add_InferenceServiceServicer_to_server,
+        app.service,
+        SERVICE_NAME,
+        serving=False,
+    )
+    interval = app.service.config.readiness_interval_s
+
+    async def watch_readiness() -> None:
+        loop = asyncio.get_running_loop()
+        last: bool | None = None
+        while True:
+            ready = await loop.run_in_executor(None, app.engine.ready)
+            if ready != last:
+                log.info("inference readiness: %s", "SERVING" if ready else "NOT_SERVING")
+                await server.set_serving(SERVICE_NAME, ready)
+                last = ready
+            await asyncio.sleep(interval)
+
+    task = asyncio.get_running_loop().create_task(watch_readiness())
+
+    async def shutdown() -> None:
+        task.cancel()
+        await asyncio.get_running_loop().run_in_executor(None, app.close)
+
+    server.on_shutdown(shutdown)
+
+
+def main(config_file: str | None = None, **overrides: Any) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code (`rlhf serve inference`)."""
+    settings = load_settings(InferenceSettings, config_file, **overrides)
+
+    async def configure(server: GrpcServer) -> None:
+        app = await asyncio.get_running_loop().run_in_executor(
+            None, build_inference_service, settings
+        )
+        await attach(server, app)
+
+    return run_server(settings, "inference", configure)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
