@@ -232,13 +232,15 @@ class CausalLMWithValueHead(nn.Module):
     the head next to it in ``value_head.safetensors``.
     """
 
-    def __init__(self, lm: nn.Module) -> None:
+    def __init__(self, lm: nn.Module, seed: int = 0) -> None:
         super().__init__()
         self.lm = lm
         hidden = lm.config.hidden_size
         self.v_head = nn.Linear(hidden, 1)
-        # Small init so the first value estimates are ~0 and do not swamp the policy loss.
-        nn.init.normal_(self.v_head.weight, std=1.0 / (hidden + 1))
+        # Small init so the first value estimates are ~0 and do not swamp the policy
+        # loss; its own generator keeps runs reproducible whatever the global RNG.
+        gen = torch.Generator().manual_seed(seed)
+        nn.init.normal_(self.v_head.weight, std=1.0 / (hidden + 1), generator=gen)
         nn.init.zeros_(self.v_head.bias)
         self.v_head.to(next(lm.parameters()).device)
 

@@ -1,0 +1,244 @@
+"""RL bar (ppo / rloo / grpo): SmolLM2-135M learns to continue IMDB review openings positively.
+
+Prompts are the first 5-8 words of IMDB reviews (the same 70/30 hash split as the
+judge: training prompts from the 70%, evaluation prompts from the held-out 30%).
+The reward is the SST-2 MiniLM classifier's P(positive) of prompt+continuation; the
+judge is a classifier trained on the IMDB sample only, never optimised against, so
+reward hacking would show as reward up, judge flat. Before and after training the
+policy samples one 32-token continuation per held-out prompt (same seed) and we
+report the judge's positive rate, the mean reward and the mean KL(policy || ref)
+in nats per sequence (summed over generated tokens).
+
+    flock /tmp/rlhf-heavy.lock python bench/quality.py ppo --json
+    flock /tmp/rlhf-heavy.lock python bench/quality.py rloo --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default=os.environ.get("RLHF_DATA_DIR", str(DEFAULT_DATA)))
+    parser.add_argument("--policy", default="smollm2", help="causal LM name or directory")
+    parser.add_argument("--reward-model", default="/work/models/classifier-sst2")
+    parser.add_argument("--judge-model", default="/work/models/judge-imdb")
+    parser.add_argument(
+        "--reward",
+        choices=["prob", "logodds"],
+        default="prob",
+        help="reward = P(positive) (bounded) or its log-odds",
+    )
+    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget in all")
+    parser.add_argument("--steps", type=int, default=1000, help="max training steps")
+    parser.add_argument("--eval-prompts", type=int, default=160, help=">= 128 held-out prompts")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--kl-coef", type=float, default=0.05, help="initial beta")
+    parser.add_argument("--kl-target", type=float, default=4.5, help="adaptive target, nats/seq")
+    parser.add_argument("--kl-horizon", type=float, default=64.0, help="episodes")
+    parser.add_argument(
+        "--kl-budget",
+        type=float,
+        default=7.0,
+        help="training stops (and restores) past this KL on its own batch",
+    )
+    parser.add_argument("--batch", type=int, default=32, help="episodes per step")
+    parser.add_argument("--k", type=int, default=4, help="samples per prompt (rloo/grpo)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-autocast", action="store_true", help="fp32 instead of bf16 autocast")
+    parser.add_argument("--out", default=None, help="run directory (metrics, final policy)")
+    parser.add_argument("--samples", type=int, default=4, help="samples shown before/after")
+
+
+def imdb_prompts(data_dir: Path) -> tuple[list[str], list[str]]:
+    """(train prompts, held-out prompts): first 5-8 words of each review."""
+    from rlhf.engine.data import dedup, hash_fraction, read_imdb, split_by_hash
+
+    reviews = dedup(read_imdb(data_dir / "imdb" / "imdb_small.csv"))
+    split = split_by_hash(reviews, {"train": 0.7, "test": 0.3}, salt="imdb-judge")
+
+    def opening(text: str) -> str:
+        words = text.split()
+        n = 5 + int(hash_fraction(text, "prompt-length") * 4)  # 5..8 words, stable
+        return " ".join(words[:n])
+
+    return [opening(r.text) for r in split["train"]], [opening(r.text) for r in split["test"]]
+
+
+def evaluate_policy(
+    policy: Any,
+    ref: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    reward_fn: Any,
+    judge: Any,
+    max_new_tokens: int,
+    use_autocast: bool,
+    seed: int,
+    batch: int = 32,
+) -> dict[str, Any]:
+    """Judge positive rate, mean reward and KL per sequence of one sample per prompt."""
+    import torch
+
+    from rlhf.engine.algorithms.rollout import (
+        decode_queries,
+        decode_responses,
+        encode_prompts,
+        rollout_logprobs,
+        sample,
+    )
+
+    ids = encode_prompts(tokenizer, prompts, False, 64)
+    texts, kls, rewards = [], [], []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(ids), batch):
+            rollout = sample(
+                policy, tokenizer, ids[start : start + batch], max_new_tokens, 1.0, use_autocast
+            )
+            logp = rollout_logprobs(policy, rollout, use_autocast)
+            ref_logp = rollout_logprobs(ref, rollout, use_autocast)
+            kls.extend(((logp - ref_logp) * rollout.response_mask).sum(1).tolist())
+            full = [
+                q + r
+                for q, r in zip(
+                    decode_queries(tokenizer, rollout),
+                    decode_responses(tokenizer, rollout),
+                    strict=True,
+                )
+            ]
+            texts.extend(full)
+            rewards.extend(reward_fn(full).tolist())
+    judged = judge.predict(texts)
+    positive = [p.label.lower() == "positive" for p in judged]
+    return {
+        "judge_positive_rate": sum(positive) / len(positive),
+        "reward": sum(rewards) / len(rewards),
+        "kl_per_sequence": sum(kls) / len(kls),
+        "texts": texts,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from rlhf.engine.algorithms.ppo import PPOConfig, train_ppo
+    from rlhf.engine.algorithms.rloo import RLOOConfig, train_rloo
+    from rlhf.engine.classifier import load_classifier
+    from rlhf.engine.models import CausalLMWithValueHead, load_policy, load_tokenizer
+
+    t0 = time.perf_counter()
+    algorithm = getattr(args, "benchmark", None) or "ppo"
+    torch.manual_seed(args.seed)
+    use_autocast = not args.no_autocast
+    train_prompts, eval_prompts = imdb_prompts(Path(args.data_dir))
+    eval_prompts = eval_prompts[: args.eval_prompts]
+    if len(eval_prompts) < 128:
+        raise SystemExit(f"only {len(eval_prompts)} held-out prompts; the bar needs >= 128")
+
+    reward_clf = load_classifier(args.reward_model, device=args.device, bf16=use_autocast)
+    judge = load_classifier(args.judge_model, device=args.device, bf16=use_autocast)
+
+    def reward_fn(texts: list[str]) -> torch.Tensor:
+        log_odds = reward_clf.positive_scores(texts)
+        return torch.sigmoid(log_odds) if args.reward == "prob" else log_odds
+
+    tokenizer = load_tokenizer(args.policy)
+    policy = load_policy(args.policy, device=args.device)
+    ref = load_policy(args.policy, device=args.device).eval().requires_grad_(False)
+
+    before = evaluate_policy(
+        policy,
+        ref,
+        tokenizer,
+        eval_prompts,
+        reward_fn,
+        judge,
+        args.max_new_tokens,
+        use_autocast,
+        args.seed + 1,
+    )
+    t_eval = time.perf_counter() - t0
+    # Leave room for the final evaluation (about as long as the first one, plus slack).
+    train_budget = args.minutes * 60 - (time.perf_counter() - t0) - 1.5 * t_eval - 30
+    common = dict(
+        total_steps=args.steps,
+        max_new_tokens=args.max_new_tokens,
+        learning_rate=args.lr,
+        init_kl_coef=args.kl_coef,
+        kl_target=args.kl_target,
+        kl_horizon=args.kl_horizon,
+        kl_budget=args.kl_budget,
+        seed=args.seed,
+        device=args.device,
+        autocast=use_autocast,
+        output_dir=args.out,
+        time_limit_s=train_budget,
+        resume=False,
+    )
+    t_train = time.perf_counter()
+    if algorithm == "ppo":
+        model = CausalLMWithValueHead(policy)
+        result = train_ppo(
+            PPOConfig(batch_size=args.batch, mini_batch_size=args.batch, **common),
+            model,
+            tokenizer,
+            reward_fn,
+            train_prompts,
+            ref_model=ref,
+        )
+        policy = model.lm
+    else:
+        result = train_rloo(
+            RLOOConfig(estimator=algorithm, num_prompts=args.batch // args.k, k=args.k, **common),
+            policy,
+            tokenizer,
+            reward_fn,
+            train_prompts,
+            ref_model=ref,
+        )
+    train_s = time.perf_counter() - t_train
+    after = evaluate_policy(
+        policy,
+        ref,
+        tokenizer,
+        eval_prompts,
+        reward_fn,
+        judge,
+        args.max_new_tokens,
+        use_autocast,
+        args.seed + 1,
+    )
+    steps = result.steps
+    history = result.history
+    return {
+        "algorithm": algorithm,
+        "judge_positive_rate_before": round(before["judge_positive_rate"], 4),
+        "judge_positive_rate_after": round(after["judge_positive_rate"], 4),
+        "judge_gain": round(after["judge_positive_rate"] - before["judge_positive_rate"], 4),
+        "reward_before": round(before["reward"], 4),
+        "reward_after": round(after["reward"], 4),
+        "kl_per_sequence": round(after["kl_per_sequence"], 3),
+        "kl_per_sequence_before": round(before["kl_per_sequence"], 3),
+        "minutes": round((time.perf_counter() - t0) / 60, 2),
+        "train_minutes": round(train_s / 60, 2),
+        "steps": steps,
+        "episodes": steps * args.batch,
+        "seconds_per_step": round(train_s / max(steps, 1), 2),
+        "stopped_on_kl_budget": result.stopped_on_budget,
+        "final_kl_coef": round(result.kl_coef, 4),
+        "train_kl_last": round(history[-1]["kl_per_sequence"], 3) if history else None,
+        "eval_prompts": len(eval_prompts),
+        "samples": {
+            "before": before["texts"][: args.samples],
+            "after": after["texts"][: args.samples],
+        },
+    }

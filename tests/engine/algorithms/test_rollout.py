@@ -1,0 +1,83 @@
+"""Shared helpers: masks, whitening, advantages, KL control, data cursor."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhf.engine.algorithms.rollout import (
+    AdaptiveKLController,
+    DataCursor,
+    encode_chat_prompt,
+    hh_to_messages,
+    masked_whiten,
+    response_mask_from,
+    rollout_logprobs,
+    sample,
+)
+
+
+def test_response_mask_stops_after_first_eos():
+    response = torch.tensor([[5, 3, 7, 3], [5, 6, 7, 8]])
+    assert response_mask_from(response, eos_token_id=3).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+
+
+def test_masked_whiten_ignores_masked_entries():
+    values = torch.tensor([[1.0, 2.0, 100.0], [3.0, 4.0, -50.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    out = masked_whiten(values, mask)
+    kept = out[mask.bool()]
+    assert kept.mean().abs() < 1e-6
+    assert torch.allclose(kept.var(unbiased=False), torch.tensor(1.0), atol=1e-4)
+    assert out[~mask.bool()].eq(0).all()
+
+
+def test_adaptive_kl_controller_moves_toward_target():
+    ctl = AdaptiveKLController(0.1, target=4.0, horizon=32)
+    assert ctl.update(8.0, n_episodes=32) == pytest.approx(0.12)  # error clipped to +0.2
+    assert ctl.update(4.0, n_episodes=32) == pytest.approx(0.12)  # on target: unchanged
+    assert ctl.update(2.0, n_episodes=16) == pytest.approx(0.12 * 0.9)  # below: lower beta
+    fixed = AdaptiveKLController(0.1, target=None, horizon=32)
+    assert fixed.update(100.0, 32) == 0.1
+    restored = AdaptiveKLController(1.0, 1.0, 1.0)
+    restored.load_state_dict(ctl.state_dict())
+    assert restored.state_dict() == ctl.state_dict()
+
+
+def test_data_cursor_resumes_mid_epoch_and_reshuffles():
+    full = DataCursor(size=5, seed=1)
+    seq = full.take(12)
+    part = DataCursor(size=5, seed=1)
+    first = part.take(7)
+    resumed = DataCursor(size=5, seed=1)
+    resumed.load_state_dict(part.state_dict())
+    assert first + resumed.take(5) == seq
+    assert sorted(seq[:5]) == list(range(5)) and seq[:5] != seq[5:10]
+
+
+def test_hh_prompt_becomes_chat_messages():
+    from rlhf.engine.models import tiny_char_tokenizer
+
+    tok = tiny_char_tokenizer()
+    text = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bye\n\nAssistant:"
+    assert hh_to_messages(text) == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "bye"},
+    ]
+    ids = encode_chat_prompt(tok, text, use_chat_template=True)
+    assert tok.decode(ids) == "<|user|>hi<eos><|assistant|>hello<eos><|user|>bye<eos><|assistant|>"
+
+
+def test_sampled_logprobs_match_the_generating_model(tok, make_lm):
+    """KL(policy || itself) must be exactly zero: sampling and scoring agree."""
+    lm = make_lm()
+    ids = [tok("ab")["input_ids"], tok("abcd")["input_ids"]]
+    torch.manual_seed(0)
+    rollout = sample(lm, tok, ids, max_new_tokens=6, use_autocast=False)
+    assert rollout.query[0, 0] == tok.pad_token_id  # left padded
+    logp = rollout_logprobs(lm, rollout, use_autocast=False)
+    assert (logp <= 0).all() and logp[rollout.response_mask.bool()].lt(0).all()
+    assert torch.equal(
+        logp - rollout_logprobs(lm, rollout, use_autocast=False), torch.zeros_like(logp)
+    )
