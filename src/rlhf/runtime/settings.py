@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -21,7 +21,13 @@ class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the key."""
 
 
-class KafkaSettings(BaseModel):
+class _Section(BaseModel):
+    """A nested settings section: a misspelled key fails instead of being ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
     """Connection to a Kafka cluster (used when `bus = "kafka"`)."""
 
     bootstrap_servers: str = Field("127.0.0.1:9092", description="host:port[,host:port]")
@@ -37,7 +43,7 @@ class KafkaSettings(BaseModel):
     topic_replication: int = Field(1, ge=1, description="replication factor for created topics")
 
 
-class GrpcSettings(BaseModel):
+class GrpcSettings(_Section):
     """gRPC server options shared by every service."""
 
     host: str = "127.0.0.1"
@@ -53,7 +59,7 @@ class GrpcSettings(BaseModel):
     tls_client_ca_file: Path | None = None
 
 
-class TelemetrySettings(BaseModel):
+class TelemetrySettings(_Section):
     service_name: str = "rlhf"
     # "none", "console" or "otlp" (OTLP needs opentelemetry-exporter-otlp installed).
     traces_exporter: Literal["none", "console", "otlp", "memory"] = "none"
