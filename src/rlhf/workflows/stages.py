@@ -1,0 +1,323 @@
+"""What each kind of pipeline stage does, on top of the engine.
+
+One function per stage kind. Each takes prepared dataset directories and model
+directories, writes its outputs under `out_dir`, and returns a `StageResult`: the model
+directory it produced and the metrics that the promotion gates read. Progress and
+cancellation go through `report(step, total, **metrics)` (a `RunContext.report`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf.engine.data import LabeledText, hash_fraction, load_dataset
+from rlhf.pipelines import Gates, PipelineError, PipelineSpec, Stage
+
+log = logging.getLogger(__name__)
+
+Report = Callable[..., None]
+
+
+def _no_report(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+@dataclass
+class StageResult:
+    model_dir: Path | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    samples: list[dict[str, str]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def stage_config(cls: type, stage: Stage, **fixed: Any) -> Any:
+    """Build an algorithm config from the stage's `config:` block; unknown keys fail,
+    naming the stage and the key."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(stage.config) - names)
+    if unknown:
+        raise PipelineError(
+            f"stages.{stage.name}.config: unknown keys {unknown} for {cls.__name__} "
+            f"(known: {sorted(names)})"
+        )
+    values = {**fixed, **{k: v for k, v in stage.config.items() if k not in fixed}}
+    if "labels" in names and isinstance(values.get("labels"), list):
+        values["labels"] = tuple(values["labels"])
+    return cls(**values)
+
+
+# -- classifiers ---------------------------------------------------------------------------
+def halves(records: Sequence[LabeledText], half: int) -> list[LabeledText]:
+    """A deterministic half of the records (by text hash): 0 or 1. Lets the reward
+    classifier and the held-out judge learn from disjoint data of one source."""
+    return [r for r in records if (hash_fraction(r.text, "judge") < 0.5) == (half == 0)]
+
+
+def classifier_data(
+    spec: PipelineSpec, stage: Stage, datasets: dict[str, Path]
+) -> tuple[list[LabeledText], list[LabeledText]]:
+    """(train, eval) records for a classifier or judge stage."""
+    key = stage.data or next(iter(datasets))
+    dataset = load_dataset(datasets[key])
+    train = list(dataset["train"])
+    evaluation = list(dataset.splits.get("test") or dataset.splits.get("validation") or [])
+    shares_data = [
+        s for s in spec.stages if s.kind in ("classifier", "judge") and (s.data or key) == key
+    ]
+    if len(shares_data) > 1:  # classifier and judge on one source: disjoint halves
+        train = halves(train, 0 if stage.kind == "classifier" else 1)
+    return train, evaluation
+
+
+def base_classifier(spec: PipelineSpec, train: Sequence[LabeledText], max_length: int, seed: int):
+    from rlhf.engine import classifier as C
+
+    base = spec.models.classifier
+    if base == "tiny":
+        texts = [r.text for r in train[:4000]]
+        return C.tiny_classifier(
+            texts=texts, vocab_size=3000, hidden_size=64, num_layers=2, max_length=max_length,
+            seed=seed,
+        )  # fmt: skip
+    if base == "minilm":
+        return C.classifier_from_backbone("minilm", max_length=max_length, seed=seed)
+    return C.load_classifier(base)
+
+
+def train_classifier_stage(
+    spec: PipelineSpec,
+    stage: Stage,
+    datasets: dict[str, Path],
+    out_dir: Path,
+    *,
+    device: str = "cpu",
+    report: Report = _no_report,
+    init_dir: Path | None = None,
+    extra_train: Sequence[LabeledText] = (),
+) -> StageResult:
+    """Train (or, with init_dir, continue training) a classifier; saves to out_dir/model."""
+    from rlhf.engine import classifier as C
+
+    train, evaluation = classifier_data(spec, stage, datasets)
+    train = train + list(extra_train)
+    config = stage_config(
+        C.ClassifierTrainConfig,
+        stage,
+        device=device,
+        checkpoint_dir=str(out_dir / "run"),
+        backbone=spec.models.classifier,
+    )
+    model = (
+        C.load_classifier(init_dir, device=device)
+        if init_dir is not None
+        else base_classifier(spec, train, config.max_length, config.seed)
+    )
+    result = C.train_classifier(
+        config,
+        train,
+        evaluation or None,
+        classifier=model,
+        on_step=lambda step, metrics: report(step, **_floats(metrics)),
+    )
+    model_dir = result.classifier.save(out_dir / "model")
+    metrics = {f"eval_{k}": v for k, v in _floats(result.metrics).items()}
+    if evaluation:
+        scored = C.evaluate_classifier(result.classifier, evaluation)
+        metrics.update({k: v for k, v in _floats(scored).items()})
+    return StageResult(Path(model_dir), metrics)
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+# -- policies ------------------------------------------------------------------------------
+def prompts_from(records: Sequence[Any], words: int, language: str) -> list[str]:
+    """Openings of texts as prompts: the first `words` words (characters for Chinese)."""
+    prompts = []
+    for record in records:
+        text = getattr(record, "text", None) or getattr(record, "prompt", "")
+        opening = text[:words] if language == "zh" else " ".join(text.split()[:words])
+        if opening.strip():
+            prompts.append(opening)
+    return prompts
+
+
+@torch.no_grad()
+def evaluate_policy(
+    policy: Any,
+    reference: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    reward_fn: Callable[[list[str]], torch.Tensor],
+    judge: Any | None,
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    seed: int = 1234,
+    samples: int = 3,
+) -> tuple[dict[str, float], list[dict[str, str]]]:
+    """Mean reward, judge positive rate and KL(policy || reference) on held-out prompts.
+
+    KL per sequence is the sum over generated tokens of log pi - log pi_ref for tokens
+    sampled from pi (an unbiased estimate), averaged over prompts.
+    """
+    from rlhf.engine.algorithms.rollout import (
+        decode_responses,
+        encode_prompts,
+        rollout_logprobs,
+        sample,
+    )
+
+    device = next(policy.parameters()).device
+    use_autocast = device.type == "cpu"
+    ids = encode_prompts(tokenizer, prompts, False, 64)
+    rewards, positives, kls, texts = [], [], [], []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(ids), batch_size):
+            rollout = sample(policy, tokenizer, ids[start : start + batch_size], max_new_tokens,
+                             use_autocast=use_autocast)  # fmt: skip
+            logp = rollout_logprobs(policy, rollout, use_autocast)
+            ref_logp = rollout_logprobs(reference, rollout, use_autocast)
+            kls.extend(((logp - ref_logp) * rollout.response_mask).sum(1).tolist())
+            responses = decode_responses(tokenizer, rollout)
+            full = [
+                p + r for p, r in zip(prompts[start : start + batch_size], responses, strict=True)
+            ]
+            rewards.extend(torch.as_tensor(reward_fn(full)).float().tolist())
+            if judge is not None:
+                positives.extend(p.label == "positive" for p in judge.predict(full))
+            texts.extend(full)
+    metrics = {
+        "reward": sum(rewards) / len(rewards),
+        "kl_per_sequence": sum(kls) / len(kls),
+    }
+    if positives:
+        metrics["judge_positive_rate"] = sum(positives) / len(positives)
+    shown = [
+        {"prompt": p, "text": t} for p, t in zip(prompts[:samples], texts[:samples], strict=True)
+    ]
+    return metrics, shown
+
+
+def rl_stage(
+    spec: PipelineSpec,
+    stage: Stage,
+    datasets: dict[str, Path],
+    out_dir: Path,
+    *,
+    policy_dir: Path | str,
+    reward_dir: Path,
+    judge_dir: Path | None,
+    device: str = "cpu",
+    report: Report = _no_report,
+    eval_prompts: int = 64,
+) -> StageResult:
+    """PPO / RLOO / GRPO on prompt openings, rewarded by a classifier; measures reward,
+    judge positive rate and KL before and after on held-out prompts."""
+    import copy
+
+    from rlhf.engine.classifier import load_classifier
+    from rlhf.engine.models import load_policy, load_tokenizer
+
+    key = stage.data or next(iter(datasets))
+    dataset = load_dataset(datasets[key])
+    words = spec.datasets[key].prompt_words
+    train_prompts = prompts_from(dataset["train"], words, spec.language)
+    held_out = prompts_from(
+        dataset.splits.get("validation") or dataset.splits.get("test") or dataset["train"],
+        words,
+        spec.language,
+    )[:eval_prompts]
+    if not train_prompts or not held_out:
+        raise PipelineError(f"stages.{stage.name}: no prompts in dataset {key!r}")
+
+    policy = load_policy(policy_dir, device=device)
+    tokenizer = load_tokenizer(policy_dir)
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    reward_model = load_classifier(reward_dir, device=device)
+    judge = load_classifier(judge_dir, device=device) if judge_dir else None
+
+    def reward_fn(texts: list[str]) -> torch.Tensor:
+        return reward_model.positive_scores(texts)
+
+    if stage.kind == "ppo":
+        from rlhf.engine.algorithms.ppo import PPOConfig, train_ppo
+
+        config = stage_config(PPOConfig, stage, device=device, output_dir=str(out_dir / "run"),
+                              progress=False)  # fmt: skip
+        max_new_tokens = config.max_new_tokens
+        train = lambda: train_ppo(config, policy, tokenizer, reward_fn, train_prompts, reference)  # noqa: E731
+    elif stage.kind in ("rloo", "grpo"):
+        from rlhf.engine.algorithms.rloo import RLOOConfig, train_rloo
+
+        config = stage_config(RLOOConfig, stage, device=device, output_dir=str(out_dir / "run"),
+                              progress=False, estimator=stage.kind)  # fmt: skip
+        max_new_tokens = config.max_new_tokens
+        train = lambda: train_rloo(config, policy, tokenizer, reward_fn, train_prompts, reference)  # noqa: E731
+    else:
+        raise PipelineError(f"stages.{stage.name}.kind: {stage.kind!r} is not an RL stage")
+
+    report(0, config.total_steps)
+    before, samples_before = evaluate_policy(
+        policy, reference, tokenizer, held_out, reward_fn, judge, max_new_tokens=max_new_tokens
+    )
+    result = train()
+    trained = getattr(policy, "lm", policy)
+    after, samples_after = evaluate_policy(
+        trained, reference, tokenizer, held_out, reward_fn, judge, max_new_tokens=max_new_tokens
+    )
+    report(config.total_steps, config.total_steps)
+    model_dir = out_dir / "model"
+    trained.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    metrics = {f"{k}_before": v for k, v in before.items()}
+    metrics |= {f"{k}_after": v for k, v in after.items()}
+    metrics["kl_per_sequence"] = after["kl_per_sequence"]
+    metrics["steps"] = float(getattr(result, "steps", config.total_steps))
+    metrics["stopped_on_kl_budget"] = float(bool(getattr(result, "stopped_on_budget", False)))
+    samples = [
+        {"prompt": b["prompt"], "before": b["text"], "after": a["text"]}
+        for b, a in zip(samples_before, samples_after, strict=True)
+    ]
+    return StageResult(model_dir, metrics, samples)
+
+
+# -- gates ------------------------------------------------------------------------------
+def evaluate_gates(gates: Gates, metrics: dict[str, float]) -> dict[str, bool]:
+    """Each enabled gate whose inputs exist -> passed? A candidate is promoted only when
+    every returned gate passed."""
+    tol = gates.tolerance
+    results: dict[str, bool] = {}
+    if gates.reward_up and {"reward_before", "reward_after"} <= metrics.keys():
+        results["reward_up"] = metrics["reward_after"] > metrics["reward_before"]
+    if gates.kl_budget is not None and "kl_per_sequence" in metrics:
+        results["kl_within_budget"] = metrics["kl_per_sequence"] <= gates.kl_budget
+    judge = {"judge_positive_rate_before", "judge_positive_rate_after"}
+    if gates.judge_not_worse and judge <= metrics.keys():
+        results["judge_not_worse"] = (
+            metrics["judge_positive_rate_after"] >= metrics["judge_positive_rate_before"] - tol
+        )
+    robust = {"robust_accuracy_before", "robust_accuracy_after"}
+    if gates.robustness_not_worse and robust <= metrics.keys():
+        results["robustness_not_worse"] = (
+            metrics["robust_accuracy_after"] >= metrics["robust_accuracy_before"] - tol
+        )
+    accuracy = {"classifier_accuracy", "classifier_accuracy_baseline"}
+    if gates.accuracy_not_worse and accuracy <= metrics.keys():
+        results["accuracy_not_worse"] = (
+            metrics["classifier_accuracy"] >= metrics["classifier_accuracy_baseline"] - tol
+        )
+    return results
