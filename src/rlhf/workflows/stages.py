@@ -83,9 +83,13 @@ def base_classifier(spec: PipelineSpec, train: Sequence[LabeledText], max_length
     if base == "tiny":
         texts = [r.text for r in train[:4000]]
         return C.tiny_classifier(
-            texts=texts, vocab_size=3000, hidden_size=64, num_layers=2, max_length=max_length,
+            texts=texts,
+            vocab_size=3000,
+            hidden_size=64,
+            num_layers=2,
+            max_length=max_length,
             seed=seed,
-        )  # fmt: skip
+        )
     if base == "minilm":
         return C.classifier_from_backbone("minilm", max_length=max_length, seed=seed)
     return C.load_classifier(base)
@@ -187,8 +191,13 @@ def evaluate_policy(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for start in range(0, len(ids), batch_size):
-            rollout = sample(policy, tokenizer, ids[start : start + batch_size], max_new_tokens,
-                             use_autocast=use_autocast)  # fmt: skip
+            rollout = sample(
+                policy,
+                tokenizer,
+                ids[start : start + batch_size],
+                max_new_tokens,
+                use_autocast=use_autocast,
+            )
             logp = rollout_logprobs(policy, rollout, use_autocast)
             ref_logp = rollout_logprobs(reference, rollout, use_autocast)
             kls.extend(((logp - ref_logp) * rollout.response_mask).sum(1).tolist())
@@ -256,15 +265,22 @@ def rl_stage(
     if stage.kind == "ppo":
         from rlhf.engine.algorithms.ppo import PPOConfig, train_ppo
 
-        config = stage_config(PPOConfig, stage, device=device, output_dir=str(out_dir / "run"),
-                              progress=False)  # fmt: skip
+        config = stage_config(
+            PPOConfig, stage, device=device, output_dir=str(out_dir / "run"), progress=False
+        )
         max_new_tokens = config.max_new_tokens
         train = lambda: train_ppo(config, policy, tokenizer, reward_fn, train_prompts, reference)  # noqa: E731
     elif stage.kind in ("rloo", "grpo"):
         from rlhf.engine.algorithms.rloo import RLOOConfig, train_rloo
 
-        config = stage_config(RLOOConfig, stage, device=device, output_dir=str(out_dir / "run"),
-                              progress=False, estimator=stage.kind)  # fmt: skip
+        config = stage_config(
+            RLOOConfig,
+            stage,
+            device=device,
+            output_dir=str(out_dir / "run"),
+            progress=False,
+            estimator=stage.kind,
+        )
         max_new_tokens = config.max_new_tokens
         train = lambda: train_rloo(config, policy, tokenizer, reward_fn, train_prompts, reference)  # noqa: E731
     else:
@@ -321,3 +337,41 @@ def evaluate_gates(gates: Gates, metrics: dict[str, float]) -> dict[str, bool]:
             metrics["classifier_accuracy"] >= metrics["classifier_accuracy_baseline"] - tol
         )
     return results
+
+
+def train_reward_stage(
+    spec: PipelineSpec,
+    stage: Stage,
+    datasets: dict[str, Path],
+    out_dir: Path,
+    *,
+    device: str = "cpu",
+    report: Report = _no_report,
+    init_dir: Path | None = None,
+    extra_pairs: Sequence[Any] = (),
+) -> StageResult:
+    """A pairwise (Bradley-Terry) reward model on preference pairs."""
+    from rlhf.engine.classifier import load_classifier
+    from rlhf.engine.reward_training import RewardModelTrainConfig, train_reward_model
+
+    key = stage.data or next(iter(datasets))
+    dataset = load_dataset(datasets[key])
+    train = list(dataset["train"]) + list(extra_pairs)
+    evaluation = list(dataset.splits.get("validation") or dataset.splits.get("test") or [])
+    config = stage_config(
+        RewardModelTrainConfig,
+        stage,
+        device=device,
+        checkpoint_dir=str(out_dir / "run"),
+        backbone=spec.models.classifier,
+    )
+    model = load_classifier(init_dir, device=device) if init_dir else None
+    result = train_reward_model(
+        config,
+        train,
+        evaluation or None,
+        model=model,
+        on_step=lambda step, metrics: report(step, **_floats(metrics)),
+    )
+    model_dir = result.classifier.save(out_dir / "model")
+    return StageResult(Path(model_dir), _floats(result.metrics))

@@ -1,0 +1,1 @@
+"""Reward model service: classifiers and reward models; training and batched scoring."""

@@ -1,0 +1,415 @@
+"""Reward model service.
+
+RPCs: Train (async), GetRun, Score, Classify, Compare. Consumes `dataset.prepared`
+(trains the pipeline's classifier, judge and reward stages), `adversarial.batch.ready`
+(hardens the attacked classifier with the adversarial examples, true labels kept) and
+`retrain.requested` (fine-tunes the promoted classifier on feedback labels). Publishes
+`reward.model.ready` with stage "reward", "hardened" or "retrain".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+from rlhf.engine.data import LabeledText, load_dataset
+from rlhf.pipelines import PipelineError, load_pipeline
+from rlhf.registry import ModelNotFound
+from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
+from rlhf.runtime.runs import RunContext, RunNotFound
+from rlhf.runtime.service import (
+    TOPIC_ADVERSARIAL_BATCH_READY,
+    TOPIC_DATASET_PREPARED,
+    TOPIC_RETRAIN_REQUESTED,
+    TOPIC_REWARD_MODEL_READY,
+    ServiceContext,
+)
+from rlhf.v1 import common_pb2, events_pb2, reward_pb2, reward_pb2_grpc
+from rlhf.workflows import stages
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "rlhf.v1.RewardModelService"
+MAX_ITEMS = 256
+CLASSIFIER_KINDS = ("classifier", "judge", "reward")
+
+
+def uri_path(uri: str) -> Path:
+    return Path(uri.removeprefix("file://"))
+
+
+def dataset_dirs(event: events_pb2.DatasetPrepared) -> dict[str, Path]:
+    return {k: uri_path(v.uri) for k, v in event.splits.items() if v.kind == "dataset"}
+
+
+class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self._models: dict[str, object] = {}
+        self._models_lock = threading.Lock()
+        # pipeline -> dataset dirs of its latest preparation (for hardening / retraining)
+        self._datasets_file = ctx.state_dir / "pipeline-datasets.json"
+        ctx.subscribe(TOPIC_DATASET_PREPARED, self.on_dataset_prepared)
+        ctx.subscribe(TOPIC_ADVERSARIAL_BATCH_READY, self.on_adversarial_batch)
+        ctx.subscribe(TOPIC_RETRAIN_REQUESTED, self.on_retrain_requested)
+        ctx.runs.resume_incomplete(self._work_for)
+
+    # -- event handlers: each submits one run, idempotent on the event --------------------
+    def on_dataset_prepared(self, event) -> None:
+        payload: events_pb2.DatasetPrepared = event.payload
+        if not payload.pipeline:
+            return  # a standalone dataset: trained on request (Train RPC), not by event
+        spec = load_pipeline(payload.pipeline, quick=payload.profile == "quick")
+        if not any(s.kind in CLASSIFIER_KINDS for s in spec.stages):
+            return
+        self._remember_datasets(payload.pipeline, dataset_dirs(payload))
+        self._submit(
+            "pipeline",
+            event,
+            payload.pipeline,
+            {
+                "pipeline_run": payload.run_id,
+                "profile": payload.profile,
+                "datasets": {k: str(v) for k, v in dataset_dirs(payload).items()},
+            },
+        )
+
+    def on_adversarial_batch(self, event) -> None:
+        payload: events_pb2.AdversarialBatchReady = event.payload
+        self._submit(
+            "harden",
+            event,
+            payload.pipeline,
+            {
+                "pipeline_run": payload.run_id,
+                "profile": payload.profile,
+                "target_version": payload.target_version,
+                "adversarial": str(uri_path(payload.dataset.uri)),
+            },
+        )
+
+    def on_retrain_requested(self, event) -> None:
+        payload: events_pb2.RetrainRequested = event.payload
+        spec = load_pipeline(payload.pipeline)
+        retrained = [spec.stage(n) for n in spec.retrain.stages]
+        if not any(s.kind == "classifier" for s in retrained):
+            return
+        self._submit(
+            "retrain",
+            event,
+            payload.pipeline,
+            {
+                "pipeline_run": payload.run_id,
+                "profile": payload.profile,
+                "feedback": str(uri_path(payload.feedback_dataset.uri))
+                if payload.feedback_dataset.uri
+                else "",
+            },
+        )
+
+    def _submit(self, kind: str, event, pipeline: str, params: dict) -> None:
+        params = {"kind": kind, **params}
+        self.ctx.runs.submit(
+            f"reward-{kind}",
+            self._work_for_kind(kind),
+            params=params,
+            request_id=f"{event.source}/{event.id}",
+            pipeline=pipeline,
+        )
+
+    def _work_for(self, record):
+        return self._work_for_kind(record.params.get("kind", "train"))
+
+    def _work_for_kind(self, kind: str):
+        return {
+            "pipeline": self._pipeline_work,
+            "harden": self._harden_work,
+            "retrain": self._retrain_work,
+            "train": self._train_work,
+        }[kind]
+
+    # -- work ---------------------------------------------------------------------------
+    def _out_dir(self, ctx: RunContext, stage: str) -> Path:
+        return (
+            self.ctx.artifact_dir / "models" / (ctx.record.pipeline or "adhoc") / stage / ctx.run_id
+        )
+
+    def _pipeline_work(self, ctx: RunContext) -> dict:
+        params = ctx.params
+        spec = load_pipeline(ctx.record.pipeline, quick=params.get("profile") == "quick")
+        datasets = {k: Path(v) for k, v in params["datasets"].items()}
+        versions: dict[str, common_pb2.ModelVersion] = {}
+        metrics: dict[str, float] = {}
+        refs = [
+            common_pb2.ArtifactRef(uri=f"file://{p}", kind="dataset") for p in datasets.values()
+        ]
+        for stage in spec.stages:
+            if stage.kind not in CLASSIFIER_KINDS:
+                continue
+            train = (
+                stages.train_reward_stage
+                if stage.kind == "reward"
+                else stages.train_classifier_stage
+            )
+            result = train(
+                spec,
+                stage,
+                datasets,
+                self._out_dir(ctx, stage.name),
+                device=self.ctx.settings.device,
+                report=ctx.report,
+            )
+            kind = "reward" if stage.kind == "reward" else "classifier"
+            versions[stage.kind] = self.ctx.registry.register(
+                f"{spec.name}-{stage.kind}",
+                kind,
+                f"file://{result.model_dir}",
+                run_id=params["pipeline_run"],
+                pipeline=spec.name,
+                datasets=refs,
+                config=stage.config,
+                metrics=result.metrics,
+            )
+            metrics.update({f"{stage.kind}_{k}": v for k, v in result.metrics.items()})
+        main = versions.get("classifier") or versions.get("reward")
+        ready = events_pb2.RewardModelReady(
+            run_id=params["pipeline_run"],
+            stage="reward",
+            pipeline=spec.name,
+            profile=params.get("profile", ""),
+            judge_version=versions["judge"].version if "judge" in versions else "",
+        )
+        ready.model.CopyFrom(main)
+        ready.metrics.update(metrics)
+        self.ctx.publish(TOPIC_REWARD_MODEL_READY, ready, key=spec.name)
+        return {"versions": {k: v.version for k, v in versions.items()}}
+
+    def _finetune_classifier(
+        self, ctx: RunContext, parent_version: str, extra: list[LabeledText], stage_label: str
+    ) -> tuple[common_pb2.ModelVersion, dict]:
+        params = ctx.params
+        spec = load_pipeline(ctx.record.pipeline, quick=params.get("profile") == "quick")
+        parent = self.ctx.registry.get(parent_version)
+        stage = next(s for s in spec.stages if s.kind == "classifier")
+        datasets = self._datasets(spec.name)
+        result = stages.train_classifier_stage(
+            spec,
+            stage,
+            datasets,
+            self._out_dir(ctx, f"{stage.name}-{stage_label}"),
+            device=self.ctx.settings.device,
+            report=ctx.report,
+            init_dir=uri_path(parent.artifact.uri),
+            extra_train=extra,
+        )
+        metrics = dict(result.metrics)
+        metrics["classifier_accuracy"] = metrics.get("accuracy", 0.0)
+        metrics["classifier_accuracy_baseline"] = parent.lineage.metrics.get(
+            "accuracy", metrics["classifier_accuracy"]
+        )
+        model = self.ctx.registry.register(
+            parent.name,
+            "classifier",
+            f"file://{result.model_dir}",
+            run_id=params["pipeline_run"],
+            pipeline=spec.name,
+            parent_version=parent.version,
+            datasets=list(parent.lineage.datasets),
+            config=stage.config,
+            metrics=metrics,
+        )
+        return model, metrics
+
+    def _harden_work(self, ctx: RunContext) -> dict:
+        adversarial = load_dataset(ctx.params["adversarial"])
+        extra = [r for r in adversarial["train"] if isinstance(r, LabeledText)]
+        model, metrics = self._finetune_classifier(
+            ctx, ctx.params["target_version"], extra, "hardened"
+        )
+        self._publish_ready(ctx, model, metrics, "hardened")
+        return {"version": model.version, "adversarial_examples": len(extra)}
+
+    def _retrain_work(self, ctx: RunContext) -> dict:
+        pipeline = ctx.record.pipeline
+        current = self.ctx.registry.promoted(f"{pipeline}-classifier") or self.ctx.registry.latest(
+            f"{pipeline}-classifier"
+        )
+        if current is None:
+            raise ModelNotFound(f"{pipeline}-classifier")
+        extra: list[LabeledText] = []
+        feedback = ctx.params.get("feedback")
+        if feedback and (Path(feedback) / "labels").exists():
+            extra = list(load_dataset(Path(feedback) / "labels")["train"])
+        model, metrics = self._finetune_classifier(ctx, current.version, extra, "retrain")
+        self._publish_ready(ctx, model, metrics, "retrain")
+        return {"version": model.version, "feedback_examples": len(extra)}
+
+    def _publish_ready(self, ctx: RunContext, model, metrics: dict, stage: str) -> None:
+        judge = self.ctx.registry.latest(f"{ctx.record.pipeline}-judge")
+        ready = events_pb2.RewardModelReady(
+            run_id=ctx.params["pipeline_run"],
+            stage=stage,
+            pipeline=ctx.record.pipeline,
+            profile=ctx.params.get("profile", ""),
+            judge_version=judge.version if judge else "",
+        )
+        ready.model.CopyFrom(model)
+        ready.metrics.update(metrics)
+        self.ctx.publish(TOPIC_REWARD_MODEL_READY, ready, key=ctx.record.pipeline)
+
+    def _train_work(self, ctx: RunContext) -> dict:
+        """A Train RPC: a classifier or pairwise reward model on one prepared dataset."""
+        from rlhf.pipelines import PipelineSpec, Stage
+
+        params = ctx.params
+        kind = "reward" if params["objective"] == "pairwise" else "classifier"
+        config = json.loads(params.get("config_json") or "{}")
+        spec = PipelineSpec(
+            name=params.get("pipeline") or "adhoc",
+            task="classify",
+            datasets={"data": {"format": "jsonl", "path": params["dataset"]}},
+            models={"classifier": params.get("base") or "minilm"},
+            stages=[Stage(name="train", kind=kind, data="data", config=config)],
+        )
+        train = stages.train_reward_stage if kind == "reward" else stages.train_classifier_stage
+        result = train(
+            spec,
+            spec.stages[0],
+            {"data": Path(params["dataset"])},
+            self._out_dir(ctx, kind),
+            device=self.ctx.settings.device,
+            report=ctx.report,
+        )
+        model = self.ctx.registry.register(
+            f"{spec.name}-{kind}",
+            kind,
+            f"file://{result.model_dir}",
+            run_id=ctx.run_id,
+            pipeline=spec.name,
+            config=config,
+            metrics=result.metrics,
+            datasets=[common_pb2.ArtifactRef(uri=f"file://{params['dataset']}", kind="dataset")],
+        )
+        ready = events_pb2.RewardModelReady(run_id=ctx.run_id, stage="train", pipeline=spec.name)
+        ready.model.CopyFrom(model)
+        ready.metrics.update(result.metrics)
+        self.ctx.publish(TOPIC_REWARD_MODEL_READY, ready, key=spec.name)
+        return {"version": model.version}
+
+    # -- pipeline dataset memory ---------------------------------------------------------
+    def _remember_datasets(self, pipeline: str, dirs: dict[str, Path]) -> None:
+        known = json.loads(self._datasets_file.read_text()) if self._datasets_file.exists() else {}
+        known[pipeline] = {k: str(v) for k, v in dirs.items()}
+        self._datasets_file.write_text(json.dumps(known))
+
+    def _datasets(self, pipeline: str) -> dict[str, Path]:
+        known = json.loads(self._datasets_file.read_text()) if self._datasets_file.exists() else {}
+        if pipeline not in known:
+            raise PipelineError(f"no prepared datasets known for pipeline {pipeline!r}")
+        return {k: Path(v) for k, v in known[pipeline].items()}
+
+    # -- RPCs -----------------------------------------------------------------------------
+    async def Train(self, request, context):
+        require(request, "dataset.uri")
+        check_in(request.objective or "pointwise", "objective", ("pointwise", "pairwise"))
+        path = uri_path(request.dataset.uri)
+        check((path / "manifest.json").exists(), "dataset.uri", f"{path} is not a prepared dataset")
+        if request.config_json:
+            try:
+                json.loads(request.config_json)
+            except json.JSONDecodeError as exc:
+                raise RequestInvalid("config_json", f"not valid JSON: {exc}") from None
+        record = self.ctx.runs.submit(
+            "reward-train",
+            self._train_work,
+            request_id=request.request_id,
+            pipeline=request.pipeline,
+            params={
+                "kind": "train",
+                "objective": request.objective or "pointwise",
+                "dataset": str(path),
+                "pipeline": request.pipeline,
+                "base": request.base_version,
+                "config_json": request.config_json,
+            },
+        )
+        return reward_pb2.TrainRewardResponse(run_id=record.run_id)
+
+    async def GetRun(self, request, context):
+        require(request, "run_id")
+        try:
+            return self.ctx.runs.get(request.run_id).to_proto()
+        except RunNotFound:
+            raise NotFound(f"run {request.run_id!r} does not exist") from None
+
+    def _model(self, version: str, kinds: tuple[int, ...]):
+        from rlhf.engine.classifier import load_classifier
+
+        if version:
+            try:
+                model = self.ctx.registry.get(version)
+            except ModelNotFound:
+                raise NotFound(f"model version {version!r} does not exist") from None
+        else:
+            promoted = [m for m in self.ctx.registry.list(promoted_only=True) if m.kind in kinds]
+            latest = [m for m in self.ctx.registry.list() if m.kind in kinds]
+            candidates = promoted or latest
+            if not candidates:
+                raise NotFound("no classifier or reward model has been trained yet")
+            model = max(candidates, key=lambda m: m.created_at.ToDatetime())
+        with self._models_lock:
+            if model.version not in self._models:
+                self._models[model.version] = load_classifier(
+                    uri_path(model.artifact.uri), device=self.ctx.settings.device
+                )
+            return model.version, self._models[model.version]
+
+    @staticmethod
+    def _check_texts(texts, field: str) -> None:
+        check(
+            0 < len(texts) <= MAX_ITEMS, field, f"must hold 1..{MAX_ITEMS} items (got {len(texts)})"
+        )
+        for i, text in enumerate(texts):
+            check(text.strip(), f"{field}[{i}]", "must not be empty")
+
+    async def Classify(self, request, context):
+        self._check_texts(request.texts, "texts")
+        version, model = self._model(request.model_version, (common_pb2.MODEL_KIND_CLASSIFIER,))
+        response = reward_pb2.ClassifyResponse(model_version=version)
+        for prediction in model.predict(list(request.texts)):
+            result = response.results.add(label=prediction.label, score=prediction.score)
+            result.probabilities.update(prediction.probabilities)
+        return response
+
+    async def Score(self, request, context):
+        texts = [item.prompt + item.response for item in request.items]
+        check(request.items, "items", "must hold at least one item")
+        self._check_texts([item.response for item in request.items], "items.response")
+        kinds = (common_pb2.MODEL_KIND_REWARD, common_pb2.MODEL_KIND_CLASSIFIER)
+        version, model = self._model(request.model_version, kinds)
+        scores = model.positive_scores(texts).tolist()
+        return reward_pb2.ScoreResponse(scores=scores, model_version=version)
+
+    async def Compare(self, request, context):
+        require(request, "prompt", "response_a", "response_b")
+        kinds = (common_pb2.MODEL_KIND_REWARD, common_pb2.MODEL_KIND_CLASSIFIER)
+        version, model = self._model(request.model_version, kinds)
+        import math
+
+        r_a, r_b = model.positive_scores(
+            [request.prompt + request.response_a, request.prompt + request.response_b]
+        ).tolist()
+        probability = 1.0 / (1.0 + math.exp(-(r_a - r_b)))  # Bradley-Terry
+        return reward_pb2.CompareResponse(
+            probability_a=probability, reward_a=r_a, reward_b=r_b, model_version=version
+        )
+
+
+def register(server, ctx: ServiceContext) -> RewardModelService:
+    servicer = RewardModelService(ctx)
+    server.add_servicer(
+        reward_pb2_grpc.add_RewardModelServiceServicer_to_server, servicer, SERVICE_NAME
+    )
+    return servicer
