@@ -1,0 +1,235 @@
+"""Throughput and quality of our GRPO (or RLOO) loop against TRL's trainer of the same name.
+
+Both runs use the same policy (SmolLM2-135M-Instruct), reward (the SST-2 MiniLM
+classifier's P(positive) of prompt+completion), training prompts (IMDB review
+openings), batch (8 prompts x 4 samples), 32 new tokens, sampling at temperature 1
+without top-k/top-p, bf16 autocast on CPU, learning rate, KL coefficient and number
+of steps; they run one after the other in this process. Throughput counts training
+episodes (prompt+completion pairs) per second of ``train()`` wall time. Afterwards
+each policy continues the same held-out prompts and the IMDB judge scores them.
+
+    flock /tmp/rlhf-heavy.lock python bench/ppo_vs_trl.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from quality_rl import DEFAULT_DATA, evaluate_policy, imdb_prompts  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    import os
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--algorithm", choices=["grpo", "rloo"], default="grpo")
+    p.add_argument("--data-dir", default=os.environ.get("RLHF_DATA_DIR", str(DEFAULT_DATA)))
+    p.add_argument("--policy", default="smollm2")
+    p.add_argument("--reward-model", default="/work/models/classifier-sst2")
+    p.add_argument("--judge-model", default="/work/models/judge-imdb")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--prompts-per-step", type=int, default=8)
+    p.add_argument("--k", type=int, default=4, help="samples per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--beta", type=float, default=0.05, help="KL coefficient (fixed in both)")
+    p.add_argument("--eval-prompts", type=int, default=128)
+    p.add_argument(
+        "--trl-gradient-checkpointing",
+        choices=["default", "on", "off"],
+        default="default",
+        help="TRL turns it on by default; 'off' measures TRL without it",
+    )
+    p.add_argument("--skip-trl", action="store_true", help="measure ours only")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def run_ours(args, tokenizer, reward_fn, prompts) -> tuple[Any, dict[str, Any]]:
+    from rlhf.engine.algorithms.rloo import RLOOConfig, train_rloo
+    from rlhf.engine.models import load_policy
+
+    policy = load_policy(args.policy)
+    cfg = RLOOConfig(
+        estimator=args.algorithm,
+        total_steps=args.steps,
+        num_prompts=args.prompts_per_step,
+        k=args.k,
+        max_new_tokens=args.max_new_tokens,
+        learning_rate=args.lr,
+        init_kl_coef=args.beta,
+        kl_target=None,
+        seed=args.seed,
+        autocast=True,
+        progress=False,
+    )
+    t0 = time.perf_counter()
+    result = train_rloo(cfg, policy, tokenizer, reward_fn, prompts)
+    seconds = time.perf_counter() - t0
+    h = result.history
+    breakdown = {
+        key: round(statistics.median(row[f"time_{key}_s"] for row in h), 2)
+        for key in ("generate", "reference", "update", "step")
+    }
+    return policy, {"seconds": seconds, "steps": result.steps, "median_s": breakdown}
+
+
+def run_trl(args, tokenizer, reward_fn, prompts) -> tuple[Any, dict[str, Any]]:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    from rlhf.engine.models import load_policy
+
+    policy = load_policy(args.policy)
+    n = args.prompts_per_step * args.k
+
+    def trl_reward(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+        return reward_fn([p + c for p, c in zip(prompts, completions, strict=True)]).tolist()
+
+    step_times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *_a, **_k):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, *_a, **_k):
+            step_times.append(time.perf_counter() - self.t)
+
+    common = dict(
+        output_dir=tempfile.mkdtemp(prefix="trl-bench-"),
+        max_steps=args.steps,
+        per_device_train_batch_size=n,
+        gradient_accumulation_steps=1,
+        num_generations=args.k,
+        max_completion_length=args.max_new_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        learning_rate=args.lr,
+        beta=args.beta,
+        bf16=True,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        seed=args.seed,
+        num_iterations=1,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_grad_norm=1.0,
+    )
+    if args.trl_gradient_checkpointing != "default":
+        common["gradient_checkpointing"] = args.trl_gradient_checkpointing == "on"
+    config_cls, trainer_cls = (
+        (GRPOConfig, GRPOTrainer) if args.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
+    )
+    config = config_cls(**common)
+    dataset = Dataset.from_dict({"prompt": prompts})
+    trainer = trainer_cls(
+        model=policy,
+        reward_funcs=trl_reward,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[StepTimer()],
+    )
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    policy = trainer.model
+    return policy, {
+        "seconds": seconds,
+        "steps": len(step_times),
+        "median_s": {"step": round(statistics.median(step_times), 2) if step_times else None},
+        "gradient_checkpointing": bool(config.gradient_checkpointing),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import torch
+
+    from rlhf.engine.classifier import load_classifier
+    from rlhf.engine.models import load_policy, load_tokenizer
+
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    train_prompts, eval_prompts = imdb_prompts(Path(args.data_dir))
+    eval_prompts = eval_prompts[: args.eval_prompts]
+    reward_clf = load_classifier(args.reward_model, bf16=True)
+    judge = load_classifier(args.judge_model, bf16=True)
+
+    def reward_fn(texts: list[str]) -> torch.Tensor:
+        return torch.sigmoid(reward_clf.positive_scores(texts))
+
+    tokenizer = load_tokenizer(args.policy)
+    ref = load_policy(args.policy).eval().requires_grad_(False)
+    evaluate = lambda model: evaluate_policy(  # noqa: E731
+        model,
+        ref,
+        tokenizer,
+        eval_prompts,
+        reward_fn,
+        judge,
+        args.max_new_tokens,
+        True,
+        args.seed + 1,
+    )
+    before = evaluate(ref)
+
+    episodes = args.steps * args.prompts_per_step * args.k
+    ours_policy, ours = run_ours(args, tokenizer, reward_fn, train_prompts)
+    ours_eval = evaluate(ours_policy)
+    del ours_policy
+    gc.collect()
+    result: dict[str, Any] = {
+        "algorithm": args.algorithm,
+        "steps": args.steps,
+        "batch": f"{args.prompts_per_step}x{args.k}",
+        "max_new_tokens": args.max_new_tokens,
+        "ours_episodes_per_s": round(episodes / ours["seconds"], 3),
+        "ours_seconds_per_step": round(ours["seconds"] / args.steps, 2),
+        "ours_median_breakdown_s": ours["median_s"],
+        "judge_positive_rate_before": round(before["judge_positive_rate"], 4),
+        "ours_judge_positive_rate": round(ours_eval["judge_positive_rate"], 4),
+        "ours_reward": round(ours_eval["reward"], 4),
+        "ours_kl_per_sequence": round(ours_eval["kl_per_sequence"], 3),
+    }
+    if not args.skip_trl:
+        tokenizer_trl = load_tokenizer(args.policy)
+        trl_policy, trl = run_trl(args, tokenizer_trl, reward_fn, train_prompts)
+        trl_policy.eval()
+        trl_eval = evaluate(trl_policy)
+        result.update(
+            {
+                "trl_episodes_per_s": round(episodes / trl["seconds"], 3),
+                "trl_seconds_per_step": round(trl["seconds"] / args.steps, 2),
+                "trl_median_step_s": trl["median_s"]["step"],
+                "trl_gradient_checkpointing": trl["gradient_checkpointing"],
+                "trl_judge_positive_rate": round(trl_eval["judge_positive_rate"], 4),
+                "trl_reward": round(trl_eval["reward"], 4),
+                "trl_kl_per_sequence": round(trl_eval["kl_per_sequence"], 3),
+            }
+        )
+        result["ratio"] = round(result["ours_episodes_per_s"] / result["trl_episodes_per_s"], 3)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:32s} {value}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
