@@ -14,13 +14,14 @@ publishes `rlhf.feedback.recorded` durably before RecordFeedback returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -233,11 +234,18 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         for size in batches:
             BATCH_SIZE.labels(served.name, served.version).observe(size)
 
-    def _use(self, name: str, version: str):  # noqa: ANN202 - context manager
+    @contextlib.contextmanager
+    def _use(self, name: str, version: str) -> Iterator[ServedVersion]:
+        """Hold the chosen version for the request; unknown versions are NOT_FOUND."""
+        holder = self.engine.versions.use(name, version)
         try:
-            return self.engine.versions.use(name, version)
+            served = holder.__enter__()
         except UnknownModel as exc:
             raise NotFound(str(exc)) from None
+        try:
+            yield served
+        finally:
+            holder.__exit__(None, None, None)
 
     # RPCs ----------------------------------------------------------------------------
     async def Generate(self, request, context):  # noqa: N802, ANN001, ANN201

@@ -54,6 +54,11 @@ WORDS = [
 ]
 
 
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}assistant :"
+)
+
+
 def tiny_tokenizer(model_max_length: int = 128):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -63,7 +68,7 @@ def tiny_tokenizer(model_max_length: int = 128):
     core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token="[PAD]",
         unk_token="[UNK]",
@@ -72,6 +77,9 @@ def tiny_tokenizer(model_max_length: int = 128):
         eos_token="[EOS]",
         model_max_length=model_max_length,
     )
+    # In-vocabulary words only, so the chat layout tokenizes without [UNK].
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 def build_tiny_policy(directory: Path, seed: int = 0, n_positions: int = 64) -> Path:

@@ -151,13 +151,11 @@ class ServingEngine:
                 )
             ).start()
             url = self.server.grpc_url
-        max_batch = max(
-            self.config.policy_batching.max_batch_size,
-            self.config.classifier_batching.max_batch_size,
+        self.client = TritonClient(
+            url,
+            classifier_max_batch=self.config.classifier_batching.max_batch_size,
+            policy_max_batch=self.config.policy_batching.max_batch_size,
         )
-        self.client = TritonClient(url, max_batch_size=max_batch)
-        self.client.policy_max_batch = self.config.policy_batching.max_batch_size
-        self.client.classifier_max_batch = self.config.classifier_batching.max_batch_size
         if self._collector is None:
             self._collector = _TritonStatsCollector(self)
             metrics.REGISTRY.register(self._collector)
