@@ -50,7 +50,12 @@ class ServingSettings(BaseModel):
         )
     )
     dtype: Literal["float32", "bfloat16"] = "float32"
-    torch_threads: int = Field(0, ge=0, description="per model process; 0 = torch default")
+    torch_threads: int = Field(
+        1,
+        ge=0,
+        description="intra-op threads per model process (0 = torch default); 1 avoids "
+        "spin-wait oversubscription when model processes share a few CPU cores",
+    )
     models: list[InitialModel] = Field(default_factory=list)
     default_canary_percent: int = Field(
         100, ge=1, le=100, description="share for a promoted version whose event says 0"

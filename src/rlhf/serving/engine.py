@@ -56,8 +56,9 @@ class EngineConfig:
     )
     dtype: str = "float32"
     """torch dtype of served weights ("float32" or "bfloat16")."""
-    torch_threads: int = 0
-    """Intra-op threads per model process; 0 = torch's default."""
+    torch_threads: int = 1
+    """Intra-op threads per model process (0 = torch's default). One thread per model
+    process measured 3-10x faster than two on a loaded 2-core machine (no spin-waiting)."""
     write_repository: bool = True
     """Write each version's repository entry (False: the trainer publishes them)."""
     load_timeout_s: float = 600.0

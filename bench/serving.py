@@ -1,0 +1,322 @@
+"""Serving benchmark: Triton (dynamic batching) through the inference gRPC API against a
+plain-transformers baseline that serves the same model one request at a time.
+
+Both sides get the same load in the same run: `--clients` threads (default 16), each
+sending `--requests` calls one after another. The baseline is a single worker behind a
+lock (what serving a model with transformers and no batching amounts to), called
+in-process, so it pays no gRPC cost at all. Latencies include queueing.
+
+    python bench/serving.py --json            # MiniLM classifier + SmolLM2-135M policy
+    python bench/serving.py --quick --json    # tiny random models (smoke test, seconds)
+
+Prints one JSON object: {"classify": {triton_rps, baseline_rps, ratio, triton_p99_ms,
+baseline_p99_ms, ...}, "generate": {...}, "config": {...}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SENTENCES = [
+    "a gripping, beautifully acted film that stays with you",
+    "the plot is thin and the jokes fall flat",
+    "one of the most charming movies of the year",
+    "i walked out halfway through, it was that dull",
+    "an uneven but often funny comedy",
+    "the soundtrack alone is worth the ticket",
+    "a tedious mess with no sense of pacing",
+    "warm, clever and surprisingly moving",
+]
+PROMPTS = [
+    "Write one sentence about the sea.",
+    "Give me a tip for learning Python.",
+    "What is a good name for a cat?",
+    "Describe a sunny morning.",
+]
+
+
+# ------------------------------------------------------------------------------ models
+def classifier_dir(arg: str, workdir: Path) -> Path:
+    """The classifier to serve: a directory, or "minilm" = MiniLM with a fresh 2-label head."""
+    if arg != "minilm":
+        return Path(arg)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhf.engine.paths import minilm_dir
+
+    target = workdir / "minilm-classifier"
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(minilm_dir()),
+        num_labels=2,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(str(minilm_dir())).save_pretrained(target)
+    return target
+
+
+def policy_dir(arg: str) -> Path:
+    from rlhf.engine.models import resolve_model_dir
+
+    return resolve_model_dir(arg)
+
+
+# --------------------------------------------------------------------------- load test
+def percentile_ms(latencies: list[float], q: float) -> float:
+    return float(np.percentile(np.array(latencies) * 1000.0, q))
+
+
+def run_load(call: Callable[[int, int], None], clients: int, requests: int) -> dict[str, float]:
+    """`clients` threads, each making `requests` sequential calls; rps and latency."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def client(c: int) -> None:
+        for r in range(requests):
+            started = time.perf_counter()
+            call(c, r)
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for future in [pool.submit(client, c) for c in range(clients)]:
+            future.result()
+    wall = time.perf_counter() - started
+    return {
+        "rps": clients * requests / wall,
+        "p50_ms": percentile_ms(latencies, 50),
+        "p99_ms": percentile_ms(latencies, 99),
+        "seconds": wall,
+    }
+
+
+# ----------------------------------------------------------------------------- triton
+class ServiceThread:
+    """The inference service's gRPC server in a background event loop."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server = None
+
+    def start(self) -> int:
+        from rlhf.services.inference.server import attach
+
+        from rlhf.runtime.grpc import GrpcServer
+        from rlhf.runtime.settings import GrpcSettings
+
+        self.thread.start()
+
+        async def boot() -> int:
+            self.server = GrpcServer(GrpcSettings(port=0), "inference")
+            await attach(self.server, self.app)
+            return await self.server.start()
+
+        return asyncio.run_coroutine_threadsafe(boot(), self.loop).result(120)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(1.0), self.loop).result(120)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def bench_triton(args: argparse.Namespace, classifier: Path, policy: Path, workdir: Path) -> dict:
+    import grpc
+    from rlhf.services.inference.server import build_inference_service
+    from rlhf.services.inference.settings import InferenceSettings
+
+    from rlhf.runtime.settings import load_settings
+    from rlhf.v1 import inference_pb2, inference_pb2_grpc
+
+    settings = load_settings(
+        InferenceSettings,
+        artifact_dir=workdir / "artifacts",
+        bus="inprocess",
+        serving={
+            "dtype": args.dtype,
+            "torch_threads": args.torch_threads,
+            "subscribe_promotions": False,
+            "classifier_batching": {
+                "max_batch_size": 64,
+                "preferred_batch_sizes": [16, 32],
+                "max_queue_delay_us": args.queue_delay_us,
+            },
+            "policy_batching": {
+                "max_batch_size": 32,
+                "preferred_batch_sizes": [8, 16],
+                "max_queue_delay_us": args.queue_delay_us * 4,
+            },
+            "models": [
+                {"name": "bench-classifier", "version": "classifier-v1", "kind": "classifier",
+                 "model_dir": str(classifier)},
+                {"name": "bench-policy", "version": "policy-v1", "kind": "policy",
+                 "model_dir": str(policy)},
+            ],
+        },
+    )  # fmt: skip
+    app = build_inference_service(settings)
+    service = ServiceThread(app)
+    port = service.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = inference_pb2_grpc.InferenceServiceStub(channel)
+    sampling = inference_pb2.SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    versions: set[str] = set()
+
+    def classify(c: int, r: int) -> None:
+        text = SENTENCES[(c + r) % len(SENTENCES)]
+        reply = stub.Classify(inference_pb2.InferenceClassifyRequest(texts=[text]), timeout=120)
+        versions.add(reply.model_version)
+
+    def generate(c: int, r: int) -> None:
+        prompt = PROMPTS[(c + r) % len(PROMPTS)]
+        request = inference_pb2.GenerateRequest(prompts=[prompt], sampling=sampling)
+        versions.add(stub.Generate(request, timeout=600).model_version)
+
+    try:
+        run_load(classify, 4, 2)  # warm-up: first calls compile kernels, open streams
+        run_load(generate, 2, 1)
+        results = {
+            "classify": run_load(classify, args.clients, args.classify_requests),
+            "generate": run_load(generate, args.clients, args.generate_requests),
+        }
+    finally:
+        channel.close()
+        service.stop()
+    results["versions"] = sorted(versions)
+    return results
+
+
+# --------------------------------------------------------------------------- baseline
+def bench_baseline(args: argparse.Namespace, classifier: Path, policy: Path) -> dict:
+    """The same models with plain transformers, one request at a time (a lock)."""
+    import torch
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    torch.set_num_threads(args.torch_threads)  # same as each Triton model process
+    dtype = getattr(torch, args.dtype)
+    lock = threading.Lock()
+    results: dict[str, dict] = {}
+
+    tokenizer = AutoTokenizer.from_pretrained(str(classifier))
+    model = AutoModelForSequenceClassification.from_pretrained(str(classifier), dtype=dtype).eval()
+
+    def classify(c: int, r: int) -> None:
+        text = SENTENCES[(c + r) % len(SENTENCES)]
+        with lock, torch.inference_mode():
+            enc = tokenizer([text], truncation=True, max_length=256, return_tensors="pt")
+            model(**enc).logits.softmax(-1)
+
+    run_load(classify, 1, 4)
+    results["classify"] = run_load(classify, args.clients, args.classify_requests)
+
+    tokenizer = AutoTokenizer.from_pretrained(str(policy))
+    lm = AutoModelForCausalLM.from_pretrained(str(policy), dtype=dtype).eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def generate(c: int, r: int) -> None:
+        prompt = PROMPTS[(c + r) % len(PROMPTS)]
+        with lock, torch.inference_mode():
+            enc = tokenizer([prompt], return_tensors="pt")
+            lm.generate(
+                **enc, max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=pad
+            )
+
+    run_load(generate, 1, 1)
+    results["generate"] = run_load(generate, args.clients, args.generate_requests)
+    return results
+
+
+# -------------------------------------------------------------------------------- main
+def summary(triton: dict, baseline: dict) -> dict:
+    return {
+        "triton_rps": round(triton["rps"], 2),
+        "baseline_rps": round(baseline["rps"], 2),
+        "ratio": round(triton["rps"] / baseline["rps"], 2),
+        "triton_p99_ms": round(triton["p99_ms"], 1),
+        "baseline_p99_ms": round(baseline["p99_ms"], 1),
+        "triton_p50_ms": round(triton["p50_ms"], 1),
+        "baseline_p50_ms": round(baseline["p50_ms"], 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="tiny random models (smoke test)")
+    parser.add_argument("--classifier", default="minilm", help='directory or "minilm"')
+    parser.add_argument("--policy", default="smollm2", help='directory or "smollm2"')
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--classify-requests", type=int, default=24, help="per client")
+    parser.add_argument("--generate-requests", type=int, default=3, help="per client")
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--queue-delay-us", type=int, default=5000)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument(
+        "--torch-threads", type=int, default=1, help="intra-op threads, both sides alike"
+    )
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(ROOT))
+    with tempfile.TemporaryDirectory(prefix="rlhf-bench-serving-") as tmp:
+        workdir = Path(tmp)
+        if args.quick:
+            from tests.serving.tiny_models import build_tiny_classifier, build_tiny_policy
+
+            classifier = build_tiny_classifier(workdir / "tiny-classifier")
+            policy = build_tiny_policy(workdir / "tiny-policy")
+        else:
+            classifier = classifier_dir(args.classifier, workdir)
+            policy = policy_dir(args.policy)
+        triton = bench_triton(args, classifier, policy, workdir)
+        baseline = bench_baseline(args, classifier, policy)
+    report = {
+        "classify": summary(triton["classify"], baseline["classify"]),
+        "generate": summary(triton["generate"], baseline["generate"]),
+        "config": {
+            "clients": args.clients,
+            "classify_requests_per_client": args.classify_requests,
+            "generate_requests_per_client": args.generate_requests,
+            "max_new_tokens": args.max_new_tokens,
+            "dtype": args.dtype,
+            "torch_threads": args.torch_threads,
+            "classifier": "tiny" if args.quick else str(args.classifier),
+            "policy": "tiny" if args.quick else str(args.policy),
+            "served_versions": triton["versions"],
+        },
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for task in ("classify", "generate"):
+            row = report[task]
+            print(
+                f"{task:9s} triton {row['triton_rps']:7.2f} rps p99 {row['triton_p99_ms']:8.1f} ms"
+                f" | baseline {row['baseline_rps']:7.2f} rps p99 {row['baseline_p99_ms']:8.1f} ms"
+                f" | ratio {row['ratio']:.2f}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
