@@ -582,6 +582,21 @@ async def attach(server: GrpcServer, app: InferenceApp) -> None:
     server.on_shutdown(shutdown)
 
 
+SETTINGS_CLASS = InferenceSettings
+
+
+async def register(server: GrpcServer, ctx: Any) -> InferenceService:
+    """Hook for `rlhf serve inference` (rlhf.cli.serve): build on the CLI's bus and
+    settings. `ctx.settings` may be the base Settings; the `serving` section then comes
+    from RLHF_SERVING__* environment variables (or defaults)."""
+    settings = ctx.settings
+    if not isinstance(settings, InferenceSettings):
+        settings = load_settings(InferenceSettings, **settings.model_dump(exclude_unset=True))
+    app = await asyncio.to_thread(build_inference_service, settings, ctx.bus)
+    await attach(server, app)
+    return app.service
+
+
 def main(config_file: str | None = None, **overrides: Any) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code (`rlhf serve inference`)."""
     settings = load_settings(InferenceSettings, config_file, **overrides)
