@@ -375,3 +375,100 @@ def train_reward_stage(
     )
     model_dir = result.classifier.save(out_dir / "model")
     return StageResult(Path(model_dir), _floats(result.metrics))
+
+
+def base_policy_stage(
+    spec: PipelineSpec,
+    stage: Stage,
+    datasets: dict[str, Path],
+    out_dir: Path,
+    *,
+    tokenizer_dir: Path | None = None,
+    policy_dir: Path | str | None = None,
+    device: str = "cpu",
+    report: Report = _no_report,
+) -> StageResult:
+    """Pre-training from scratch (a tiny Llama over the pipeline's tokenizer) or SFT.
+
+    The stage's `config.model` block sizes the from-scratch model (hidden_size,
+    num_layers, num_heads); every other key is a PretrainConfig / SFTConfig field.
+    """
+    from rlhf.engine.models import load_policy, load_tokenizer, tiny_causal_lm
+
+    config_block = dict(stage.config)
+    model_shape = config_block.pop("model", {})
+    stage = stage.model_copy(update={"config": config_block})
+    key = stage.data or next(iter(datasets))
+    dataset = load_dataset(datasets[key])
+    texts = [getattr(r, "text", None) or r.prompt + r.chosen for r in dataset["train"]]
+    common = {"device": device, "output_dir": str(out_dir / "run"), "progress": False}
+    if stage.kind == "pretrain":
+        from transformers import AutoTokenizer
+
+        from rlhf.engine.algorithms.pretrain import PretrainConfig, pretrain
+
+        if tokenizer_dir is None:
+            raise PipelineError(f"stages.{stage.name}: pre-training needs a tokenizer stage first")
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        tokenizer.padding_side = "left"
+        config = stage_config(PretrainConfig, stage, **common)
+        model = tiny_causal_lm(
+            len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            max_position_embeddings=max(256, config.block_size * 2),
+            seed=config.seed,
+            **model_shape,
+        ).to(device)
+        result = pretrain(config, model, tokenizer, texts)
+    elif stage.kind == "sft":
+        from rlhf.engine.algorithms.sft import SFTConfig, train_sft
+
+        source = policy_dir or spec.models.policy
+        model, tokenizer = load_policy(source, device=device), load_tokenizer(source)
+        config = stage_config(SFTConfig, stage, **common)
+        result = train_sft(config, model, tokenizer, list(dataset["train"]))
+    else:
+        raise PipelineError(f"stages.{stage.name}.kind: {stage.kind!r} is not a base-policy stage")
+    report(result.steps, result.steps)
+    model_dir = out_dir / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    last = result.history[-1] if result.history else {}
+    return StageResult(model_dir, {"steps": float(result.steps), **_floats(last)})
+
+
+def dpo_stage(
+    spec: PipelineSpec,
+    stage: Stage,
+    datasets: dict[str, Path],
+    out_dir: Path,
+    *,
+    policy_dir: Path | str,
+    device: str = "cpu",
+    report: Report = _no_report,
+    extra_pairs: Sequence[Any] = (),
+) -> StageResult:
+    """DPO on preference pairs; held-out pairwise accuracy of the implicit reward."""
+    from rlhf.engine.algorithms.dpo import DPOConfig, train_dpo
+    from rlhf.engine.models import load_policy, load_tokenizer
+
+    key = stage.data or next(iter(datasets))
+    dataset = load_dataset(datasets[key])
+    train = list(dataset["train"]) + list(extra_pairs)
+    held_out = list(dataset.splits.get("validation") or dataset.splits.get("test") or [])
+    policy, tokenizer = load_policy(policy_dir, device=device), load_tokenizer(policy_dir)
+    config = stage_config(
+        DPOConfig, stage, device=device, output_dir=str(out_dir / "run"), progress=False
+    )
+    report(0, 1)
+    result = train_dpo(config, policy, tokenizer, train, held_out)
+    report(1, 1)
+    model_dir = out_dir / "model"
+    policy.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    metrics = {f"{k}_before": v for k, v in _floats(result.eval_before).items()}
+    metrics |= {f"{k}_after": v for k, v in _floats(result.eval_after).items()}
+    metrics["steps"] = float(result.steps)
+    return StageResult(model_dir, metrics)
