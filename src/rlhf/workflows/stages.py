@@ -472,3 +472,61 @@ def dpo_stage(
     metrics |= {f"{k}_after": v for k, v in _floats(result.eval_after).items()}
     metrics["steps"] = float(result.steps)
     return StageResult(model_dir, metrics)
+
+
+# -- ad-hoc runs (trainer StartRun, `rlhf train --run-config`) ---------------------------
+@dataclass
+class RunConfig:
+    """One training run outside a pipeline: what `rlhf train --run-config FILE` reads
+    (inside a Kubernetes Job) and what StartRun builds."""
+
+    algorithm: str  # pretrain, sft, ppo, grpo, rloo, dpo
+    dataset: str  # prepared dataset directory
+    output_dir: str  # the trained model goes to <output_dir>/model
+    base_model: str = "smollm2"  # policy to start from: a directory or "smollm2"
+    reward_model: str = ""  # classifier / reward model directory (ppo, grpo, rloo)
+    tokenizer: str = ""  # tokenizer directory (pretrain)
+    language: str = "en"
+    config: dict[str, Any] = field(default_factory=dict)  # algorithm config overrides
+    device: str = "cpu"
+
+
+def run_adhoc(run: RunConfig, report: Report = _no_report) -> StageResult:
+    """Execute a RunConfig with the same stage functions as the pipelines."""
+    spec = PipelineSpec(
+        name="adhoc",
+        task="chat",
+        language=run.language,
+        datasets={"data": {"format": "jsonl", "path": run.dataset}},
+        models={"policy": run.base_model},
+        stages=[Stage(name=run.algorithm, kind=run.algorithm, data="data", config=run.config)],
+    )
+    stage, datasets, out = spec.stages[0], {"data": Path(run.dataset)}, Path(run.output_dir)
+    if run.algorithm in ("pretrain", "sft"):
+        return base_policy_stage(
+            spec,
+            stage,
+            datasets,
+            out,
+            tokenizer_dir=Path(run.tokenizer) if run.tokenizer else None,
+            policy_dir=run.base_model,
+            device=run.device,
+            report=report,
+        )
+    if run.algorithm == "dpo":
+        return dpo_stage(
+            spec, stage, datasets, out, policy_dir=run.base_model, device=run.device, report=report
+        )
+    if not run.reward_model:
+        raise PipelineError(f"{run.algorithm}: reward_model is required")
+    return rl_stage(
+        spec,
+        stage,
+        datasets,
+        out,
+        policy_dir=run.base_model,
+        reward_dir=Path(run.reward_model),
+        judge_dir=None,
+        device=run.device,
+        report=report,
+    )

@@ -1,0 +1,1 @@
+"""Trainer service: pre-training, SFT, PPO/GRPO/RLOO, DPO; promotion gates."""

@@ -1,0 +1,534 @@
+"""Trainer service.
+
+RPCs: StartRun (async), GetRun, WatchRun, CancelRun, ListModels, GetModel.
+
+Choreography: `dataset.prepared` starts the pipeline's base-policy stage (pre-training
+or SFT, or just the named base model); `reward.model.ready` (the hardened classifier,
+or the plain one for pipelines without adversarial hardening) starts the RL stage
+(PPO/GRPO/RLOO) or DPO; `robustness.report` feeds the robustness gate;
+`retrain.requested` starts a round from the promoted policy. Every candidate is
+registered with its lineage and published as `policy.checkpoint.ready`; only one that
+passes every gate is promoted (`model.promoted`, with its classifier).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+from rlhf.pipelines import PipelineError, PipelineSpec, load_pipeline
+from rlhf.registry import ModelNotFound
+from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check_in, require
+from rlhf.runtime.runs import RunContext, RunNotFound
+from rlhf.runtime.service import (
+    TOPIC_DATASET_PREPARED,
+    TOPIC_MODEL_PROMOTED,
+    TOPIC_POLICY_CHECKPOINT_READY,
+    TOPIC_RETRAIN_REQUESTED,
+    TOPIC_REWARD_MODEL_READY,
+    TOPIC_ROBUSTNESS_REPORT,
+    ServiceContext,
+)
+from rlhf.v1 import common_pb2, events_pb2, trainer_pb2, trainer_pb2_grpc
+from rlhf.workflows import stages
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "rlhf.v1.TrainerService"
+BASE_KINDS = ("pretrain", "sft")
+POLICY_KINDS = ("ppo", "rloo", "grpo", "dpo")
+ALGORITHMS = ("pretrain", "sft", "ppo", "grpo", "rloo", "dpo")
+KINDS = {
+    "policy": common_pb2.MODEL_KIND_POLICY,
+    "reward": common_pb2.MODEL_KIND_REWARD,
+    "classifier": common_pb2.MODEL_KIND_CLASSIFIER,
+}
+
+
+def uri_path(uri: str) -> Path:
+    return Path(uri.removeprefix("file://"))
+
+
+class PipelineState:
+    """What the trainer knows about each pipeline run, persisted as JSON: dataset
+    directories, tokenizer, base policy and robustness reports."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def get(self, pipeline_run: str) -> dict:
+        with self._lock:
+            return self._load().get(pipeline_run, {})
+
+    def update(self, pipeline_run: str, **values) -> dict:
+        with self._lock:
+            state = self._load()
+            entry = state.setdefault(pipeline_run, {})
+            for key, value in values.items():
+                if isinstance(value, dict) and isinstance(entry.get(key), dict):
+                    entry[key].update(value)
+                else:
+                    entry[key] = value
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state))
+            tmp.replace(self.path)
+            return entry
+
+    def latest_for(self, pipeline: str) -> dict:
+        with self._lock:
+            runs = [v for v in self._load().values() if v.get("pipeline") == pipeline]
+            return max(runs, key=lambda v: v.get("created", 0)) if runs else {}
+
+
+class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
+    def __init__(self, ctx: ServiceContext, wait_timeout_s: float = 3600) -> None:
+        self.ctx = ctx
+        self.state = PipelineState(ctx.state_dir / "pipelines.json")
+        self.wait_timeout_s = wait_timeout_s
+        ctx.subscribe(TOPIC_DATASET_PREPARED, self.on_dataset_prepared)
+        ctx.subscribe(TOPIC_REWARD_MODEL_READY, self.on_reward_model_ready)
+        ctx.subscribe(TOPIC_ROBUSTNESS_REPORT, self.on_robustness_report)
+        ctx.subscribe(TOPIC_RETRAIN_REQUESTED, self.on_retrain_requested)
+        ctx.runs.resume_incomplete(lambda record: self._work[record.params["kind"]])
+
+    @property
+    def _work(self):
+        return {"base": self._base_work, "policy": self._policy_work, "adhoc": self._adhoc_work}
+
+    # -- event handlers ---------------------------------------------------------------------
+    def on_dataset_prepared(self, event) -> None:
+        payload: events_pb2.DatasetPrepared = event.payload
+        if not payload.pipeline:
+            return
+        datasets = {
+            k: str(uri_path(v.uri)) for k, v in payload.splits.items() if v.kind == "dataset"
+        }
+        tokenizer = payload.splits["tokenizer"].uri if "tokenizer" in payload.splits else ""
+        self.state.update(
+            payload.run_id,
+            pipeline=payload.pipeline,
+            profile=payload.profile,
+            datasets=datasets,
+            tokenizer=str(uri_path(tokenizer)) if tokenizer else "",
+            created=time.time(),
+        )
+        self._submit("base", event, payload.pipeline, payload.run_id, {})
+
+    def on_reward_model_ready(self, event) -> None:
+        payload: events_pb2.RewardModelReady = event.payload
+        if not payload.pipeline or payload.stage == "train":
+            return
+        spec = load_pipeline(payload.pipeline, quick=payload.profile == "quick")
+        hardens = any(s.kind == "adversarial" for s in spec.stages)
+        wanted = {"retrain"} | ({"hardened"} if hardens else {"reward"})
+        if payload.stage not in wanted:
+            return
+        self._submit(
+            "policy",
+            event,
+            payload.pipeline,
+            payload.run_id,
+            {
+                "reward_version": payload.model.version,
+                "judge_version": payload.judge_version,
+                "reward_metrics": dict(payload.metrics),
+                "retrain": payload.stage == "retrain",
+            },
+        )
+
+    def on_robustness_report(self, event) -> None:
+        report: events_pb2.RobustnessReport = event.payload
+        key = "robust_accuracy_after" if report.stage == "after" else "robust_accuracy_before"
+        self.state.update(report.run_id, robustness={key: report.robust_accuracy})
+
+    def on_retrain_requested(self, event) -> None:
+        payload: events_pb2.RetrainRequested = event.payload
+        spec = load_pipeline(payload.pipeline)
+        retrained = [spec.stage(name) for name in spec.retrain.stages]
+        if any(s.kind == "classifier" for s in retrained):
+            return  # the reward service retrains first; its reward.model.ready starts us
+        if not any(s.kind in POLICY_KINDS for s in retrained):
+            return
+        reward = self.ctx.registry.promoted(
+            f"{spec.name}-classifier"
+        ) or self.ctx.registry.promoted(f"{spec.name}-reward")
+        judge = self.ctx.registry.latest(f"{spec.name}-judge")
+        self._submit(
+            "policy",
+            event,
+            payload.pipeline,
+            payload.run_id,
+            {
+                "reward_version": reward.version if reward else "",
+                "judge_version": judge.version if judge else "",
+                "reward_metrics": {},
+                "retrain": True,
+            },
+        )
+
+    def _submit(self, kind: str, event, pipeline: str, pipeline_run: str, params: dict) -> None:
+        self.ctx.runs.submit(
+            f"train-{kind}",
+            self._work[kind],
+            params={"kind": kind, "pipeline_run": pipeline_run, **params},
+            request_id=f"{event.source}/{event.id}",
+            pipeline=pipeline,
+        )
+
+    # -- work -----------------------------------------------------------------------------
+    def _spec(self, ctx: RunContext) -> tuple[PipelineSpec, dict]:
+        state = self.state.get(ctx.params["pipeline_run"])
+        if not state:  # a retraining round: the latest preparation of this pipeline
+            state = self.state.latest_for(ctx.record.pipeline)
+        spec = load_pipeline(ctx.record.pipeline, quick=state.get("profile") == "quick")
+        return spec, state
+
+    def _out_dir(self, ctx: RunContext, stage: str) -> Path:
+        return self.ctx.artifact_dir / "models" / ctx.record.pipeline / stage / ctx.run_id
+
+    def _base_work(self, ctx: RunContext) -> dict:
+        spec, state = self._spec(ctx)
+        datasets = {k: Path(v) for k, v in state["datasets"].items()}
+        base_stage = next((s for s in spec.stages if s.kind in BASE_KINDS), None)
+        if base_stage is None:
+            policy_dir = str(spec.models.policy)
+            metrics: dict[str, float] = {}
+        else:
+            result = stages.base_policy_stage(
+                spec,
+                base_stage,
+                datasets,
+                self._out_dir(ctx, base_stage.name),
+                tokenizer_dir=Path(state["tokenizer"]) if state.get("tokenizer") else None,
+                device=self.ctx.settings.device,
+                report=ctx.report,
+            )
+            policy_dir, metrics = str(result.model_dir), result.metrics
+        self.state.update(ctx.params["pipeline_run"], base_policy=policy_dir, base_metrics=metrics)
+        return {"base_policy": policy_dir}
+
+    def _wait_for_base(self, ctx: RunContext) -> dict:
+        deadline = time.monotonic() + self.wait_timeout_s
+        while True:
+            spec, state = self._spec(ctx)
+            if state.get("base_policy"):
+                return state
+            if time.monotonic() > deadline:
+                raise TimeoutError("the base policy of this pipeline run never became ready")
+            ctx.report()  # raises RunCancelled when cancelled while waiting
+            time.sleep(0.5)
+
+    def _policy_work(self, ctx: RunContext) -> dict:
+        params = ctx.params
+        spec, state = self._spec(ctx)
+        if not params.get("retrain"):
+            state = self._wait_for_base(ctx)
+        datasets = {k: Path(v) for k, v in state["datasets"].items()}
+        policy_stage = next(s for s in spec.stages if s.kind in POLICY_KINDS)
+        name = f"{spec.name}-policy"
+        promoted = self.ctx.registry.promoted(name)
+        if params.get("retrain") and promoted is not None:
+            start_dir, parent = str(uri_path(promoted.artifact.uri)), promoted.version
+        else:
+            start_dir, parent = state["base_policy"], ""
+        reward = (
+            self.ctx.registry.get(params["reward_version"]) if params["reward_version"] else None
+        )
+        judge = (
+            self.ctx.registry.get(params["judge_version"]) if params.get("judge_version") else None
+        )
+        out_dir = self._out_dir(ctx, policy_stage.name)
+        if policy_stage.kind == "dpo":
+            result = stages.dpo_stage(
+                spec,
+                policy_stage,
+                datasets,
+                out_dir,
+                policy_dir=start_dir,
+                device=self.ctx.settings.device,
+                report=ctx.report,
+            )
+        else:
+            if reward is None:
+                raise PipelineError(f"{spec.name}: an RL stage needs a reward model")
+            result = stages.rl_stage(
+                spec,
+                policy_stage,
+                datasets,
+                out_dir,
+                policy_dir=start_dir,
+                reward_dir=uri_path(reward.artifact.uri),
+                judge_dir=uri_path(judge.artifact.uri) if judge else None,
+                device=self.ctx.settings.device,
+                report=ctx.report,
+            )
+        metrics = dict(result.metrics)
+        metrics.update(self._robustness(ctx, state))
+        metrics.update(
+            {
+                k: v
+                for k, v in params.get("reward_metrics", {}).items()
+                if k.startswith("classifier_accuracy")
+            }
+        )
+        gates = stages.evaluate_gates(spec.gates, metrics)
+        dataset_refs = [
+            common_pb2.ArtifactRef(uri=f"file://{p}", kind="dataset") for p in datasets.values()
+        ]
+        candidate = self.ctx.registry.register(
+            name,
+            "policy",
+            f"file://{result.model_dir}",
+            run_id=ctx.run_id,
+            pipeline=spec.name,
+            parent_version=parent,
+            reward_model_version=reward.version if reward else "",
+            datasets=dataset_refs,
+            config=policy_stage.config,
+            metrics=metrics,
+            gates=gates,
+        )
+        ready = events_pb2.PolicyCheckpointReady(
+            run_id=params["pipeline_run"],
+            stage=policy_stage.name,
+            pipeline=spec.name,
+            step=int(metrics.get("steps", 0)),
+        )
+        ready.model.CopyFrom(candidate)
+        self.ctx.publish(TOPIC_POLICY_CHECKPOINT_READY, ready, key=spec.name)
+        promoted_now = all(gates.values())
+        if promoted_now:
+            if reward is not None:
+                self._promote(ctx, spec, reward.version)
+            self._promote(ctx, spec, candidate.version)
+        else:
+            failed = sorted(k for k, ok in gates.items() if not ok)
+            log.warning("%s not promoted: gates failed: %s", candidate.version, failed)
+        return {
+            "version": candidate.version,
+            "promoted": promoted_now,
+            "gates": gates,
+            "metrics": metrics,
+            "samples": result.samples,
+        }
+
+    def _robustness(self, ctx: RunContext, state: dict) -> dict[str, float]:
+        """Robustness reports for this run; waits briefly for the 'after' report, which
+        the adversary sends while the policy trains."""
+        deadline = time.monotonic() + 120
+        while True:
+            robustness = self.state.get(ctx.params["pipeline_run"]).get("robustness", {})
+            if "robust_accuracy_after" in robustness or "robust_accuracy_before" not in robustness:
+                return robustness
+            if time.monotonic() > deadline:
+                return robustness
+            ctx.report()
+            time.sleep(0.5)
+
+    def _promote(self, ctx: RunContext, spec: PipelineSpec, version: str) -> None:
+        previous = self.ctx.registry.promote(version)
+        model = self.ctx.registry.get(version)
+        event = events_pb2.ModelPromoted(
+            run_id=ctx.params["pipeline_run"],
+            stage="promote",
+            pipeline=spec.name,
+            previous_version=previous.version if previous else "",
+            canary_percent=spec.serving.canary_percent,
+        )
+        event.model.CopyFrom(model)
+        self.ctx.publish(TOPIC_MODEL_PROMOTED, event, key=model.name)
+
+    # -- RPCs -------------------------------------------------------------------------------
+    async def StartRun(self, request, context):
+        require(request, "dataset.uri")
+        if request.pipeline:
+            try:
+                load_pipeline(request.pipeline)
+            except PipelineError as exc:
+                raise RequestInvalid("pipeline", str(exc)) from None
+        else:
+            require(request, "algorithm")
+        if request.algorithm:
+            check_in(request.algorithm, "algorithm", ALGORITHMS)
+        check_in(request.executor or "local", "executor", ("local", "kubernetes"))
+        if request.config_json:
+            try:
+                json.loads(request.config_json)
+            except json.JSONDecodeError as exc:
+                raise RequestInvalid("config_json", f"not valid JSON: {exc}") from None
+        dataset = uri_path(request.dataset.uri)
+        if not (dataset / "manifest.json").exists():
+            raise NotFound(f"dataset {request.dataset.uri!r} is not a prepared dataset")
+        algorithm = request.algorithm or next(
+            s.kind for s in load_pipeline(request.pipeline).stages if s.kind in ALGORITHMS
+        )
+        models = {}
+        for field in ("base_version", "reward_model_version"):
+            version = getattr(request, field)
+            if version:
+                try:
+                    models[field] = str(uri_path(self.ctx.registry.get(version).artifact.uri))
+                except ModelNotFound:
+                    raise NotFound(f"{field}: model version {version!r} does not exist") from None
+        if algorithm in ("ppo", "grpo", "rloo") and "reward_model_version" not in models:
+            raise RequestInvalid("reward_model_version", f"is required for {algorithm}")
+        params = {
+            "kind": "adhoc",
+            "pipeline_run": "",
+            "algorithm": algorithm,
+            "dataset": str(dataset),
+            "base_model": models.get("base_version", "smollm2"),
+            "base_version": request.base_version,
+            "reward_model": models.get("reward_model_version", ""),
+            "reward_version": request.reward_model_version,
+            "config": json.loads(request.config_json or "{}"),
+            "executor": request.executor or "local",
+        }
+        record = self.ctx.runs.submit(
+            f"train-{algorithm}",
+            self._adhoc_work,
+            params=params,
+            request_id=request.request_id,
+            pipeline=request.pipeline,
+        )
+        return trainer_pb2.StartRunResponse(run_id=record.run_id)
+
+    def _adhoc_work(self, ctx: RunContext) -> dict:
+        """A StartRun outside the pipeline choreography, run here or as a Kubernetes Job.
+        The result is registered with its lineage but not promoted (no gates ran)."""
+        params = ctx.params
+        out_dir = self._out_dir(ctx, params["algorithm"])
+        run = stages.RunConfig(
+            algorithm=params["algorithm"],
+            dataset=params["dataset"],
+            output_dir=str(out_dir),
+            base_model=params["base_model"],
+            reward_model=params["reward_model"],
+            config=params["config"],
+            device=self.ctx.settings.device,
+        )
+        if params["executor"] == "kubernetes":
+            metrics = self._run_on_kubernetes(ctx, run)
+        else:
+            metrics = stages.run_adhoc(run, report=ctx.report).metrics
+        name = f"{ctx.record.pipeline or 'adhoc'}-policy"
+        model = self.ctx.registry.register(
+            name,
+            "policy",
+            f"file://{out_dir / 'model'}",
+            run_id=ctx.run_id,
+            pipeline=ctx.record.pipeline,
+            parent_version=params["base_version"],
+            reward_model_version=params["reward_version"],
+            config=params["config"],
+            datasets=[common_pb2.ArtifactRef(uri=f"file://{params['dataset']}", kind="dataset")],
+            metrics=metrics,
+        )
+        ready = events_pb2.PolicyCheckpointReady(
+            run_id=ctx.run_id, stage=params["algorithm"], pipeline=ctx.record.pipeline
+        )
+        ready.model.CopyFrom(model)
+        self.ctx.publish(TOPIC_POLICY_CHECKPOINT_READY, ready, key=name)
+        return {"version": model.version, "metrics": metrics}
+
+    def _run_on_kubernetes(self, ctx: RunContext, run: stages.RunConfig) -> dict[str, float]:
+        """Write the run config to the shared artifact volume, run `rlhf train` as a Job,
+        mirror its status into this run, delete the Job on cancel."""
+        import dataclasses
+
+        import yaml
+
+        from rlhf.executors.base import JobPhase, TrainingJobSpec
+        from rlhf.executors.kubernetes import KubernetesExecutor
+
+        config_file = Path(run.output_dir) / "run-config.yaml"
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(yaml.safe_dump(dataclasses.asdict(run)))
+        executor = KubernetesExecutor()
+        nproc = int(run.config.get("nproc_per_node", 1))
+        gpus = int(run.config.get("gpus_per_node", 0))
+        executor.submit(
+            TrainingJobSpec(
+                run_id=ctx.run_id,
+                run_config=str(config_file),
+                stage=run.algorithm,
+                nproc_per_node=nproc,
+                gpus_per_node=gpus,
+            )
+        )
+
+        def mirror(status) -> None:
+            if ctx.cancelled.is_set():
+                executor.cancel(ctx.run_id)
+            ctx.record.message = f"kubernetes job {status.phase}: {status.message}".strip(": ")
+            ctx.report(
+                pods_active=status.active,
+                pods_succeeded=status.succeeded,
+                pods_failed=status.failed,
+            )
+
+        final = executor.watch(ctx.run_id, mirror)
+        if final.phase != JobPhase.SUCCEEDED:
+            raise RuntimeError(
+                f"Kubernetes Job for {ctx.run_id} ended {final.phase}: {final.message}"
+            )
+        metrics_file = Path(run.output_dir) / "metrics.json"
+        return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+
+    async def GetRun(self, request, context):
+        require(request, "run_id")
+        try:
+            return self.ctx.runs.get(request.run_id).to_proto()
+        except RunNotFound:
+            raise NotFound(f"run {request.run_id!r} does not exist") from None
+
+    async def WatchRun(self, request, context):
+        require(request, "run_id")
+        last = None
+        while True:
+            try:
+                record = self.ctx.runs.get(request.run_id)
+            except RunNotFound:
+                raise NotFound(f"run {request.run_id!r} does not exist") from None
+            status = record.to_proto()
+            if last is None or status.updated_at != last.updated_at:
+                yield status
+                last = status
+            if record.done:
+                return
+            await asyncio.sleep(0.5)
+
+    async def CancelRun(self, request, context):
+        require(request, "run_id")
+        try:
+            return self.ctx.runs.cancel(request.run_id, request.reason or "cancelled").to_proto()
+        except RunNotFound:
+            raise NotFound(f"run {request.run_id!r} does not exist") from None
+
+    async def ListModels(self, request, context):
+        kind = {v: k for k, v in KINDS.items()}.get(request.kind, "")
+        models = self.ctx.registry.list(request.name, kind, request.promoted_only)
+        return trainer_pb2.ListModelsResponse(models=models)
+
+    async def GetModel(self, request, context):
+        require(request, "version")
+        try:
+            return self.ctx.registry.get(request.version)
+        except ModelNotFound:
+            raise NotFound(f"model version {request.version!r} does not exist") from None
+
+
+def register(server, ctx: ServiceContext) -> TrainerService:
+    servicer = TrainerService(ctx)
+    server.add_servicer(
+        trainer_pb2_grpc.add_TrainerServiceServicer_to_server, servicer, SERVICE_NAME
+    )
+    return servicer
