@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import jsonschema
@@ -101,6 +103,17 @@ def test_values_schema_rejects_unknown_keys_everywhere() -> None:
     assert _closed(schema) == []
 
 
+def test_values_schema_is_the_generators_output() -> None:
+    generator = CHART / "hack" / "gen_values_schema.py"
+    out = subprocess.run(
+        [sys.executable, str(generator)], capture_output=True, text=True, check=True
+    )
+    committed = json.loads((CHART / "values.schema.json").read_text())
+    assert json.loads(out.stdout) == committed, (
+        f"regenerate: python {generator} > values.schema.json"
+    )
+
+
 @pytest.mark.parametrize(
     ("setting", "named"),
     [
@@ -109,6 +122,8 @@ def test_values_schema_rejects_unknown_keys_everywhere() -> None:
         ("kafka.bootstrapServer=x:9092", "bootstrapServer"),
         ("services.inference.autoscaling.maxReplica=3", "maxReplica"),
         ("services.trainning.enabled=true", "trainning"),
+        # inside an embedded Kubernetes type: the API server would drop it silently
+        ("containerSecurityContext.readOnlyRootFileSystem=true", "readOnlyRootFileSystem"),
     ],
 )
 def test_typo_key_fails_schema_validation(setting: str, named: str) -> None:
