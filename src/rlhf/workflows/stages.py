@@ -530,3 +530,74 @@ def run_adhoc(run: RunConfig, report: Report = _no_report) -> StageResult:
         device=run.device,
         report=report,
     )
+
+
+# -- adversarial ---------------------------------------------------------------------------
+ATTACK_KEYS = {"method", "max_examples", "max_edits", "min_similarity", "query_budget", "rounds"}
+
+
+def attack_stage(
+    spec: PipelineSpec,
+    stage: Stage,
+    datasets: dict[str, Path],
+    *,
+    classifier_dir: Path,
+    device: str = "cpu",
+    report: Report = _no_report,
+    split: str = "validation",
+) -> tuple[Any, list[Any], list[LabeledText]]:
+    """Attack a classifier on held-out examples: (RobustnessReport, results, adversarial
+    examples with their true labels). English: word substitution under MiniLM similarity;
+    Chinese: character attacks (similar characters, pinyin homophones)."""
+    from rlhf.engine import adversarial as A
+
+    unknown = sorted(set(stage.config) - ATTACK_KEYS)
+    if unknown:
+        raise PipelineError(f"stages.{stage.name}.config: unknown keys {unknown}")
+    config = stage.config
+    key = stage.data or next(iter(datasets))
+    dataset = load_dataset(datasets[key])
+    records = list(dataset.splits.get(split) or dataset.splits.get("test") or dataset["train"])
+    from transformers import AutoConfig
+
+    positions = getattr(AutoConfig.from_pretrained(classifier_dir), "max_position_embeddings", 128)
+    classifier = A.HFClassifier.from_pretrained(
+        classifier_dir, device=device, max_length=min(128, positions)
+    )
+    # Attack only what the model reads whole: longer texts would be truncated anyway.
+    fits = lambda text: len(classifier.tokenizer(text)["input_ids"]) <= classifier.max_length  # noqa: E731
+    records = [r for r in records if isinstance(r, LabeledText) and fits(r.text)]
+    records = records[: int(config.get("max_examples", 200))]
+    labels = list(classifier.model.config.id2label.values())
+    label_ids = {name: i for i, name in enumerate(labels)}
+    budget = {
+        "max_edits": int(config.get("max_edits", 3)),
+        "query_budget": config.get("query_budget"),
+    }
+    method = config.get("method") or ("char" if spec.language == "zh" else "word")
+    if method == "blackbox":  # only Classify calls, substitutes from MiniLM's vocabulary
+        attack = A.blackbox_attack(
+            classify=classifier,
+            similarity=A.MiniLMSimilarity(device=device),
+            query_budget=int(budget.pop("query_budget") or 200),
+            min_similarity=float(config.get("min_similarity", 0.8)),
+            **budget,
+        )
+    elif method == "char":  # language detected per text: CJK characters or English words
+        attack = A.CharAttack(
+            classifier, A.CharNgramSimilarity(), A.CharAttackConfig(language="auto", **budget)
+        )
+    else:
+        attack = A.WordSubstitutionAttack(
+            classifier,
+            A.EmbeddingNeighbours.from_model(classifier.model, classifier.tokenizer),
+            A.MiniLMSimilarity(device=device),
+            A.WordAttackConfig(min_similarity=float(config.get("min_similarity", 0.8)), **budget),
+        )
+    results = attack.attack_many(
+        [r.text for r in records],
+        [label_ids[r.label] for r in records],
+        progress=lambda i, _: report(i + 1, len(records)),
+    )
+    robustness = A.robustness_report(results)
+    return robustness, results, A.adversarial_examples(results, labels)

@@ -1,0 +1,1 @@
+"""Adversarial generator service: attacks, red-teaming, robustness reports."""
