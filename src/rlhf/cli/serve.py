@@ -26,16 +26,17 @@ def run_service(service: str, config: Path | None = None, port: int | None = Non
     from rlhf.runtime.bus import create_bus
     from rlhf.runtime.grpc.server import run_server
     from rlhf.runtime.service import ServiceContext
-    from rlhf.runtime.settings import ConfigError, load_settings
+    from rlhf.runtime.settings import ConfigError, Settings, load_settings
 
+    module = importlib.import_module(f"rlhf.services.{service}.server")
+    settings_cls = getattr(module, "SETTINGS_CLASS", Settings)  # a service may add sections
     try:
-        settings = load_settings(config_file=config)
+        settings = load_settings(settings_cls, config_file=config)
     except ConfigError as exc:
         typer.echo(f"rlhf serve {service}: {exc}", err=True)
         return 2
     if port is not None:
         settings.grpc.port = port
-    module = importlib.import_module(f"rlhf.services.{service}.server")
     bus = create_bus(settings, source=f"rlhf/{service}")
     holder: dict = {}
 
