@@ -107,47 +107,35 @@ def run_load(call: Callable[[int, int], None], clients: int, requests: int) -> d
 
 
 # ----------------------------------------------------------------------------- triton
-class ServiceThread:
-    """The inference service's gRPC server in a background event loop."""
+def _serve(overrides: dict, conn) -> None:  # noqa: ANN001 - multiprocessing pipe
+    """Child process: the inference service as deployed (its own process, GIL and event
+    loop), serving until SIGTERM; sends its port back once it is listening."""
+    from rlhf.services.inference.server import attach, build_inference_service
+    from rlhf.services.inference.settings import InferenceSettings
 
-    def __init__(self, app) -> None:  # noqa: ANN001
-        self.app = app
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.server = None
+    from rlhf.runtime.grpc import GrpcServer
+    from rlhf.runtime.settings import GrpcSettings, load_settings
 
-    def start(self) -> int:
-        from rlhf.services.inference.server import attach
+    app = build_inference_service(load_settings(InferenceSettings, **overrides))
 
-        from rlhf.runtime.grpc import GrpcServer
-        from rlhf.runtime.settings import GrpcSettings
+    async def serve() -> None:
+        server = GrpcServer(GrpcSettings(port=0, shutdown_grace_s=1.0), "inference")
+        await attach(server, app)
+        conn.send(await server.start())
+        await server.serve_until_signal()
 
-        self.thread.start()
-
-        async def boot() -> int:
-            self.server = GrpcServer(GrpcSettings(port=0), "inference")
-            await attach(self.server, self.app)
-            return await self.server.start()
-
-        return asyncio.run_coroutine_threadsafe(boot(), self.loop).result(120)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(1.0), self.loop).result(120)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+    asyncio.run(serve())
 
 
 def bench_triton(args: argparse.Namespace, classifier: Path, policy: Path, workdir: Path) -> dict:
-    import grpc
-    from rlhf.services.inference.server import build_inference_service
-    from rlhf.services.inference.settings import InferenceSettings
+    import multiprocessing
 
-    from rlhf.runtime.settings import load_settings
+    import grpc
+
     from rlhf.v1 import inference_pb2, inference_pb2_grpc
 
-    settings = load_settings(
-        InferenceSettings,
-        artifact_dir=workdir / "artifacts",
+    overrides = dict(
+        artifact_dir=str(workdir / "artifacts"),
         bus="inprocess",
         serving={
             "dtype": args.dtype,
@@ -171,9 +159,14 @@ def bench_triton(args: argparse.Namespace, classifier: Path, policy: Path, workd
             ],
         },
     )  # fmt: skip
-    app = build_inference_service(settings)
-    service = ServiceThread(app)
-    port = service.start()
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    service = context.Process(target=_serve, args=(overrides, child))
+    service.start()
+    if not parent.poll(600):
+        service.kill()
+        raise RuntimeError("inference service did not start within 600 s")
+    port = parent.recv()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = inference_pb2_grpc.InferenceServiceStub(channel)
     sampling = inference_pb2.SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
@@ -198,7 +191,8 @@ def bench_triton(args: argparse.Namespace, classifier: Path, policy: Path, workd
         }
     finally:
         channel.close()
-        service.stop()
+        service.terminate()  # SIGTERM: graceful drain, then Triton stops
+        service.join(120)
     results["versions"] = sorted(versions)
     return results
 
