@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -539,3 +540,16 @@ def test_notes_render_with_endpoints_and_warnings() -> None:
     ).stdout  # fmt: skip
     assert "gRPC authentication is off" not in locked
     assert "t-rlhf-client=true" in locked
+
+
+def test_pipeline_specs_copied_into_the_chart_are_packaged(tmp_path) -> None:
+    chart = tmp_path / "rlhf"
+    shutil.copytree(CHART, chart)
+    (chart / "files" / "pipelines" / "dpo.yaml").write_text("name: dpo\n")
+    packaged = helm("package", str(chart), "-d", str(tmp_path)).stdout.strip().split()[-1]
+    out = helm("template", "t", packaged).stdout
+    cm = by_name(tuple(d for d in yaml.safe_load_all(out) if d), "ConfigMap", "t-rlhf-pipelines")
+    assert yaml.safe_load(cm["data"]["dpo.yaml"]) == {"name": "dpo"}
+    listing = subprocess.run(["tar", "-tzf", packaged], capture_output=True, text=True, check=True)
+    assert "rlhf/hack/gen_values_schema.py" not in listing.stdout
+    assert "rlhf/ci/minimal-values.yaml" in listing.stdout

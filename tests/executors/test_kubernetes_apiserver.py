@@ -164,6 +164,13 @@ def test_chart_rbac_allows_nothing_beyond_the_executor(plane) -> None:
         with pytest.raises(ApiException) as exc:
             call()
         assert exc.value.status == 403
+    # What failure_logs needs is granted: authorisation comes before the lookup, so a
+    # missing pod gives 404 where a missing permission would give 403.
+    core = client.CoreV1Api(trainer)
+    assert core.list_namespaced_pod(NS, label_selector="rlhf.io/run-id=x").items == []
+    with pytest.raises(ApiException) as exc:
+        core.read_namespaced_pod_log("no-such-pod", NS)
+    assert exc.value.status == 404
 
 
 def test_multi_node_run_without_the_training_operator_is_refused(plane) -> None:

@@ -50,10 +50,10 @@ app.kubernetes.io/part-of: rlhf
 {{- end -}}
 
 {{- define "rlhf.annotations" -}}
-{{- with .Values.commonAnnotations }}
+{{- with .Values.commonAnnotations -}}
 annotations:
   {{- toYaml . | nindent 2 }}
-{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{/* Label that lets a client pod through the NetworkPolicies when allowExternal=false. */}}

@@ -195,7 +195,7 @@ metadata:
   name: {{ $fullName }}
   labels:
     {{- include "rlhf.labels" $ctx | nindent 4 }}
-  {{- include "rlhf.annotations" $root | nindent 2 }}
+  {{- with (include "rlhf.annotations" $root) }}{{ . | nindent 2 }}{{- end }}
 spec:
   {{- if not $svc.autoscaling.enabled }}
   replicas: {{ $svc.replicaCount }}
