@@ -72,7 +72,7 @@ class Harness:
         before_commit: Callable[[str, str, dict[int, int]], None] | None = None,
         **options: object,
     ) -> EventBus:
-        opts = BusOptions(state_dir=self.state_dir, backoff_initial_s=0.01, **options)
+        opts = BusOptions(**{"state_dir": self.state_dir, "backoff_initial_s": 0.01, **options})
         if self.kind == "kafka":
             bus: EventBus = KafkaBus(
                 KafkaSettings(bootstrap_servers=self.bootstrap),
@@ -280,6 +280,30 @@ def test_crash_before_commit_redelivers_and_effect_happens_once(
     second = publisher.publish(topic, Feedback(feedback_id="after"), key="k")
     wait_until(lambda: b.stats.handled >= 1, what="the next event")
     assert effects_file.read_text().split() == [first, second]  # effect once each
+
+
+def test_close_during_retry_leaves_the_event_to_the_group(harness: Harness) -> None:
+    topic, group = harness.topic(), "g-close"
+    handled = EffectLog()
+    calls = Counter()
+
+    def flaky(event: Event) -> None:
+        calls["a"] += 1
+        raise ConnectionError("downstream unavailable")
+
+    a = harness.bus(source="consumer-a", backoff_initial_s=60.0, backoff_max_s=60.0)
+    a.subscribe(topic, group, flaky, message_type=Feedback)
+    a.start()
+    ce_id = a.publish(topic, Feedback(label="retry me"), key="k")
+    wait_until(lambda: a.stats.retries == 1, what="the first failure")
+    a.close()  # interrupts the backoff; the record stays uncommitted
+
+    b = harness.bus(source="consumer-b")
+    b.subscribe(topic, group, handled, message_type=Feedback)
+    b.start()
+    wait_until(lambda: len(handled) == 1, what="the event at the next member")
+    assert handled.ids() == [ce_id] and calls["a"] == 1
+    assert a.stats.dead_lettered == 0
 
 
 def test_poison_event_goes_to_dlq_after_retries(harness: Harness) -> None:
