@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from rlhf.executors import JobPhase, LocalProcessExecutor, TrainingJobSpec
 
@@ -39,3 +40,26 @@ def test_multi_process_runs_use_torchrun() -> None:
     ]  # fmt: skip
     single = TrainingJobSpec(run_id="r", run_config="/c.yaml")
     assert LocalProcessExecutor().command(single) == ["rlhf", "train", "--run-config", "/c.yaml"]
+
+
+def test_torchrun_command_really_starts_n_workers(tmp_path) -> None:
+    """The command line the executors build, run by the real torchrun (2 CPU workers)."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    check = (
+        "import os, pathlib; "
+        "assert os.environ['WORLD_SIZE'] == '2', os.environ['WORLD_SIZE']; "
+        f"out = pathlib.Path({str(tmp_path)!r}, 'rank' + os.environ['RANK']); "
+        "out.write_text(os.environ['RLHF_RUN_ID'])"
+    )
+    ex = LocalProcessExecutor(torchrun=str(torchrun))
+    ex.submit(
+        TrainingJobSpec(
+            run_id="ddp",
+            run_config="/c.yaml",
+            nproc_per_node=2,
+            program=[sys.executable, "-c", check],
+        )
+    )
+    assert ex.watch("ddp", lambda s: None, timeout_s=120).phase is JobPhase.SUCCEEDED
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0", "rank1"]
+    assert (tmp_path / "rank1").read_text() == "ddp"

@@ -10,6 +10,7 @@ turns into `rlhf.run.progress` events.
 from __future__ import annotations
 
 import enum
+import os
 import re
 import subprocess
 import threading
@@ -201,8 +202,6 @@ class LocalProcessExecutor(Executor):
         return spec.torchrun_command(self.torchrun)
 
     def submit(self, spec: TrainingJobSpec) -> str:
-        import os
-
         with self._lock:
             if spec.run_id in self._procs and self._procs[spec.run_id].poll() is None:
                 raise ExecutorError(f"run {spec.run_id} is already running")
