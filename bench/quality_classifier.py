@@ -13,6 +13,7 @@ and accuracy on the other 30% of IMDB. Both modes report the same keys.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import time
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> dict:
     from rlhf.engine.data import dedup, read_imdb, read_sst2, split_by_hash
 
     started = time.monotonic()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     data_dir = args.data_dir or _default_data_dir()
     sst2_dev = read_sst2(data_dir / "sst2" / "dev.tsv")
