@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -12,13 +13,14 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from rlhf.executors.kubernetes import (
     PYTORCHJOB_RBAC_RULE,
     REQUIRED_RBAC_RULES,
     KubernetesExecutorSettings,
 )
-from rlhf.runtime.settings import Settings
+from rlhf.runtime.settings import Settings, load_settings
 from tests.charts.crd_schemas import BY_KIND
 from tests.charts.helmtools import (
     CHART,
@@ -225,30 +227,55 @@ def test_default_install_has_all_services_and_triton() -> None:
     assert sorted(p["port"] for p in triton["spec"]["ports"]) == [8000, 8001, 8002]
 
 
-def test_service_env_names_match_the_settings_model() -> None:
-    """Every RLHF_* variable the chart sets is read by Settings or the executor settings."""
-    service_specific = {"RLHF_EXECUTOR", "RLHF_ARTIFACT_URI", "RLHF_PIPELINES_DIR"} | {
-        "RLHF_TRITON_URL",
-        "RLHF_TRITON_HTTP_URL",
-        "RLHF_TRITON_MODEL_REPOSITORY",
-    }
-    executor_fields = {
-        f"RLHF_KUBERNETES__{k.upper()}" for k in KubernetesExecutorSettings.model_fields
-    }
-    for variant in VARIANTS.values():
-        for dep in of_kind(render(variant), "Deployment"):
-            for container in dep["spec"]["template"]["spec"]["containers"]:
-                for name in env_of(container):
-                    if not name.startswith("RLHF_") or name in service_specific:
-                        continue
-                    if name.startswith("RLHF_KUBERNETES__"):
-                        assert name in executor_fields, name
-                        continue
-                    top, _, nested = name.removeprefix("RLHF_").lower().partition("__")
-                    assert top in Settings.model_fields, name
-                    if nested:
-                        model = Settings.model_fields[top].annotation
-                        assert nested in model.model_fields, name
+def _settings_class(service: str) -> type[BaseModel]:
+    """The class `rlhf serve <service>` loads its settings with (src/rlhf/cli/serve.py)."""
+    module = importlib.import_module(f"rlhf.services.{service}.server")
+    return getattr(module, "SETTINGS_CLASS", Settings)
+
+
+def _has_field(model: type[BaseModel], parts: list[str]) -> bool:
+    field = model.model_fields.get(parts[0])
+    if field is None:
+        return False
+    if len(parts) == 1:
+        return True
+    nested = field.annotation
+    is_model = isinstance(nested, type) and issubclass(nested, BaseModel)
+    return is_model and _has_field(nested, parts[1:])
+
+
+# Read outside the settings classes: rlhf.pipelines reads RLHF_PIPELINES_DIR; nothing reads
+# RLHF_ARTIFACT_URI yet (object-storage artifacts need an artifact store that does).
+_OTHER_ENV = {"RLHF_PIPELINES_DIR", "RLHF_ARTIFACT_URI"}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_rlhf_variable_is_read_by_the_services_settings(variant: str) -> None:
+    """Each RLHF_* the chart sets names a field of the service's settings class (or of
+    KubernetesExecutorSettings), and the plain values load without a ConfigError."""
+    for dep in of_kind(render(VARIANTS[variant]), "Deployment"):
+        service = dep["metadata"]["labels"]["app.kubernetes.io/component"]
+        if service not in SERVICES:
+            continue
+        env = env_of(dep["spec"]["template"]["spec"]["containers"][0])
+        settings_cls = _settings_class(service)
+        for name in env:
+            if not name.startswith("RLHF_") or name in _OTHER_ENV:
+                continue
+            parts = name.removeprefix("RLHF_").lower().split("__")
+            if parts[0] == "kubernetes":
+                assert service == "trainer", name
+                assert _has_field(KubernetesExecutorSettings, parts[1:]), name
+            else:
+                assert _has_field(settings_cls, parts), f"{service}: {name} is read by nothing"
+        plain = {k: v for k, v in env.items() if k.startswith("RLHF_") and isinstance(v, str)}
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in plain.items():
+                mp.setenv(key, value)
+            settings = load_settings(settings_cls)
+            assert settings.grpc.host == "0.0.0.0" and settings.bus == "kafka"
+            if service == "trainer" and "RLHF_KUBERNETES__IMAGE" in plain:
+                KubernetesExecutorSettings()  # JSON maps and lists parse
 
 
 def test_services_listen_on_all_interfaces_with_kafka_and_metrics() -> None:
@@ -265,7 +292,8 @@ def test_inference_points_at_triton_and_shares_its_model_repository() -> None:
     objs = render()
     spec = by_name(objs, "Deployment", "t-rlhf-inference")["spec"]["template"]["spec"]
     env = env_of(spec["containers"][0])
-    assert env["RLHF_TRITON_URL"] == "t-rlhf-triton:8001"
+    assert env["RLHF_SERVING__TRITON_URL"] == "t-rlhf-triton:8001"
+    assert env["RLHF_SERVING__MODEL_REPOSITORY"] == "/models"
     claims = {
         v["persistentVolumeClaim"]["claimName"]
         for v in spec["volumes"]

@@ -142,6 +142,9 @@ def test_cancel_deletes_the_job_and_the_watcher_reports_cancelled(plane, executo
         client.BatchV1Api(plane.client(ADMIN_TOKEN)).read_namespaced_job(name, NS)
     assert exc.value.status == 404
     assert executor.status("ppo-cancel").phase is JobPhase.CANCELLED
+    executor.cancel("ppo-cancel")  # again: a no-op, as the trainer may repeat it
+    with pytest.raises(ExecutorError, match="no training job"):
+        executor.cancel("never-submitted")
     with pytest.raises(ExecutorError, match="already exists"):
         executor.submit(TrainingJobSpec(run_id="sft-001", run_config="/r.yaml"))
 

@@ -100,23 +100,22 @@ NetworkPolicy. Call with (dict "root" $ "name" "<service>").
 - name: RLHF_PIPELINES_DIR
   value: {{ $v.pipelines.mountPath | quote }}
 {{- if and (eq $name "inference") $v.triton.enabled }}
-- name: RLHF_TRITON_URL
+{{- /* services/inference/settings.py: ServingSettings (RLHF_SERVING__*) */}}
+- name: RLHF_SERVING__TRITON_URL
   value: {{ printf "%s:8001" (include "rlhf.componentName" (dict "root" $root "component" "triton")) | quote }}
-- name: RLHF_TRITON_HTTP_URL
-  value: {{ printf "http://%s:8000" (include "rlhf.componentName" (dict "root" $root "component" "triton")) | quote }}
 {{- if eq $v.triton.modelRepository.type "pvc" }}
-- name: RLHF_TRITON_MODEL_REPOSITORY
+- name: RLHF_SERVING__MODEL_REPOSITORY
   value: {{ $v.triton.modelRepository.mountPath | quote }}
 {{- else }}
-- name: RLHF_TRITON_MODEL_REPOSITORY
-  value: {{ $v.triton.modelRepository.objectStorage.uri | quote }}
+{{- /* Triton reads the object store itself; versions are published there by the trainer. */}}
+- name: RLHF_SERVING__WRITE_REPOSITORY
+  value: "false"
 {{- end }}
 {{- end }}
 {{- if eq $name "trainer" }}
 {{- $jobs := $v.trainingJobs }}
-- name: RLHF_EXECUTOR
-  value: {{ $jobs.executor | quote }}
 {{- if eq $jobs.executor "kubernetes" }}
+{{- /* src/rlhf/executors/kubernetes.py: KubernetesExecutorSettings */}}
 - name: RLHF_KUBERNETES__NAMESPACE
   valueFrom:
     fieldRef:

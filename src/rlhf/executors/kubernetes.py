@@ -535,12 +535,15 @@ class KubernetesExecutor(Executor):
         return last
 
     def cancel(self, run_id: str) -> None:
-        """Deletes the run's Job (propagation Background: the pods are removed too)."""
+        """Deletes the run's Job (propagation Background: the pods are removed too).
+        Idempotent: cancelling a run again once its Job is gone does nothing."""
         from kubernetes import client
         from kubernetes.client.rest import ApiException
 
         found = self._read(run_id)
         if found is None:
+            if run_id in self._cancelled:
+                return  # cancelled before: nothing left to delete
             raise ExecutorError(f"no training job for run {run_id!r} in {self.settings.namespace}")
         kind, _ = found
         with self._lock:
