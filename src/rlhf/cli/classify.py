@@ -18,7 +18,8 @@ def _read_lines(file: Path) -> list[str]:
     if str(file) == "-":
         return [line.rstrip("\r\n") for line in sys.stdin]
     if not file.is_file():
-        raise typer.BadParameter(f"{file}: file not found", param_hint="--file")
+        typer.echo(f"error: --file {file}: file not found", err=True)
+        raise typer.Exit(2)
     with open(file, encoding="utf-8") as f:
         return [line.rstrip("\r\n") for line in f]
 
