@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tokens per text (default 64 for SST-2, 256 for the judge)",
     )
     parser.add_argument("--eval-every", type=int, default=0, help="dev eval every N steps")
+    parser.add_argument(
+        "--train-embeddings",
+        action="store_true",
+        help="also fine-tune the word-embedding table (slower steps)",
+    )
     parser.add_argument("--no-bf16", action="store_true", help="disable bf16 autocast")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -113,6 +118,7 @@ def run(args: argparse.Namespace) -> dict:
         epochs=args.epochs or epochs,
         max_minutes=args.max_minutes or minutes,
         bf16=not args.no_bf16,
+        freeze_embeddings=not args.train_embeddings,
         seed=args.seed,
         device=args.device,
         eval_every=args.eval_every,
@@ -147,7 +153,16 @@ def run(args: argparse.Namespace) -> dict:
         "examples_per_s": round(m["examples_per_s"] or 0.0, 1),
         "config": {
             k: getattr(config, k)
-            for k in ("lr", "batch_size", "max_length", "epochs", "max_minutes", "bf16", "seed")
+            for k in (
+                "lr",
+                "batch_size",
+                "max_length",
+                "epochs",
+                "max_minutes",
+                "bf16",
+                "freeze_embeddings",
+                "seed",
+            )
         },
         "history": result.history,
         "model_dir": str(out),

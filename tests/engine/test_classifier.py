@@ -170,3 +170,10 @@ def test_load_rejects_what_is_not_a_classifier(tmp_path):
     (base / "config.json").write_text(json.dumps(config))
     with pytest.raises(ClassifierLoadError, match="is not a sequence classifier"):
         load_classifier(base)
+
+
+def test_frozen_embeddings_stay_fixed():
+    model = fresh_model()
+    before = model.model.get_input_embeddings().weight.detach().clone()
+    train_classifier(small_config(max_steps=3, freeze_embeddings=True), TRAIN, classifier=model)
+    assert torch.equal(model.model.get_input_embeddings().weight, before)

@@ -319,6 +319,8 @@ class TrainLoopConfig:
     max_steps: int | None = None  # overrides epochs when set
     max_minutes: float | None = None  # wall-clock budget: checkpoint and stop when reached
     max_grad_norm: float = 1.0
+    freeze_embeddings: bool = False  # keep the word-embedding table fixed (about half of
+    # MiniLM's 22.7M parameters): cheaper optimizer steps, little effect on accuracy
     bf16: bool = False  # bf16 autocast for forward/backward (CPU: ~1.35x for MiniLM)
     seed: int = 0  # head init, dropout and data order
     device: str = "cpu"
@@ -448,6 +450,8 @@ def run_training_loop(
     from rlhf.engine import checkpoint as ckpt
 
     device = next(model.parameters()).device
+    if config.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     batches_per_epoch = math.ceil(len(lengths) / config.batch_size)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * batches_per_epoch))
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
@@ -518,7 +522,9 @@ def run_training_loop(
             loss = batch_loss(indices)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], config.max_grad_norm
+        )
         optimizer.step()
         scheduler.step()
         step += 1
