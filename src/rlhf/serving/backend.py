@@ -214,7 +214,8 @@ class ClassifierEngine:
             model_dir, dtype=getattr(torch, dtype)
         ).to(device)
         self.model.eval()
-        self.max_length = max_length
+        # Never past the model's positions: a small classifier may read only 48 tokens.
+        self.max_length = min(max_length, context_length(self.model, self.tokenizer))
         labels = self.model.config.id2label or {}
         self.labels = [
             str(labels.get(i, labels.get(str(i), i))) for i in range(self.model.config.num_labels)
