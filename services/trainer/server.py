@@ -120,7 +120,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             tokenizer=str(uri_path(tokenizer)) if tokenizer else "",
             created=time.time(),
         )
-        self._submit("base", event, payload.pipeline, payload.run_id, {})
+        self._submit("base", payload.pipeline, payload.run_id, {})
 
     def on_reward_model_ready(self, event) -> None:
         payload: events_pb2.RewardModelReady = event.payload
@@ -131,23 +131,32 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         wanted = {"retrain"} | ({"hardened"} if hardens else {"reward"})
         if payload.stage not in wanted:
             return
-        self._submit(
-            "policy",
-            event,
-            payload.pipeline,
-            payload.run_id,
-            {
-                "reward_version": payload.model.version,
-                "judge_version": payload.judge_version,
-                "reward_metrics": dict(payload.metrics),
-                "retrain": payload.stage == "retrain",
-            },
-        )
+        params = {
+            "reward_version": payload.model.version,
+            "judge_version": payload.judge_version,
+            "reward_metrics": dict(payload.metrics),
+            "retrain": payload.stage == "retrain",
+        }
+        if payload.stage == "hardened":  # joined with the round's robustness report
+            self.state.update(payload.run_id, pending_policy=params)
+            self._start_policy_when_ready(payload.pipeline, payload.run_id)
+        else:
+            self._submit("policy", payload.pipeline, payload.run_id, params)
 
     def on_robustness_report(self, event) -> None:
         report: events_pb2.RobustnessReport = event.payload
         key = "robust_accuracy_after" if report.stage == "after" else "robust_accuracy_before"
         self.state.update(report.run_id, robustness={key: report.robust_accuracy})
+        if report.stage == "after" and report.pipeline:
+            self._start_policy_when_ready(report.pipeline, report.run_id)
+
+    def _start_policy_when_ready(self, pipeline: str, pipeline_run: str) -> None:
+        """A hardened pipeline's RL round starts once both the hardened reward model and
+        its fresh robustness measurement arrived, in either order."""
+        state = self.state.get(pipeline_run)
+        params = state.get("pending_policy")
+        if params and "robust_accuracy_after" in state.get("robustness", {}):
+            self._submit("policy", pipeline, pipeline_run, params)
 
     def on_retrain_requested(self, event) -> None:
         payload: events_pb2.RetrainRequested = event.payload
@@ -163,7 +172,6 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         judge = self.ctx.registry.latest(f"{spec.name}-judge")
         self._submit(
             "policy",
-            event,
             payload.pipeline,
             payload.run_id,
             {
@@ -174,12 +182,14 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             },
         )
 
-    def _submit(self, kind: str, event, pipeline: str, pipeline_run: str, params: dict) -> None:
+    def _submit(self, kind: str, pipeline: str, pipeline_run: str, params: dict) -> None:
+        """One run per (kind, pipeline run, reward model): a redelivered or repeated
+        event finds the run it already started."""
         self.ctx.runs.submit(
             f"train-{kind}",
             self._work[kind],
             params={"kind": kind, "pipeline_run": pipeline_run, **params},
-            request_id=f"{event.source}/{event.id}",
+            request_id=f"{kind}/{pipeline_run}/{params.get('reward_version', '')}",
             pipeline=pipeline,
         )
 
@@ -271,7 +281,8 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                 report=ctx.report,
             )
         metrics = dict(result.metrics)
-        metrics.update(self._robustness(ctx, state))
+        if not params.get("retrain"):
+            metrics.update(self.state.get(params["pipeline_run"]).get("robustness", {}))
         metrics.update(
             {
                 k: v
@@ -319,19 +330,6 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             "metrics": metrics,
             "samples": result.samples,
         }
-
-    def _robustness(self, ctx: RunContext, state: dict) -> dict[str, float]:
-        """Robustness reports for this run; waits briefly for the 'after' report, which
-        the adversary sends while the policy trains."""
-        deadline = time.monotonic() + 120
-        while True:
-            robustness = self.state.get(ctx.params["pipeline_run"]).get("robustness", {})
-            if "robust_accuracy_after" in robustness or "robust_accuracy_before" not in robustness:
-                return robustness
-            if time.monotonic() > deadline:
-                return robustness
-            ctx.report()
-            time.sleep(0.5)
 
     def _promote(self, ctx: RunContext, spec: PipelineSpec, version: str) -> None:
         previous = self.ctx.registry.promote(version)

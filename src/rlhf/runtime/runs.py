@@ -140,11 +140,17 @@ class RunManager:
         state_dir: Path,
         on_update: Callable[[RunRecord], None] | None = None,
         max_workers: int = 1,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
+        """`executor`: share one worker pool between managers (several services in one
+        process run their work one at a time instead of racing for the CPU)."""
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._on_update = on_update
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="run")
+        self._owns_pool = executor is None
+        self._pool = executor or ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix="run"
+        )
         self._lock = threading.RLock()
         self._records: dict[str, RunRecord] = {}
         self._contexts: dict[str, RunContext] = {}
@@ -234,7 +240,11 @@ class RunManager:
     def shutdown(self, wait: bool = True) -> None:
         for context in list(self._contexts.values()):
             context.cancelled.set()
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+        if self._owns_pool:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+        else:
+            for future in self._futures.values():
+                future.cancel()
 
     def checkpoint_dir(self, run_id: str) -> Path:
         return self.state_dir / "checkpoints" / run_id

@@ -9,6 +9,7 @@ in a cluster each process has its own context over Kafka and a shared volume.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,15 +38,18 @@ class ServiceContext:
     name: str
     settings: Settings
     bus: object  # rlhf.runtime.bus.EventBus
+    # One worker pool shared by every service of a process (see RunManager); None gives
+    # this service its own single worker.
+    executor: ThreadPoolExecutor | None = None
     registry: ModelRegistry = field(init=False)
     runs: RunManager = field(init=False)
-    max_workers: int = 1
+    closed: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
         self.registry = ModelRegistry(self.artifact_dir / "registry")
         self.runs = RunManager(
-            self.state_dir / "runs", on_update=self._publish_progress, max_workers=self.max_workers
+            self.state_dir / "runs", on_update=self._publish_progress, executor=self.executor
         )
 
     @property
@@ -66,9 +70,12 @@ class ServiceContext:
         self.bus.subscribe(topic, f"rlhf-{self.name}", handler)
 
     def _publish_progress(self, record: RunRecord) -> None:
+        if self.closed:  # a run cancelled at shutdown: the bus may be gone already
+            return
         event = events_pb2.RunProgress(service=self.name, pipeline=record.pipeline)
         event.status.CopyFrom(record.to_proto())
         self.publish(TOPIC_RUN_PROGRESS, event, key=record.run_id)
 
     def close(self) -> None:
+        self.closed = True
         self.runs.shutdown(wait=False)

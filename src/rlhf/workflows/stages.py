@@ -130,6 +130,8 @@ def train_classifier_stage(
         classifier=model,
         on_step=lambda step, metrics: report(step, **_floats(metrics)),
     )
+    # Consumers (serving, attacks) truncate to what the model was trained to read.
+    result.classifier.tokenizer.model_max_length = config.max_length
     model_dir = result.classifier.save(out_dir / "model")
     metrics = {f"eval_{k}": v for k, v in _floats(result.metrics).items()}
     if evaluation:
