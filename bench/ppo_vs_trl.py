@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -23,14 +24,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Idle OpenMP threads must sleep, not spin: on a shared 2-core machine spinning
+# threads made SmolLM2 generation ~10x slower. Read by libgomp when torch loads, so it
+# is set here, before any torch import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from quality_rl import DEFAULT_DATA, evaluate_policy, imdb_prompts  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    import os
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true")
     p.add_argument("--algorithm", choices=["grpo", "rloo"], default="grpo")

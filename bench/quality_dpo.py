@@ -19,6 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Idle OpenMP threads must sleep, not spin: on a shared 2-core machine spinning
+# threads made SmolLM2 generation ~10x slower. Read by libgomp when torch loads, so it
+# is set here, before any torch import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
