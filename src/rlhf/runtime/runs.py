@@ -232,6 +232,7 @@ class RunManager:
         with self._lock:
             for record in list(self._records.values()):
                 if not record.done and record.run_id not in self._futures:
+                    log.info("resuming run %s (%s) after a restart", record.run_id, record.stage)
                     record.message = "resumed after restart"
                     self._start(record, work_for(record))
                     resumed.append(record)

@@ -46,6 +46,10 @@ class ServiceContext:
     closed: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
+        if self.settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.settings.torch_threads)
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
         self.registry = ModelRegistry(self.artifact_dir / "registry")
         self.runs = RunManager(
