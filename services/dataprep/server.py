@@ -195,6 +195,8 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
                     ref.uri, ref.kind = f"file://{path}", "tokenizer"
         event.dataset = ctx.params.get("pipeline") or ctx.params.get("source")
         event.version = _combined_version(manifests)
+        if event.pipeline:  # retraining rounds of this pipeline keep its profile
+            self._remember_profile(event.pipeline, event.profile)
         ctx.report(len(sources) + 1, len(sources) + 1)
         self.ctx.publish(TOPIC_DATASET_PREPARED, event, key=event.pipeline or event.dataset)
         return {"datasets": {k: v["path"] for k, v in manifests.items()}, "version": event.version}
@@ -209,6 +211,17 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
         tokenizer = train_tokenizer(texts, vocab_size=int(stage.config.get("vocab_size", 8000)))
         version = manifests[data_key]["version"].split(":", 1)[1][:16]
         return save_tokenizer(tokenizer, self.ctx.artifact_dir / "tokenizers" / spec.name / version)
+
+    def _remember_profile(self, pipeline: str, profile: str) -> None:
+        path = self.ctx.state_dir / "profiles.json"
+        with self._lock:
+            profiles = json.loads(path.read_text()) if path.exists() else {}
+            profiles[pipeline] = profile
+            path.write_text(json.dumps(profiles))
+
+    def _profile(self, pipeline: str) -> str:
+        path = self.ctx.state_dir / "profiles.json"
+        return json.loads(path.read_text()).get(pipeline, "") if path.exists() else ""
 
     async def GetDataset(self, request, context):
         require(request, "name")
@@ -251,7 +264,7 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
         if not feedback.feedback_id or not feedback.pipeline:
             raise ValueError("feedback event without feedback_id or pipeline")
         self.feedback.add(feedback)
-        spec = load_pipeline(feedback.pipeline)
+        spec = load_pipeline(feedback.pipeline, quick=self._profile(feedback.pipeline) == "quick")
         decision = self.feedback.evaluate(feedback.pipeline, spec.retrain.trigger)
         if decision is None:
             return
@@ -265,6 +278,7 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
             feedback_count=len(claimed),
             window_id=decision.window_id,
             base_version=feedback.model_version,
+            profile=self._profile(feedback.pipeline),
         )
         if summary is not None:
             request.feedback_dataset.uri = (

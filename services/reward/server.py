@@ -92,7 +92,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
 
     def on_retrain_requested(self, event) -> None:
         payload: events_pb2.RetrainRequested = event.payload
-        spec = load_pipeline(payload.pipeline)
+        spec = load_pipeline(payload.pipeline, quick=payload.profile == "quick")
         retrained = [spec.stage(n) for n in spec.retrain.stages]
         if not any(s.kind == "classifier" for s in retrained):
             return

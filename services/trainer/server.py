@@ -160,7 +160,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
 
     def on_retrain_requested(self, event) -> None:
         payload: events_pb2.RetrainRequested = event.payload
-        spec = load_pipeline(payload.pipeline)
+        spec = load_pipeline(payload.pipeline, quick=payload.profile == "quick")
         retrained = [spec.stage(name) for name in spec.retrain.stages]
         if any(s.kind == "classifier" for s in retrained):
             return  # the reward service retrains first; its reward.model.ready starts us
