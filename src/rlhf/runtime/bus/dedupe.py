@@ -51,6 +51,22 @@ class DedupeStore:
             ).fetchone()
         return row is not None
 
+    def seen_many(self, group: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The (source, id) pairs of `keys` already recorded for `group` (one query per 500)."""
+        found: set[tuple[str, str]] = set()
+        wanted = set(keys)
+        ids = sorted({event_id for _, event_id in keys})
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = self._conn.execute(
+                    "SELECT source, id FROM processed WHERE grp = ? AND id IN "
+                    f"({','.join('?' * len(chunk))})",
+                    (group, *chunk),
+                ).fetchall()
+                found.update(row for row in map(tuple, rows) if row in wanted)
+        return found
+
     def record(self, group: str, source: str, event_id: str, outcome: str) -> None:
         with self._lock:
             self._conn.execute(

@@ -192,11 +192,12 @@ class InProcessBus(EventBus):
                         continue
                 done: dict[int, int] = {}
                 stopping = False
+                seen = self._seen_in_batch(sub, batch)
                 for record in batch:
                     if record.partition in done and done[record.partition] != record.offset:
                         continue  # an earlier record of this partition could not finish
                     try:
-                        self._process(sub, record)
+                        self._process(sub, record, seen)
                     except _Stopping:
                         stopping = True
                         break

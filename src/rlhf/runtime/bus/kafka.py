@@ -181,28 +181,30 @@ class KafkaBus(EventBus):
                     continue
                 done: dict[TopicPartition, int] = {}
                 stopping = False
-                for tp, records in polled.items():
-                    for rec in records:
-                        raw = RawRecord(
-                            rec.topic,
-                            rec.partition,
-                            rec.offset,
-                            rec.key,
-                            rec.value,
-                            tuple(rec.headers or ()),
+                batch = {
+                    tp: [
+                        RawRecord(
+                            r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ())
                         )
+                        for r in records
+                    ]
+                    for tp, records in polled.items()
+                }
+                seen = self._seen_in_batch(sub, [r for recs in batch.values() for r in recs])
+                for tp, records in batch.items():
+                    for raw in records:
                         try:
-                            self._process(sub, raw)
+                            self._process(sub, raw, seen)
                         except _Stopping:
                             stopping = True
                             break
                         except KafkaError:
                             # The DLQ publish failed: leave this record uncommitted and
                             # read the partition again from it on the next poll.
-                            log.exception("dead-lettering failed; will retry %s@%d", tp, rec.offset)
-                            consumer.seek(tp, rec.offset)
+                            log.exception("dead-lettering failed; will retry %s@%d", tp, raw.offset)
+                            consumer.seek(tp, raw.offset)
                             break
-                        done[tp] = rec.offset + 1
+                        done[tp] = raw.offset + 1
                     if stopping:
                         break
                 if done:
