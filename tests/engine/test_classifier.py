@@ -177,3 +177,9 @@ def test_frozen_embeddings_stay_fixed():
     before = model.model.get_input_embeddings().weight.detach().clone()
     train_classifier(small_config(max_steps=3, freeze_embeddings=True), TRAIN, classifier=model)
     assert torch.equal(model.model.get_input_embeddings().weight, before)
+
+
+def test_tiny_classifier_label_count():
+    assert tiny_classifier(2).labels == ["negative", "positive"]
+    assert tiny_classifier(1).num_labels == 1
+    assert tiny_classifier(3).labels == ["label_0", "label_1", "label_2"]

@@ -261,7 +261,7 @@ _TINY_CORPUS = [
 
 
 def tiny_classifier(
-    labels: Sequence[str] = SENTIMENT_LABELS,
+    labels: Sequence[str] | int = SENTIMENT_LABELS,
     texts: Sequence[str] | None = None,
     vocab_size: int = 400,
     hidden_size: int = 32,
@@ -270,10 +270,19 @@ def tiny_classifier(
     max_length: int = 64,
     seed: int = 0,
 ) -> TextClassifier:
-    """A randomly initialised tiny BERT classifier (for tests), tokenizer trained on `texts`."""
+    """A randomly initialised tiny BERT classifier (for tests), tokenizer trained on `texts`.
+
+    `labels` may be a count: 2 gives ("negative", "positive"), 1 a single-logit reward
+    model ("reward",), any other n gives "label_0" ... "label_{n-1}".
+    """
     from transformers import BertConfig, BertForSequenceClassification
 
     from rlhf.engine.tokenization import train_tokenizer
+
+    if isinstance(labels, int):
+        labels = {1: ("reward",), 2: SENTIMENT_LABELS}.get(
+            labels, tuple(f"label_{i}" for i in range(labels))
+        )
 
     tokenizer = train_tokenizer(
         list(texts or _TINY_CORPUS),
