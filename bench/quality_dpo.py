@@ -50,6 +50,10 @@ def load_pairs(data_dir: Path, hh_train: int, hh_eval: int) -> dict[str, dict[st
 
     demo = read_sharegpt_prefs(data_dir / "chat-prefs" / "dpo_en_demo.json")
     hh = read_hh(data_dir / "hh" / "harmless-base-test.jsonl.gz")
+    # A few upstream HH pairs have an empty or identical answer: nothing to prefer.
+    usable = lambda p: p.chosen.strip() and p.rejected.strip() and p.chosen != p.rejected  # noqa: E731
+    demo = [p for p in demo if usable(p)]
+    hh = [p for p in hh if usable(p)]
     demo_split = split_by_hash(demo, {"train": 0.8, "test": 0.2}, salt="dpo")
     hh_split = split_by_hash(hh, {"train": 0.8, "test": 0.2}, salt="dpo")
     return {
