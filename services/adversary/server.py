@@ -112,18 +112,6 @@ class AdversaryService(adversary_pb2_grpc.AdversaryServiceServicer):
         event.report.kind = "report"
         self.ctx.publish(TOPIC_ROBUSTNESS_REPORT, event, key=spec.name)
         if params["phase"] == "before":
-            if not examples:
-                raise RuntimeError(
-                    f"no successful attack on {target.version}: nothing to harden with "
-                    f"(ASR {report.attack_success_rate:.2f})"
-                )
-            out = self.ctx.artifact_dir / "datasets" / "adversarial" / ctx.run_id
-            manifest = save_dataset(
-                out,
-                {"train": examples},
-                name=f"{spec.name}-adversarial",
-                metadata={"target_version": target.version},
-            )
             batch = events_pb2.AdversarialBatchReady(
                 run_id=params["pipeline_run"],
                 stage=stage.name,
@@ -133,8 +121,16 @@ class AdversaryService(adversary_pb2_grpc.AdversaryServiceServicer):
                 attack_success_rate=report.attack_success_rate,
                 profile=params.get("profile", ""),
             )
-            batch.dataset.uri, batch.dataset.kind = f"file://{out}", "dataset"
-            batch.dataset.digest = manifest["version"]
+            if examples:  # none found: the batch is empty and hardening has nothing to add
+                out = self.ctx.artifact_dir / "datasets" / "adversarial" / ctx.run_id
+                manifest = save_dataset(
+                    out,
+                    {"train": examples},
+                    name=f"{spec.name}-adversarial",
+                    metadata={"target_version": target.version},
+                )
+                batch.dataset.uri, batch.dataset.kind = f"file://{out}", "dataset"
+                batch.dataset.digest = manifest["version"]
             self.ctx.publish(TOPIC_ADVERSARIAL_BATCH_READY, batch, key=spec.name)
         return report.to_dict()
 

@@ -86,7 +86,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
                 "pipeline_run": payload.run_id,
                 "profile": payload.profile,
                 "target_version": payload.target_version,
-                "adversarial": str(uri_path(payload.dataset.uri)),
+                "adversarial": str(uri_path(payload.dataset.uri)) if payload.dataset.uri else "",
             },
         )
 
@@ -223,6 +223,11 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         return model, metrics
 
     def _harden_work(self, ctx: RunContext) -> dict:
+        if not ctx.params["adversarial"]:
+            # The attack found nothing to learn from: the attacked model stands as hardened.
+            model = self.ctx.registry.get(ctx.params["target_version"])
+            self._publish_ready(ctx, model, dict(model.lineage.metrics), "hardened")
+            return {"version": model.version, "adversarial_examples": 0}
         adversarial = load_dataset(ctx.params["adversarial"])
         extra = [r for r in adversarial["train"] if isinstance(r, LabeledText)]
         model, metrics = self._finetune_classifier(
