@@ -75,3 +75,17 @@ def test_preference_pairs_from_attacks():
     ]
     (pair,) = adversarial_preference_pairs(results, pairs)
     assert pair == PreferencePair("q1", "good answer", "bad answr")
+
+
+def test_random_swaps_use_only_label_preserving_variants():
+    import random
+
+    from rlhf.engine.adversarial.training import random_swaps
+
+    # the swaps never query the model: only the attack's filtered variants are used
+    swapper = WordSubstitutionAttack(lambda texts: None, synonym_source, CharNgramSimilarity())
+    rng = random.Random(0)
+    out = random_swaps(swapper, "the great movie was good", 1, 2, rng)
+    words = out.split()
+    assert out != "the great movie was good" and len(words) == 5
+    assert words[1] in ["great", *SYNONYMS["great"]] and words[4] in ["good", *SYNONYMS["good"]]

@@ -37,7 +37,7 @@ NEGATIONS: frozenset[str] = _words(
     """
     not no nor never none nothing nobody nowhere neither without cannot cant dont doesnt
     didnt isnt wasnt arent werent wont wouldnt shouldnt couldnt hardly barely scarcely
-    lack lacks lacking
+    lack lacks lacking little few less least rarely seldom
     """
 )
 
@@ -66,6 +66,10 @@ _ANTONYM_GROUPS: tuple[tuple[str, ...], ...] = (
     ("failure", "fail", "fails", "failed", "unsuccessful"),
     ("fun", "funny", "enjoyable", "entertaining"),
     ("unfunny", "joyless", "tedious"),
+    ("cheap", "cheaper", "cheapest", "inexpensive", "modest", "simple"),
+    ("lavish", "expensive", "luxurious", "costly", "elaborate", "extravagant"),
+    ("love", "loves", "loved", "adore", "like", "likes", "liked"),
+    ("hate", "hates", "hated", "despise", "dislike", "dislikes", "disliked"),
 )
 # Groups 2k and 2k+1 are opposites.
 _OPPOSITE: dict[str, frozenset[str]] = {}

@@ -41,7 +41,7 @@ class SearchConfig:
     max_edits: int = 3  # units (words / characters) changed at most
     min_similarity: float = 0.80  # similarity to the original, at least (0 disables)
     max_positions: int | None = None  # units tried in importance order; None = all
-    similarity_checks: int = 8  # similarity computed for this many best variants per unit
+    similarity_checks: int = 12  # similarity computed for this many best variants per unit
     query_budget: int | None = None  # model queries (texts scored) per example; None = no cap
 
     def __post_init__(self) -> None:

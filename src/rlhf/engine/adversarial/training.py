@@ -46,6 +46,8 @@ class AdversarialTrainingConfig:
     attack_examples: int = 1000  # training-pool texts attacked per round
     clean_examples: int = 4000  # clean texts mixed into each round's training set
     adversarial_repeats: int = 1  # times each adversarial text appears in a round's set
+    augment_examples: int = 0  # pool texts given random label-preserving swaps per round
+    augment_edits: int = 2  # units swapped per augmented text (same filters as the attack)
     labels: tuple[str, ...] = ("negative", "positive")  # class id -> label name
     seed: int = 0  # which texts are attacked / replayed
     out_dir: str | None = None  # each round's dataset goes to out_dir/round-<k>/
@@ -107,6 +109,28 @@ def adversarial_preference_pairs(
     ]
 
 
+def random_swaps(
+    attack: GreedyAttack, text: str, label: int, edits: int, rng: random.Random
+) -> str:
+    """`edits` random label-preserving substitutions, drawn from the attack's own variants.
+
+    No model query: this teaches invariance to the whole substitution neighbourhood, not
+    only to the swaps the greedy search happened to find.
+    """
+    units = attack.segment(text)
+    positions = [i for i, unit in enumerate(units) if attack.attackable(unit)]
+    rng.shuffle(positions)
+    changed = 0
+    for pos in positions:
+        if changed >= edits:
+            break
+        options = attack.variants(units[pos], label)
+        if options:
+            units[pos] = rng.choice(options[:10])
+            changed += 1
+    return attack.join(units)
+
+
 def adversarial_training(
     model: Any,
     pool: Sequence[LabeledText],
@@ -144,10 +168,18 @@ def adversarial_training(
         # 2. successful flips keep their true labels
         new = adversarial_examples(results, config.labels)
         result.adversarial.extend(new)
-        # 3. mix with replayed clean data; version the round's dataset
+        # 3. mix with replayed clean data (and optional random swaps); version the dataset
         replay = rng.sample(range(len(pool)), min(config.clean_examples, len(pool)))
         clean = [pool[i] for i in replay]
-        train = clean + result.adversarial * config.adversarial_repeats
+        augmented = []
+        if config.augment_examples:
+            picks = rng.sample(range(len(pool)), min(config.augment_examples, len(pool)))
+            for i in picks:
+                text = random_swaps(attack, pool[i].text, label_ids[pool[i].label],
+                                    config.augment_edits, rng)  # fmt: skip
+                if text != pool[i].text:
+                    augmented.append(LabeledText(text, pool[i].label))
+        train = clean + augmented + result.adversarial * config.adversarial_repeats
         rng.shuffle(train)
         version = dataset_version(train)
         directory = None

@@ -30,8 +30,8 @@ from rlhf.engine.adversarial.search import GreedyAttack, SearchConfig
 class WordAttackConfig(SearchConfig):
     """Word-substitution knobs (plus the budget/constraints of `SearchConfig`)."""
 
-    candidates_per_word: int = 30  # embedding neighbours considered per word
-    min_cosine: float = 0.30  # neighbours must be at least this close in embedding space
+    candidates_per_word: int = 50  # embedding neighbours considered per word
+    min_cosine: float = 0.20  # neighbours must be at least this close in embedding space
     sentiment_filter: bool = True  # reject substitutes that flip sentiment (VADER lexicon)
     same_inflection: bool = True  # -ly/-ing/-ed endings must match (cheap POS heuristic)
     label_polarity: tuple[int, ...] | None = (-1, 1)  # polarity of each class id, or None

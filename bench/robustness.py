@@ -1,0 +1,292 @@
+"""Robustness bar: attack a sentiment classifier, harden it by adversarial training, attack again.
+
+    python bench/robustness.py --json [--model DIR] [--n 500]
+    python bench/robustness.py --json --lang zh [--model DIR]
+
+English: the SST-2 MiniLM classifier (--model, default /work/models/classifier-sst2; a
+quick one is fine-tuned with rlhf.engine.classifier.train_classifier if it is absent),
+attacked on the first --n SST-2 dev sentences by the word-substitution attack (<= 3
+words, MiniLM similarity >= 0.80, substitutes from the model's own input embeddings).
+Then adversarial training: attack SST-2 TRAIN sentences with the current model, add the
+successful adversarial texts with their TRUE labels, mix replayed clean data, fine-tune;
+the hardened model is attacked afresh on the same dev sentences.
+Bar: asr_before >= 0.40, asr_after <= asr_before / 2, clean accuracy (full dev) down by
+<= 1.5 points.
+
+Chinese (--lang zh): ChnSentiCorp; the model (--model, or a small BERT with a
+tokenizer trained on ChnSentiCorp train, fine-tuned here) is attacked by the
+character attack (<= 3 characters: same-pinyin homophones and look-alike characters,
+char-bigram similarity >= 0.80), then hardened the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--lang", choices=("en", "zh"), default="en")
+    p.add_argument("--model", default=None, help="classifier directory (trained if absent)")
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="default RLHF_DATA_DIR or ../shared/data"
+    )
+    p.add_argument("--n", type=int, default=500, help="dev examples attacked")
+    p.add_argument("--max-edits", type=int, default=3)
+    p.add_argument("--min-similarity", type=float, default=0.80)
+    p.add_argument("--rounds", type=int, default=1, help="adversarial training rounds")
+    p.add_argument("--attack-train", type=int, default=1500, help="train texts attacked per round")
+    p.add_argument(
+        "--clean-examples", type=int, default=6000, help="clean texts replayed per round"
+    )
+    p.add_argument("--adversarial-repeats", type=int, default=2)
+    p.add_argument("--augment-examples", type=int, default=3000,
+                   help="train texts given random label-preserving swaps per round")  # fmt: skip
+    p.add_argument("--augment-edits", type=int, default=2)
+    p.add_argument("--epochs", type=float, default=1.0, help="fine-tuning passes per round")
+    p.add_argument("--lr", type=float, default=2e-5, help="fine-tuning learning rate")
+    p.add_argument("--train-minutes", type=float, default=8.0, help="budget for a missing model")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy box)"
+    )
+    p.add_argument("--out", default=None, help="save datasets and the hardened model here")
+    p.add_argument("--examples", type=int, default=5, help="adversarial examples in the output")
+    return p.parse_args(argv)
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    if args.data_dir is not None:
+        return args.data_dir
+    return Path(os.environ.get("RLHF_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def log(msg: str) -> None:
+    print(f"[robustness {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def accuracy(clf, records, labels) -> float:
+    import numpy as np
+
+    probs = clf([r.text for r in records])
+    gold = np.array([labels.index(r.label) for r in records])
+    return float((probs.argmax(axis=1) == gold).mean())
+
+
+def load_or_train_en(args, train):
+    from rlhf.engine.classifier import ClassifierTrainConfig, load_classifier, train_classifier
+
+    path = Path(args.model or "/work/models/classifier-sst2")
+    if (path / "config.json").is_file():
+        return load_classifier(path), str(path)
+    log(f"{path} not found: fine-tuning MiniLM on SST-2 for {args.train_minutes} min")
+    config = ClassifierTrainConfig(max_minutes=args.train_minutes, epochs=0.5, bf16=True)
+    classifier = train_classifier(config, train).classifier
+    classifier.save(path)
+    return classifier, str(path)
+
+
+def load_or_train_zh(args, train):
+    from rlhf.engine.classifier import (
+        ClassifierTrainConfig,
+        load_classifier,
+        tiny_classifier,
+        train_classifier,
+    )
+
+    path = Path(args.model or "/work/models/classifier-chnsenticorp")
+    if (path / "config.json").is_file():
+        return load_classifier(path), str(path)
+    log(f"{path} not found: training a small BERT on ChnSentiCorp for {args.train_minutes} min")
+    labels = ("negative", "positive")
+    model = tiny_classifier(labels, [r.text for r in train], vocab_size=6000, hidden_size=128,
+                            num_layers=2, num_heads=4, max_length=160)  # fmt: skip
+    config = ClassifierTrainConfig(backbone="tiny", lr=1e-3, epochs=6, batch_size=32,
+                                   max_length=160, max_minutes=args.train_minutes)  # fmt: skip
+    classifier = train_classifier(config, train, classifier=model).classifier
+    classifier.save(path)
+    return classifier, str(path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    import torch
+
+    from rlhf.engine.adversarial import (
+        AdversarialTrainingConfig,
+        CharAttack,
+        CharAttackConfig,
+        CharNgramSimilarity,
+        EmbeddingNeighbours,
+        HFClassifier,
+        MiniLMSimilarity,
+        WordAttackConfig,
+        WordSubstitutionAttack,
+        adversarial_training,
+        finetune_text_classifier,
+        robustness_report,
+    )
+    from rlhf.engine.data import read_chnsenticorp, read_sst2
+
+    torch.set_num_threads(args.threads)
+    started = time.monotonic()
+    root = data_dir(args)
+    labels = ["negative", "positive"]
+    if args.lang == "en":
+        train = read_sst2(root / "sst2" / "train.tsv")
+        dev = read_sst2(root / "sst2" / "dev.tsv")
+        classifier, model_ref = load_or_train_en(args, train)
+        similarity = MiniLMSimilarity()
+        # the attack pool: full sentences of SST-2 train (it also holds short phrases)
+        pool = [r for r in train if len(r.text.split()) >= 8]
+    else:
+        train = read_chnsenticorp(root / "chnsenticorp" / "train.tsv")
+        dev = read_chnsenticorp(root / "chnsenticorp" / "dev.tsv")
+        classifier, model_ref = load_or_train_zh(args, train)
+        similarity = CharNgramSimilarity()
+        pool = list(train)
+    classifier.bf16 = args.lang == "en"
+    max_len = classifier.max_length
+    tok = classifier.tokenizer
+    fits = [
+        len(ids) <= max_len for ids in tok([r.text for r in dev], truncation=False)["input_ids"]
+    ]
+    dev_fit = [r for r, ok in zip(dev, fits, strict=True) if ok]
+    attacked = dev_fit[: args.n]
+    log(
+        f"model {model_ref}; attacking {len(attacked)} dev texts "
+        f"({len(dev) - len(dev_fit)} over the model's length skipped)"
+    )
+    pool_fits = [
+        len(ids) <= max_len for ids in tok([r.text for r in pool], truncation=False)["input_ids"]
+    ]
+    pool = [r for r, ok in zip(pool, pool_fits, strict=True) if ok]
+
+    def make_attack(model):
+        clf = HFClassifier.from_text_classifier(model, batch_size=64)
+        if args.lang == "en":
+            config = WordAttackConfig(max_edits=args.max_edits, min_similarity=args.min_similarity)
+            candidates = EmbeddingNeighbours.from_model(
+                clf.model,
+                clf.tokenizer,
+                top_k=config.candidates_per_word,
+                min_cosine=config.min_cosine,
+            )
+            return WordSubstitutionAttack(clf, candidates, similarity, config)
+        config = CharAttackConfig(max_edits=args.max_edits, min_similarity=args.min_similarity,
+                                  language="zh")  # fmt: skip
+        return CharAttack(clf, similarity, config)
+
+    def attack_dev(model, tag):
+        t0 = time.monotonic()
+        done = []
+
+        def progress(i, r):
+            done.append(r.success)
+            if (i + 1) % 50 == 0:
+                log(f"{tag}: {i + 1}/{len(attacked)} attacked, {sum(done)} flips, "
+                    f"{(time.monotonic() - t0) / (i + 1):.2f} s/example")  # fmt: skip
+
+        results = make_attack(model).attack_many(
+            [r.text for r in attacked], [labels.index(r.label) for r in attacked], progress
+        )
+        return results, robustness_report(results)
+
+    clean_before = accuracy(HFClassifier.from_text_classifier(classifier), dev_fit, labels)
+    results_before, before = attack_dev(classifier, "before")
+    log(f"before: clean {clean_before:.4f}, ASR {before.attack_success_rate:.3f} {before}")
+
+    out_dir = Path(args.out) if args.out else None
+    train_config = AdversarialTrainingConfig(
+        rounds=args.rounds,
+        attack_examples=args.attack_train,
+        clean_examples=args.clean_examples,
+        adversarial_repeats=args.adversarial_repeats,
+        augment_examples=args.augment_examples,
+        augment_edits=args.augment_edits,
+        labels=tuple(labels),
+        seed=0,
+        out_dir=str(out_dir / "datasets") if out_dir else None,
+    )
+    retrain = finetune_text_classifier(
+        backbone="minilm" if args.lang == "en" else "tiny",
+        lr=args.lr if args.lang == "en" else 20 * args.lr,
+        epochs=args.epochs,
+        batch_size=32,
+        max_length=max_len,
+        bf16=args.lang == "en",
+        warmup_ratio=0.1,
+    )
+    log(f"adversarial training: {args.rounds} round(s) x {args.attack_train} attacked train texts")
+    hardened = adversarial_training(classifier, pool, make_attack, retrain, train_config)
+    model = hardened.model
+    model.bf16 = args.lang == "en"
+    if out_dir:
+        model.save(out_dir / "model")
+
+    clean_after = accuracy(HFClassifier.from_text_classifier(model), dev_fit, labels)
+    results_after, after = attack_dev(model, "after")
+    log(f"after: clean {clean_after:.4f}, ASR {after.attack_success_rate:.3f} {after}")
+
+    successes = [r for r in results_before if r.success]
+    random.Random(0).shuffle(successes)
+    all_success = successes + [r for r in results_after if r.success]
+    return {
+        "lang": args.lang,
+        "model": model_ref,
+        "examples_attacked": len(attacked),
+        "clean_accuracy_before": clean_before,
+        "asr_before": before.attack_success_rate,
+        "robust_accuracy_before": before.robust_accuracy,
+        "clean_accuracy_after": clean_after,
+        "asr_after": after.attack_success_rate,
+        "robust_accuracy_after": after.robust_accuracy,
+        "clean_accuracy_drop_points": 100 * (clean_before - clean_after),
+        "asr_ratio": after.attack_success_rate / before.attack_success_rate
+        if before.attack_success_rate
+        else None,
+        "max_edits": max((r.edits for r in all_success), default=0),
+        "mean_edits_before": before.mean_edits,
+        "min_similarity": min((r.similarity for r in all_success), default=1.0),
+        "mean_similarity_before": before.mean_similarity,
+        "clean_accuracy_scope": f"{len(dev_fit)} dev texts",
+        "adversarial_rounds": [
+            {
+                "round": r.round,
+                "train_asr": r.attack.attack_success_rate,
+                "new_adversarial": r.new_adversarial,
+                "train_examples": r.train_examples,
+                "dataset_version": r.dataset_version,
+                "minutes": r.minutes,
+            }
+            for r in hardened.rounds
+        ],
+        "examples": [
+            {
+                "original": r.original,
+                "perturbed": r.perturbed,
+                "label": labels[r.label],
+                "changes": r.changes,
+                "similarity": round(r.similarity, 4),
+            }
+            for r in successes[: args.examples]
+        ],  # fmt: skip
+        "minutes": (time.monotonic() - started) / 60,
+    }
+
+
+if __name__ == "__main__":
+    result = main()
+    if "--json" in sys.argv:
+        print(json.dumps(result, ensure_ascii=False, default=str))
+    else:
+        for key, value in result.items():
+            print(f"{key:32s} {value}")
