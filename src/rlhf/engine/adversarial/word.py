@@ -83,8 +83,8 @@ class EmbeddingNeighbours:
         embeddings: np.ndarray,
         vocab: Sequence[str],
         *,
-        top_k: int = 30,
-        min_cosine: float = 0.30,
+        top_k: int = 50,
+        min_cosine: float = 0.20,
     ) -> None:
         if embeddings.shape[0] != len(vocab):
             raise AdversarialInputError(
