@@ -21,12 +21,11 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from rlhf.services.inference.settings import BatchingSettings, InferenceSettings, ServingSettings
@@ -74,7 +73,6 @@ KIND_BY_ENUM = {
     common_pb2.MODEL_KIND_CLASSIFIER: "classifier",
 }
 SCORERS = ("classifier", "reward")
-T = TypeVar("T")
 
 
 # ------------------------------------------------------------------------- validation
@@ -160,7 +158,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         self.config = config
         self.bus = bus
         self.feedback = FeedbackLedger(state_dir / "feedback_ids.txt" if state_dir else None)
-        # tritonclient is blocking: calls run here, many at once so Triton can batch them.
+        # Blocking work (the durable feedback publish) runs here, off the event loop.
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="triton-call")
 
     def close(self) -> None:
@@ -211,20 +209,6 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             return Unavailable(f"model server error: {exc}")
         return exc
 
-    async def _run(
-        self,
-        context: grpc.aio.ServicerContext,
-        served: ServedVersion,
-        field: str,
-        fn: Callable[..., T],
-        *args: Any,
-    ) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, partial(fn, *args))
-        except (ServingError, OSError) as exc:
-            raise self._map_error(exc, context, served, field) from None
-
     def _observe(
         self, served: ServedVersion, method: str, started: float, batches: list[int]
     ) -> None:
@@ -247,6 +231,27 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         finally:
             holder.__exit__(None, None, None)
 
+    async def _generate(
+        self,
+        context: grpc.aio.ServicerContext,
+        served: ServedVersion,
+        prompts: list[str],
+        sampling: Sampling,
+        timeout: float,
+    ) -> tuple[list[str], int]:
+        stream = self.engine.client.generate_stream_async(
+            served.backend_name, prompts, sampling, False, False, timeout
+        )
+        try:
+            async for event in stream:
+                if event.final:
+                    return event.texts or [], event.batch_size
+        except (ServingError, OSError) as exc:
+            raise self._map_error(exc, context, served, "prompts") from None
+        finally:
+            await stream.aclose()
+        raise self._unavailable(context, "the model server ended the stream early")
+
     # RPCs ----------------------------------------------------------------------------
     async def Generate(self, request, context):  # noqa: N802, ANN001, ANN201
         prompts = list(request.prompts)
@@ -258,15 +263,10 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         with self._use(name, version) as served:
             step = client.policy_max_batch
             chunks = [prompts[i : i + step] for i in range(0, len(prompts), step)]
+            timeout = self._timeout()
             results = await asyncio.gather(
-                *(
-                    self._run(
-                        context, served, "prompts", client.generate, served.backend_name,
-                        chunk, sampling, False, self._timeout(),
-                    )
-                    for chunk in chunks
-                )
-            )  # fmt: skip
+                *(self._generate(context, served, chunk, sampling, timeout) for chunk in chunks)
+            )
         completions = [text for texts, _ in results for text in texts]
         self._observe(served, "Generate", started, [batch for _, batch in results])
         return inference_pb2.GenerateResponse(
@@ -294,38 +294,14 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             [{"role": m.role, "content": m.content} for m in messages], ensure_ascii=False
         )
         request_id = uuid.uuid4().hex
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Any] = asyncio.Queue()
-        cancelled = threading.Event()
-        timeout = self._timeout()
         started = time.perf_counter()
         with self._use(name, version) as served:
-
-            def pump() -> None:
-                try:
-                    stream = self.engine.client.generate_stream(
-                        served.backend_name, [payload], sampling, True, True, timeout
-                    )
-                    for event in stream:
-                        loop.call_soon_threadsafe(events.put_nowait, event)
-                        if cancelled.is_set():
-                            stream.close()  # cancels the Triton request
-                            return
-                except Exception as exc:  # noqa: BLE001 - handed to the coroutine
-                    loop.call_soon_threadsafe(events.put_nowait, exc)
-
-            worker = loop.run_in_executor(self._executor, pump)
+            stream = self.engine.client.generate_stream_async(
+                served.backend_name, [payload], sampling, True, True, self._timeout()
+            )
             sent, batches = "", []
             try:
-                while True:
-                    try:
-                        event = await asyncio.wait_for(events.get(), timeout + 1.0)
-                    except TimeoutError:
-                        raise self._unavailable(
-                            context, "no tokens from the model server in time"
-                        ) from None
-                    if isinstance(event, Exception):
-                        raise self._map_error(event, context, served, "messages")
+                async for event in stream:
                     batches.append(event.batch_size)
                     if not event.final:
                         sent += event.delta
@@ -339,9 +315,10 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                         delta=rest, done=True, model_version=served.version, request_id=request_id
                     )
                     break
+            except (ServingError, OSError) as exc:
+                raise self._map_error(exc, context, served, "messages") from None
             finally:
-                cancelled.set()
-                await asyncio.shield(worker)
+                await stream.aclose()  # cancels the Triton request if the client went away
         self._observe(served, "Chat", started, batches[-1:])
 
     async def _classify(
@@ -356,16 +333,12 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         client = self.engine.client
         started = time.perf_counter()
         with self._use(name, version) as served:
-            outputs, batches = await self._run(
-                context,
-                served,
-                "texts",
-                client.classify,
-                served.backend_name,
-                texts,
-                pairs,
-                self._timeout(),
-            )
+            try:
+                outputs, batches = await client.classify_async(
+                    served.backend_name, texts, pairs, self._timeout()
+                )
+            except (ServingError, OSError) as exc:
+                raise self._map_error(exc, context, served, "texts") from None
         self._observe(served, method, started, batches)
         return outputs, served
 

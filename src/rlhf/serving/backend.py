@@ -11,7 +11,8 @@ not this project. Two kinds, chosen by the `kind` parameter in config.pbtxt:
 * `policy`: any causal LM directory, served in decoupled mode. All prompts of all
   batched requests run through one left-padded decode loop with a KV cache and
   per-row sampling parameters; streaming requests get a text delta after every step,
-  every request gets a final response with its full completions.
+  every request gets a final response with its full completions (output FINAL marks
+  it, so clients need no Triton-specific response parameter).
 
 Errors caused by a request (prompt longer than the context) are sent back for that
 request only, prefixed with "INVALID_ARGUMENT:" so the inference service can map them.
@@ -385,6 +386,7 @@ class TritonPythonModel:
                             output_tensors=[
                                 pb_utils.Tensor("TEXT", _bytes([]).reshape(0, 1)),
                                 pb_utils.Tensor("BATCH_SIZE", np.zeros((0, 1), np.int32)),
+                                pb_utils.Tensor("FINAL", np.zeros((0, 1), dtype=bool)),
                             ]
                         ),
                         flags=final,
@@ -406,6 +408,7 @@ class TritonPythonModel:
                         output_tensors=[
                             pb_utils.Tensor("TEXT", _bytes([delta])),
                             pb_utils.Tensor("BATCH_SIZE", batch),
+                            pb_utils.Tensor("FINAL", np.zeros((1, 1), dtype=bool)),
                         ]
                     )
                 )
@@ -430,6 +433,7 @@ class TritonPythonModel:
                     output_tensors=[
                         pb_utils.Tensor("TEXT", _bytes(texts)),
                         pb_utils.Tensor("BATCH_SIZE", size),
+                        pb_utils.Tensor("FINAL", np.ones((len(texts), 1), dtype=bool)),
                     ]
                 ),
                 flags=final,

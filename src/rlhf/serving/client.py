@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
+import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -48,6 +49,14 @@ def _translate(exc: InferenceServerException) -> ServingError:
     if "CANCELLED" in status or "connect" in message.lower():
         return TritonUnavailable(message)
     return ServingError(message)
+
+
+def _translate_rpc(exc: grpc.RpcError) -> ServingError:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return TritonUnavailable(details or str(code))
+    return ServingError(f"{code}: {details}")
 
 
 @dataclass
@@ -90,6 +99,7 @@ class TritonClient:
         self.classifier_max_batch = classifier_max_batch
         self.policy_max_batch = policy_max_batch
         self._client = grpcclient.InferenceServerClient(url)
+        self._aio: dict[object, object] = {}
         self._streams: queue.LifoQueue[grpcclient.InferenceServerClient] = queue.LifoQueue()
         self._lock = threading.Lock()
 
@@ -132,33 +142,144 @@ class TritonClient:
         return stats if isinstance(stats, dict) else {}
 
     # Classifier ----------------------------------------------------------------------
+    def _classify_chunks(
+        self, texts: list[str], pairs: list[str] | None
+    ) -> Iterator[list[grpcclient.InferInput]]:
+        step = self.classifier_max_batch
+        for start in range(0, len(texts), step):
+            inputs = [_input("TEXT", _bytes(texts[start : start + step]), "BYTES")]
+            if pairs is not None:
+                inputs.append(_input("TEXT_PAIR", _bytes(pairs[start : start + step]), "BYTES"))
+            yield inputs
+
+    @staticmethod
+    def _classify_outputs(reply: object, results: list[ClassifyOutput], batches: list[int]) -> None:
+        labels = reply.as_numpy("LABEL").reshape(-1)
+        scores = reply.as_numpy("SCORE").reshape(-1)
+        rewards = reply.as_numpy("REWARD").reshape(-1)
+        batches.append(int(reply.as_numpy("BATCH_SIZE").reshape(-1)[0]))
+        for label, score, reward in zip(labels, scores, rewards, strict=True):
+            text = label.decode() if isinstance(label, bytes) else str(label)
+            results.append(ClassifyOutput(text, float(score), float(reward)))
+
     def classify(
         self, model: str, texts: list[str], pairs: list[str] | None = None, timeout_s: float = 30.0
     ) -> tuple[list[ClassifyOutput], list[int]]:
         """Labels/scores/rewards for `texts` (optionally paired); also the batch sizes seen."""
         results: list[ClassifyOutput] = []
         batches: list[int] = []
-        step = self.classifier_max_batch
-        for start in range(0, len(texts), step):
-            chunk = texts[start : start + step]
-            inputs = [_input("TEXT", _bytes(chunk), "BYTES")]
-            if pairs is not None:
-                pair_chunk = pairs[start : start + step]
-                inputs.append(_input("TEXT_PAIR", _bytes(pair_chunk), "BYTES"))
+        for inputs in self._classify_chunks(texts, pairs):
             try:
                 reply = self._client.infer(model, inputs, client_timeout=timeout_s)
             except InferenceServerException as exc:
                 raise _translate(exc) from exc
-            labels = reply.as_numpy("LABEL").reshape(-1)
-            scores = reply.as_numpy("SCORE").reshape(-1)
-            rewards = reply.as_numpy("REWARD").reshape(-1)
-            batches.append(int(reply.as_numpy("BATCH_SIZE").reshape(-1)[0]))
-            for label, score, reward in zip(labels, scores, rewards, strict=True):
-                text = label.decode() if isinstance(label, bytes) else str(label)
-                results.append(ClassifyOutput(text, float(score), float(reward)))
+            self._classify_outputs(reply, results, batches)
         return results, batches
 
+    async def classify_async(
+        self, model: str, texts: list[str], pairs: list[str] | None = None, timeout_s: float = 30.0
+    ) -> tuple[list[ClassifyOutput], list[int]]:
+        """`classify` on tritonclient's asyncio client: no thread per call, so a busy
+        service spends its CPU on requests rather than on thread hand-offs."""
+        client = self._aio_client()
+        results: list[ClassifyOutput] = []
+        batches: list[int] = []
+        for inputs in self._classify_chunks(texts, pairs):
+            try:
+                reply = await client.infer(model, inputs, client_timeout=timeout_s)
+            except InferenceServerException as exc:
+                raise _translate(exc) from exc
+            except grpc.RpcError as exc:
+                raise _translate_rpc(exc) from exc
+            self._classify_outputs(reply, results, batches)
+        return results, batches
+
+    def _aio_client(self) -> object:
+        """One asyncio client per event loop (grpc.aio channels belong to their loop)."""
+        import asyncio
+
+        import tritonclient.grpc.aio as aioclient
+
+        loop = asyncio.get_running_loop()
+        client = self._aio.get(loop)
+        if client is None:
+            client = self._aio[loop] = aioclient.InferenceServerClient(self.url)
+        return client
+
     # Policy --------------------------------------------------------------------------
+    def _policy_inputs(
+        self, prompts: list[str], sampling: Sampling, chat: bool, stream: bool
+    ) -> list[grpcclient.InferInput]:
+        if len(prompts) > self.policy_max_batch:
+            raise ModelInputError(f"at most {self.policy_max_batch} prompts per request")
+        n = len(prompts)
+        col = np.ones((n, 1))
+        return [
+            _input("PROMPT", _bytes(prompts), "BYTES"),
+            _input("IS_CHAT", np.full((n, 1), chat, dtype=bool), "BOOL"),
+            _input("MAX_NEW_TOKENS", (col * sampling.max_new_tokens).astype(np.int32), "INT32"),
+            _input("TEMPERATURE", (col * sampling.temperature).astype(np.float32), "FP32"),
+            _input("TOP_P", (col * sampling.top_p).astype(np.float32), "FP32"),
+            _input("TOP_K", (col * sampling.top_k).astype(np.int32), "INT32"),
+            _input("SEED", (col * sampling.seed).astype(np.int64), "INT64"),
+            _input("STREAM", np.full((n, 1), stream, dtype=bool), "BOOL"),
+        ]
+
+    @staticmethod
+    def _generation_event(result: object) -> GenerationEvent:
+        text = result.as_numpy("TEXT")
+        sizes = result.as_numpy("BATCH_SIZE")
+        final = result.as_numpy("FINAL")
+        size = int(sizes.reshape(-1)[0]) if sizes is not None and sizes.size else 0
+        decoded = [] if text is None else [t.decode("utf-8") for t in text.reshape(-1)]
+        if final is None or not final.size or bool(final.reshape(-1)[0]):
+            return GenerationEvent(texts=decoded, batch_size=size)
+        return GenerationEvent(delta=decoded[0] if decoded else "", batch_size=size)
+
+    async def generate_stream_async(
+        self,
+        model: str,
+        prompts: list[str],
+        sampling: Sampling,
+        chat: bool = False,
+        stream: bool = False,
+        timeout_s: float = 60.0,
+    ) -> AsyncIterator[GenerationEvent]:
+        """`generate_stream` on tritonclient's asyncio client (one bidi stream per call)."""
+        import asyncio
+
+        client = self._aio_client()
+        inputs = self._policy_inputs(prompts, sampling, chat, stream)
+
+        async def one_request() -> AsyncIterator[dict]:
+            yield {"model_name": model, "inputs": inputs}
+
+        responses = client.stream_infer(one_request(), stream_timeout=timeout_s)
+        try:
+            while True:
+                try:
+                    result, error = await asyncio.wait_for(responses.__anext__(), timeout_s)
+                except StopAsyncIteration:
+                    raise ServingError(
+                        "Triton closed the stream without a final response"
+                    ) from None
+                except TimeoutError:
+                    raise TritonUnavailable(
+                        f"no answer from Triton within {timeout_s:.1f}s"
+                    ) from None
+                except InferenceServerException as exc:
+                    raise _translate(exc) from exc
+                except grpc.RpcError as exc:  # the stream itself failed (Triton down)
+                    raise _translate_rpc(exc) from exc
+                if error is not None:
+                    raise _translate(error)
+                event = self._generation_event(result)
+                yield event
+                if event.final:
+                    return
+        finally:
+            responses.cancel()
+
     def _stream_client(self) -> grpcclient.InferenceServerClient:
         try:
             return self._streams.get_nowait()
@@ -181,18 +302,7 @@ class TritonClient:
         """
         if len(prompts) > self.policy_max_batch:
             raise ModelInputError(f"at most {self.policy_max_batch} prompts per request")
-        n = len(prompts)
-        col = np.ones((n, 1))
-        inputs = [
-            _input("PROMPT", _bytes(prompts), "BYTES"),
-            _input("IS_CHAT", np.full((n, 1), chat, dtype=bool), "BOOL"),
-            _input("MAX_NEW_TOKENS", (col * sampling.max_new_tokens).astype(np.int32), "INT32"),
-            _input("TEMPERATURE", (col * sampling.temperature).astype(np.float32), "FP32"),
-            _input("TOP_P", (col * sampling.top_p).astype(np.float32), "FP32"),
-            _input("TOP_K", (col * sampling.top_k).astype(np.int32), "INT32"),
-            _input("SEED", (col * sampling.seed).astype(np.int64), "INT64"),
-            _input("STREAM", np.full((n, 1), stream, dtype=bool), "BOOL"),
-        ]
+        inputs = self._policy_inputs(prompts, sampling, chat, stream)
         replies: queue.Queue[tuple[object, object]] = queue.Queue()
         client = self._stream_client()
         healthy = True

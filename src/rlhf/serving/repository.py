@@ -81,7 +81,11 @@ def render_config(
             _tensor("SEED", "TYPE_INT64", optional=True),
             _tensor("STREAM", "TYPE_BOOL", optional=True),
         ]
-        outputs = [_tensor("TEXT", "TYPE_STRING"), _tensor("BATCH_SIZE", "TYPE_INT32")]
+        outputs = [
+            _tensor("TEXT", "TYPE_STRING"),
+            _tensor("BATCH_SIZE", "TYPE_INT32"),
+            _tensor("FINAL", "TYPE_BOOL"),
+        ]
     elif kind == "classifier":
         inputs = [_tensor("TEXT", "TYPE_STRING"), _tensor("TEXT_PAIR", "TYPE_STRING", True)]
         outputs = [
