@@ -75,6 +75,22 @@ def policy_dir(arg: str) -> Path:
     return resolve_model_dir(arg)
 
 
+def render_prompts(policy: Path) -> list[str]:
+    """Prompts in the policy's chat layout, so an instruct model answers instead of
+    stopping at once; both sides get the same strings through plain generation."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(policy))
+    if not getattr(tokenizer, "chat_template", None):
+        return list(PROMPTS)
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+        )
+        for p in PROMPTS
+    ]
+
+
 # --------------------------------------------------------------------------- load test
 def percentile_ms(latencies: list[float], q: float) -> float:
     return float(np.percentile(np.array(latencies) * 1000.0, q))
@@ -178,7 +194,7 @@ def bench_triton(args: argparse.Namespace, classifier: Path, policy: Path, workd
         versions.add(reply.model_version)
 
     def generate(c: int, r: int) -> None:
-        prompt = PROMPTS[(c + r) % len(PROMPTS)]
+        prompt = args.prompts[(c + r) % len(args.prompts)]
         request = inference_pb2.GenerateRequest(prompts=[prompt], sampling=sampling)
         versions.add(stub.Generate(request, timeout=600).model_version)
 
@@ -229,9 +245,9 @@ def bench_baseline(args: argparse.Namespace, classifier: Path, policy: Path) -> 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def generate(c: int, r: int) -> None:
-        prompt = PROMPTS[(c + r) % len(PROMPTS)]
+        prompt = args.prompts[(c + r) % len(args.prompts)]
         with lock, torch.inference_mode():
-            enc = tokenizer([prompt], return_tensors="pt")
+            enc = tokenizer([prompt], return_tensors="pt", add_special_tokens=True)
             lm.generate(
                 **enc, max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=pad
             )
@@ -282,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             classifier = classifier_dir(args.classifier, workdir)
             policy = policy_dir(args.policy)
+        args.prompts = render_prompts(policy)
         triton = bench_triton(args, classifier, policy, workdir)
         baseline = bench_baseline(args, classifier, policy)
     report = {
