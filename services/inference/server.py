@@ -464,6 +464,7 @@ def engine_config(settings: InferenceSettings) -> EngineConfig:
         policy_batching=_batching(serving.policy_batching),
         classifier_batching=_batching(serving.classifier_batching),
         dtype=serving.dtype,
+        device=settings.device,
         torch_threads=serving.torch_threads,
         write_repository=serving.write_repository,
     )

@@ -285,11 +285,14 @@ class TritonPythonModel:
         if threads > 0:
             torch.set_num_threads(threads)
         dtype = params.get("dtype", "float32")
+        device = params.get("device", "cpu")
+        if device == "cuda":  # KIND_GPU instance: the GPU Triton assigned to it
+            device = f"cuda:{args.get('model_instance_device_id', '0')}"
         if self.kind == "policy":
-            self.engine: PolicyEngine | ClassifierEngine = PolicyEngine(model_dir, dtype)
+            self.engine: PolicyEngine | ClassifierEngine = PolicyEngine(model_dir, dtype, device)
         elif self.kind == "classifier":
             self.engine = ClassifierEngine(
-                model_dir, dtype, max_length=int(params.get("max_length", "256"))
+                model_dir, dtype, device, max_length=int(params.get("max_length", "256"))
             )
         else:
             raise ValueError(

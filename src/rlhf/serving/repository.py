@@ -68,8 +68,9 @@ def render_config(
     batching: BatchingConfig,
     dtype: str = "float32",
     torch_threads: int = 0,
+    device: str = "cpu",
 ) -> str:
-    """config.pbtxt text for one model version."""
+    """config.pbtxt text for one model version ("cuda" = one instance group per GPU)."""
     if kind == "policy":
         inputs = [
             _tensor("PROMPT", "TYPE_STRING"),
@@ -102,11 +103,13 @@ def render_config(
         "version": version,
         "dtype": dtype,
         "torch_threads": str(torch_threads),
+        "device": "cuda" if device.startswith("cuda") else "cpu",
     }
     param_text = "\n".join(
         f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items()
     )
     preferred = ", ".join(str(s) for s in batching.preferred_batch_sizes)
+    instance_kind = "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"
     decoupled = "model_transaction_policy { decoupled: true }\n" if kind == "policy" else ""
     return (
         f'name: "{triton_name}"\n'
@@ -119,7 +122,7 @@ def render_config(
         f"{decoupled}"
         "input [\n" + ",\n".join(inputs) + "\n]\n"
         "output [\n" + ",\n".join(outputs) + "\n]\n"
-        f"instance_group [ {{ count: {batching.instance_count} kind: KIND_CPU }} ]\n"
+        f"instance_group [ {{ count: {batching.instance_count} kind: {instance_kind} }} ]\n"
         f"{param_text}\n"
     )
 
@@ -133,6 +136,7 @@ def write_model_version(
     dtype: str = "float32",
     copy_weights: bool = False,
     torch_threads: int = 0,
+    device: str = "cpu",
 ) -> str:
     """Write (or overwrite) the repository entry for `version`; returns its Triton name.
 
@@ -156,7 +160,7 @@ def write_model_version(
     else:
         location = str(model_dir.resolve())
     config = render_config(
-        name, kind, location, version, batching or BatchingConfig(), dtype, torch_threads
+        name, kind, location, version, batching or BatchingConfig(), dtype, torch_threads, device
     )
     (entry / "config.pbtxt").write_text(config)
     return name
