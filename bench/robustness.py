@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         return results, robustness_report(results)
 
-    clean_before = accuracy(HFClassifier.from_text_classifier(classifier), dev_fit, labels)
+    clean_before = accuracy(HFClassifier.from_text_classifier(classifier), dev, labels)
     results_before, before = attack_dev(classifier, "before")
     log(f"before: clean {clean_before:.4f}, ASR {before.attack_success_rate:.3f} {before}")
 
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     if out_dir:
         model.save(out_dir / "model")
 
-    clean_after = accuracy(HFClassifier.from_text_classifier(model), dev_fit, labels)
+    clean_after = accuracy(HFClassifier.from_text_classifier(model), dev, labels)
     results_after, after = attack_dev(model, "after")
     log(f"after: clean {clean_after:.4f}, ASR {after.attack_success_rate:.3f} {after}")
 
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
         "mean_edits_before": before.mean_edits,
         "min_similarity": min((r.similarity for r in all_success), default=1.0),
         "mean_similarity_before": before.mean_similarity,
-        "clean_accuracy_scope": f"{len(dev_fit)} dev texts",
+        "clean_accuracy_scope": f"all {len(dev)} dev texts (truncated to the model's length)",
         "adversarial_rounds": [
             {
                 "round": r.round,
