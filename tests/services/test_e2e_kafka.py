@@ -120,6 +120,8 @@ def test_closed_loop_on_five_processes_and_kafka(tmp_path, kafka_bootstrap, data
 
         killed_at = watcher.wait(base_run_midway, 300, "the trainer's base run", platform)[0]
         platform.kill("trainer")
+        with watcher.cond:
+            kill_index = len(watcher.events["rlhf.run.progress"])
         platform.start("trainer")
 
         first = watcher.wait(watcher.policy_promotions, 480, "the first promotion", platform)[0]
@@ -140,7 +142,21 @@ def test_closed_loop_on_five_processes_and_kafka(tmp_path, kafka_bootstrap, data
         resumed = client.get_run(killed_at.run_id)
         assert resumed.state == common_pb2.RUN_STATE_SUCCEEDED
         assert resumed.message == "" and resumed.step == 60
-        assert "resumed" in platform.log("trainer").lower()
+        artifacts = tmp_path / "artifacts"
+        record = json.loads(
+            (artifacts / "state/trainer/runs" / f"{killed_at.run_id}.json").read_text()
+        )
+        assert record["attempts"] == 2  # started, killed, resumed once
+        # After the restart, training continued from its last checkpoint (every 5 steps),
+        # not from step 1.
+        after_kill = [
+            p.status.step
+            for p in watcher.events["rlhf.run.progress"][kill_index:]
+            if p.status.run_id == killed_at.run_id
+            and p.status.state == common_pb2.RUN_STATE_RUNNING
+            and p.status.step
+        ]
+        assert after_kill and min(after_kill) >= 10, after_kill
 
         # 50 feedback events, 10 of them sent twice (client retries): one retraining round.
         for i in range(50):

@@ -140,6 +140,11 @@ def train_classifier_stage(
     return StageResult(Path(model_dir), metrics)
 
 
+def _progress(report: Report, config: Any) -> Callable[[int, dict[str, Any]], None]:
+    """A training loop's per-step callback that reports progress (and so cancellation)."""
+    return lambda step, row: report(step, config.total_steps, **_floats(row))
+
+
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {
         k: float(v)
@@ -423,14 +428,16 @@ def base_policy_stage(
             seed=config.seed,
             **model_shape,
         ).to(device)
-        result = pretrain(config, model, tokenizer, texts)
+        result = pretrain(config, model, tokenizer, texts, on_step=_progress(report, config))
     elif stage.kind == "sft":
         from rlhf.engine.algorithms.sft import SFTConfig, train_sft
 
         source = policy_dir or spec.models.policy
         model, tokenizer = load_policy(source, device=device), load_tokenizer(source)
         config = stage_config(SFTConfig, stage, **common)
-        result = train_sft(config, model, tokenizer, list(dataset["train"]))
+        result = train_sft(
+            config, model, tokenizer, list(dataset["train"]), on_step=_progress(report, config)
+        )
     else:
         raise PipelineError(f"stages.{stage.name}.kind: {stage.kind!r} is not a base-policy stage")
     report(result.steps, result.steps)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,7 @@ def train_lm(
     examples: Sequence[tuple[list[int], list[float]]],
     eval_examples: Sequence[tuple[list[int], list[float]]] = (),
     name: str = "lm",
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> LMTrainResult:
     """Minimise the masked next-token loss over ``examples`` for ``cfg.total_steps`` steps."""
     if not examples:
@@ -181,6 +182,8 @@ def train_lm(
         }
         history.append(row)
         metrics_log.log(step, row)
+        if on_step is not None:  # progress reporting; may raise to stop (cancellation)
+            on_step(step, row)
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.total_steps:

@@ -8,7 +8,7 @@ a config, with a tokenizer from ``tiny_char_tokenizer`` or one trained with the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +47,11 @@ def pack_blocks(tokenizer: Any, texts: Sequence[str], block_size: int) -> list[l
 
 
 def pretrain(
-    config: PretrainConfig, model: Any, tokenizer: Any, texts: Sequence[str]
+    config: PretrainConfig,
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> LMTrainResult:
     """Pre-train ``model`` in place on ``texts``; the last blocks are held out for perplexity."""
     blocks = pack_blocks(tokenizer, texts, config.block_size)
@@ -55,4 +59,6 @@ def pretrain(
     train_blocks, eval_blocks = blocks[: len(blocks) - n_eval], blocks[len(blocks) - n_eval :]
     examples = [(b, [1.0] * len(b)) for b in train_blocks]
     eval_examples = [(b, [1.0] * len(b)) for b in eval_blocks]
-    return train_lm(config, model, tokenizer, examples, eval_examples, name="pretrain")
+    return train_lm(
+        config, model, tokenizer, examples, eval_examples, name="pretrain", on_step=on_step
+    )

@@ -8,7 +8,7 @@ model learns to answer, not to imitate users.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,10 +74,14 @@ def encode_sft(
 
 
 def train_sft(
-    config: SFTConfig, model: Any, tokenizer: Any, examples: Sequence[Any]
+    config: SFTConfig,
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Any],
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> LMTrainResult:
     """Fine-tune ``model`` in place; examples are SFTExample, dicts or preference pairs (chosen)."""
     encoded = [encode_sft(tokenizer, _as_example(e, i), config, i) for i, e in enumerate(examples)]
     n_eval = int(len(encoded) * config.eval_fraction)
     train, held_out = encoded[: len(encoded) - n_eval], encoded[len(encoded) - n_eval :]
-    return train_lm(config, model, tokenizer, train, held_out, name="sft")
+    return train_lm(config, model, tokenizer, train, held_out, name="sft", on_step=on_step)

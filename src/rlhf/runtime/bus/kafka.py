@@ -155,11 +155,24 @@ class KafkaBus(EventBus):
         self._threads.append(thread)
         thread.start()
 
+    @staticmethod
+    def kafka_group_id(group: str, topic: str) -> str:
+        """One Kafka consumer group per (bus group, topic).
+
+        A service subscribes one consumer per topic. Sharing one Kafka group between
+        consumers of different topics made kafka-python's group leader assign only the
+        topics it had metadata for ("No partition metadata for topic ..."): after a
+        member crashed and rejoined, a topic could stay unassigned and its events were
+        never delivered. Per-topic groups keep every assignment complete; replicas of a
+        service still share each topic's partitions. Dedupe stays keyed on `group`.
+        """
+        return f"{group}.{topic}"
+
     def _new_consumer(self, sub: Subscription) -> KafkaConsumer:
         return KafkaConsumer(
             **self._client,
             client_id=f"{self._client_id}-{sub.group}",
-            group_id=sub.group,
+            group_id=self.kafka_group_id(sub.group, sub.topic),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.options.max_batch,
