@@ -507,9 +507,15 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
     async def CancelRun(self, request, context):
         require(request, "run_id")
         try:
-            return self.ctx.runs.cancel(request.run_id, request.reason or "cancelled").to_proto()
+            record = self.ctx.runs.cancel(request.run_id, request.reason or "cancelled")
         except RunNotFound:
             raise NotFound(f"run {request.run_id!r} does not exist") from None
+        if record.params.get("executor") == "kubernetes" and not record.done:
+            # Delete the Job now rather than at its next status change.
+            from rlhf.executors.kubernetes import KubernetesExecutor
+
+            await asyncio.to_thread(KubernetesExecutor().cancel, record.run_id)
+        return record.to_proto()
 
     async def ListModels(self, request, context):
         kind = {v: k for k, v in KINDS.items()}.get(request.kind, "")
