@@ -144,11 +144,12 @@ class PlatformInProcess:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._error: BaseException | None = None
         self._contexts: list[Any] = []
-        from rlhf.runtime.bus import BusOptions, InProcessBus
+        from rlhf.runtime.bus import BusOptions, InProcessBroker, InProcessBus
 
         self.bus = InProcessBus(
             source="rlhf/demo",
             options=BusOptions(state_dir=Path(settings.artifact_dir) / ".bus", start_timeout_s=5),
+            broker=InProcessBroker(),  # its own, so two platforms in one process stay apart
         )
         self._thread = threading.Thread(target=self._run, name="platform", daemon=True)
 

@@ -1,0 +1,166 @@
+"""Bad requests to the four pipeline services get INVALID_ARGUMENT / NOT_FOUND naming
+the field, through a real gRPC server (all services on one port, in-process bus)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import grpc
+import pytest
+from rlhf.services.adversary import server as adversary
+from rlhf.services.dataprep import server as dataprep
+from rlhf.services.reward import server as reward
+from rlhf.services.trainer import server as trainer
+
+from rlhf.runtime.bus import BusOptions, InProcessBroker, InProcessBus
+from rlhf.runtime.grpc.server import GrpcServer
+from rlhf.runtime.service import ServiceContext
+from rlhf.runtime.settings import load_settings
+from rlhf.v1 import (
+    adversary_pb2,
+    adversary_pb2_grpc,
+    dataprep_pb2,
+    dataprep_pb2_grpc,
+    reward_pb2,
+    reward_pb2_grpc,
+    trainer_pb2,
+    trainer_pb2_grpc,
+)
+
+
+@pytest.fixture(scope="module")
+def channel(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rpc")
+    settings = load_settings(artifact_dir=root, grpc={"host": "127.0.0.1", "port": 0})
+    bus = InProcessBus(
+        source="test", options=BusOptions(state_dir=root / "bus"), broker=InProcessBroker()
+    )
+    ready, stop, holder = threading.Event(), threading.Event(), {}
+
+    async def main() -> None:
+        server = GrpcServer(settings.grpc, "test")
+        for module in (dataprep, reward, adversary, trainer):
+            module.register(server, ServiceContext(module.__name__.split(".")[-2], settings, bus))
+        bus.start()
+        holder["port"] = await server.start()
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        await server.stop(0)
+
+    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+    thread.start()
+    assert ready.wait(60)
+    with grpc.insecure_channel(f"127.0.0.1:{holder['port']}") as ch:
+        yield ch
+    stop.set()
+    thread.join(10)
+    bus.close()
+
+
+def _error(call, request) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call(request, timeout=10)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "field"),
+    [
+        (dataprep_pb2.RegisterSourceRequest(uri="/x", format="sst2"), "INVALID_ARGUMENT", "name"),
+        (
+            dataprep_pb2.RegisterSourceRequest(name="Bad!", uri="/", format="sst2"),
+            "INVALID_ARGUMENT",
+            "name",
+        ),
+        (
+            dataprep_pb2.RegisterSourceRequest(name="a", uri="/", format="xls"),
+            "INVALID_ARGUMENT",
+            "format",
+        ),
+        (
+            dataprep_pb2.RegisterSourceRequest(name="a", uri="/nope/x", format="sst2"),
+            "INVALID_ARGUMENT",
+            "uri",
+        ),
+    ],
+)
+def test_register_source_validation(channel, request_, code, field):
+    error = _error(dataprep_pb2_grpc.DataPrepServiceStub(channel).RegisterSource, request_)
+    assert error.code().name == code and error.details().startswith(field)
+
+
+def test_prepare_and_get_errors(channel):
+    stub = dataprep_pb2_grpc.DataPrepServiceStub(channel)
+    error = _error(stub.PrepareDataset, dataprep_pb2.PrepareDatasetRequest(pipeline="nope"))
+    assert (
+        error.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown pipeline" in error.details()
+    )
+    error = _error(
+        stub.PrepareDataset, dataprep_pb2.PrepareDatasetRequest(source="ghost", task="text")
+    )
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    error = _error(
+        stub.PrepareDataset,
+        dataprep_pb2.PrepareDatasetRequest(pipeline="classify", validation_fraction=1.5),
+    )
+    assert error.details().startswith("validation_fraction")
+    assert (
+        _error(stub.GetDataset, dataprep_pb2.GetDatasetRequest(name="ghost")).code()
+        == grpc.StatusCode.NOT_FOUND
+    )
+    assert (
+        _error(stub.GetRun, dataprep_pb2.GetRunRequest(run_id="ghost")).code()
+        == grpc.StatusCode.NOT_FOUND
+    )
+
+
+def test_trainer_errors(channel):
+    stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+    error = _error(stub.StartRun, trainer_pb2.StartRunRequest(algorithm="ppo"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith(
+        "dataset.uri"
+    )
+    request = trainer_pb2.StartRunRequest(algorithm="sarsa")
+    request.dataset.uri = "file:///tmp"
+    assert _error(stub.StartRun, request).details().startswith("algorithm")
+    request = trainer_pb2.StartRunRequest(algorithm="dpo", config_json="{oops")
+    request.dataset.uri = "file:///tmp"
+    assert _error(stub.StartRun, request).details().startswith("config_json")
+    request = trainer_pb2.StartRunRequest(algorithm="dpo")
+    request.dataset.uri = "file:///nowhere"
+    assert _error(stub.StartRun, request).code() == grpc.StatusCode.NOT_FOUND
+    for call, req in (
+        (stub.GetRun, dataprep_pb2.GetRunRequest(run_id="ghost")),
+        (stub.CancelRun, trainer_pb2.CancelRunRequest(run_id="ghost")),
+        (stub.GetModel, trainer_pb2.GetModelRequest(version="ghost-v1")),
+    ):
+        assert _error(call, req).code() == grpc.StatusCode.NOT_FOUND
+    assert list(stub.ListModels(trainer_pb2.ListModelsRequest(), timeout=10).models) == []
+
+
+def test_reward_and_adversary_errors(channel):
+    stub = reward_pb2_grpc.RewardModelServiceStub(channel)
+    assert _error(stub.Classify, reward_pb2.ClassifyRequest()).details().startswith("texts")
+    error = _error(stub.Classify, reward_pb2.ClassifyRequest(texts=["ok", "  "]))
+    assert error.details().startswith("texts[1]")
+    error = _error(
+        stub.Classify, reward_pb2.ClassifyRequest(texts=["ok"], model_version="ghost-v1")
+    )
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert _error(stub.Train, reward_pb2.TrainRewardRequest()).details().startswith("dataset.uri")
+    adv = adversary_pb2_grpc.AdversaryServiceStub(channel)
+    request = adversary_pb2.AttackRequest(target_version="ghost-v1", method="magic")
+    request.dataset.uri = "file:///tmp"
+    assert _error(adv.Attack, request).details().startswith("method")
+    request = adversary_pb2.AttackRequest(target_version="ghost-v1", max_edits=99)
+    request.dataset.uri = "file:///tmp"
+    assert _error(adv.Attack, request).details().startswith("max_edits")
+    request = adversary_pb2.AttackRequest(target_version="ghost-v1")
+    request.dataset.uri = "file:///tmp"
+    assert _error(adv.Attack, request).code() == grpc.StatusCode.NOT_FOUND
+    assert (
+        _error(adv.GetReport, adversary_pb2.GetReportRequest(run_id="ghost")).code()
+        == grpc.StatusCode.NOT_FOUND
+    )
