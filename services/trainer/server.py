@@ -242,7 +242,9 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         if not params.get("retrain"):
             state = self._wait_for_base(ctx)
         datasets = {k: Path(v) for k, v in state["datasets"].items()}
-        policy_stage = next(s for s in spec.stages if s.kind in POLICY_KINDS)
+        policy_stage = next((s for s in spec.stages if s.kind in POLICY_KINDS), None)
+        if policy_stage is None:  # a classification pipeline: the classifier is the product
+            return self._promote_classifier(ctx, spec, state)
         name = f"{spec.name}-policy"
         promoted = self.ctx.registry.promoted(name)
         if params.get("retrain") and promoted is not None:
@@ -330,6 +332,26 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             "metrics": metrics,
             "samples": result.samples,
         }
+
+    def _promote_classifier(self, ctx: RunContext, spec: PipelineSpec, state: dict) -> dict:
+        """Gate and promote the (hardened / retrained) classifier of a pipeline without a
+        policy: accuracy not worse than its parent, robustness not worse."""
+        params = ctx.params
+        model = self.ctx.registry.get(params["reward_version"])
+        metrics = {
+            k: v
+            for k, v in params.get("reward_metrics", {}).items()
+            if k.startswith("classifier_accuracy")
+        }
+        if not params.get("retrain"):
+            metrics.update(state.get("robustness", {}))
+        gates = stages.evaluate_gates(spec.gates, metrics)
+        if all(gates.values()):
+            self._promote(ctx, spec, model.version)
+        else:
+            failed = sorted(k for k, ok in gates.items() if not ok)
+            log.warning("%s not promoted: gates failed: %s", model.version, failed)
+        return {"version": model.version, "promoted": all(gates.values()), "gates": gates}
 
     def _promote(self, ctx: RunContext, spec: PipelineSpec, version: str) -> None:
         previous = self.ctx.registry.promote(version)
