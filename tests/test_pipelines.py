@@ -22,7 +22,7 @@ def test_every_shipped_pipeline_validates_full_and_quick():
 def test_quick_overrides_merge_into_named_stages():
     full = load_pipeline("sentiment-zh")
     quick = load_pipeline("sentiment-zh", quick=True)
-    assert quick.stage("ppo").config["steps"] < full.stage("ppo").config["steps"]
+    assert quick.stage("ppo").config["total_steps"] < full.stage("ppo").config["total_steps"]
     assert quick.stage("ppo").config["kl_budget"] == full.stage("ppo").config["kl_budget"]
     assert quick.datasets["reviews"].max_rows < full.datasets["reviews"].max_rows
 
