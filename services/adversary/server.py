@@ -21,12 +21,13 @@ from rlhf.engine.data import save_dataset
 from rlhf.pipelines import PipelineSpec, Stage, load_pipeline
 from rlhf.registry import ModelNotFound
 from rlhf.runtime.grpc.errors import NotFound, check, check_in, check_range, require
-from rlhf.runtime.runs import RunContext, RunNotFound
+from rlhf.runtime.runs import RunContext
 from rlhf.runtime.service import (
     TOPIC_ADVERSARIAL_BATCH_READY,
     TOPIC_REWARD_MODEL_READY,
     TOPIC_ROBUSTNESS_REPORT,
     ServiceContext,
+    uri_path,
 )
 from rlhf.v1 import adversary_pb2, adversary_pb2_grpc, events_pb2
 from rlhf.workflows import stages
@@ -35,10 +36,6 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "rlhf.v1.AdversaryService"
 METHODS = ("word", "char", "blackbox")
-
-
-def uri_path(uri: str) -> Path:
-    return Path(uri.removeprefix("file://"))
 
 
 class AdversaryService(adversary_pb2_grpc.AdversaryServiceServicer):
@@ -303,10 +300,7 @@ class AdversaryService(adversary_pb2_grpc.AdversaryServiceServicer):
 
     async def GetRun(self, request, context):
         require(request, "run_id")
-        try:
-            return self.ctx.runs.get(request.run_id).to_proto()
-        except RunNotFound:
-            raise NotFound(f"run {request.run_id!r} does not exist") from None
+        return self.ctx.run_status(request.run_id)
 
     async def GetReport(self, request, context):
         require(request, "run_id")

@@ -17,12 +17,13 @@ from pathlib import Path
 
 from rlhf.pipelines import DataSource, PipelineError, PipelineSpec, load_pipeline
 from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
-from rlhf.runtime.runs import RunContext, RunNotFound
+from rlhf.runtime.runs import RunContext
 from rlhf.runtime.service import (
     TOPIC_DATASET_PREPARED,
     TOPIC_FEEDBACK_RECORDED,
     TOPIC_RETRAIN_REQUESTED,
     ServiceContext,
+    uri_path,
 )
 from rlhf.v1 import dataprep_pb2, dataprep_pb2_grpc, events_pb2
 from rlhf.workflows.datasets import prepare_source
@@ -47,10 +48,6 @@ TASKS = ("classification", "preference", "prompts", "text", "sft")
 NAME_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"
 
 
-def _uri_to_path(uri: str) -> Path:
-    return Path(uri[len("file://") :] if uri.startswith("file://") else uri)
-
-
 class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -72,7 +69,7 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
         if not re.fullmatch(NAME_PATTERN, request.name):
             raise RequestInvalid("name", f"must match {NAME_PATTERN} (got {request.name!r})")
         check_in(request.format, "format", SOURCE_FORMATS)
-        path = _uri_to_path(request.uri)
+        path = uri_path(request.uri)
         check(path.exists(), "uri", f"{request.uri!r} does not exist on the service's volume")
         entry = {"uri": str(path.resolve()), "format": request.format}
         if request.columns:
@@ -253,10 +250,7 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
 
     async def GetRun(self, request, context):
         require(request, "run_id")
-        try:
-            return self.ctx.runs.get(request.run_id).to_proto()
-        except RunNotFound:
-            raise NotFound(f"run {request.run_id!r} does not exist") from None
+        return self.ctx.run_status(request.run_id)
 
     # -- feedback -------------------------------------------------------------------
     def on_feedback_recorded(self, event) -> None:

@@ -18,13 +18,14 @@ from rlhf.engine.data import LabeledText, load_dataset
 from rlhf.pipelines import PipelineError, load_pipeline
 from rlhf.registry import ModelNotFound
 from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
-from rlhf.runtime.runs import RunContext, RunNotFound
+from rlhf.runtime.runs import RunContext
 from rlhf.runtime.service import (
     TOPIC_ADVERSARIAL_BATCH_READY,
     TOPIC_DATASET_PREPARED,
     TOPIC_RETRAIN_REQUESTED,
     TOPIC_REWARD_MODEL_READY,
     ServiceContext,
+    uri_path,
 )
 from rlhf.v1 import common_pb2, events_pb2, reward_pb2, reward_pb2_grpc
 from rlhf.workflows import stages
@@ -34,10 +35,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "rlhf.v1.RewardModelService"
 MAX_ITEMS = 256
 CLASSIFIER_KINDS = ("classifier", "judge", "reward")
-
-
-def uri_path(uri: str) -> Path:
-    return Path(uri.removeprefix("file://"))
 
 
 def dataset_dirs(event: events_pb2.DatasetPrepared) -> dict[str, Path]:
@@ -344,10 +341,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
 
     async def GetRun(self, request, context):
         require(request, "run_id")
-        try:
-            return self.ctx.runs.get(request.run_id).to_proto()
-        except RunNotFound:
-            raise NotFound(f"run {request.run_id!r} does not exist") from None
+        return self.ctx.run_status(request.run_id)
 
     def _model(self, version: str, kinds: tuple[int, ...]):
         from rlhf.engine.classifier import load_classifier

@@ -32,6 +32,7 @@ from rlhf.runtime.service import (
     TOPIC_REWARD_MODEL_READY,
     TOPIC_ROBUSTNESS_REPORT,
     ServiceContext,
+    uri_path,
 )
 from rlhf.v1 import common_pb2, events_pb2, trainer_pb2, trainer_pb2_grpc
 from rlhf.workflows import stages
@@ -47,10 +48,6 @@ KINDS = {
     "reward": common_pb2.MODEL_KIND_REWARD,
     "classifier": common_pb2.MODEL_KIND_CLASSIFIER,
 }
-
-
-def uri_path(uri: str) -> Path:
-    return Path(uri.removeprefix("file://"))
 
 
 class PipelineState:
@@ -505,10 +502,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
 
     async def GetRun(self, request, context):
         require(request, "run_id")
-        try:
-            return self.ctx.runs.get(request.run_id).to_proto()
-        except RunNotFound:
-            raise NotFound(f"run {request.run_id!r} does not exist") from None
+        return self.ctx.run_status(request.run_id)
 
     async def WatchRun(self, request, context):
         require(request, "run_id")

@@ -33,6 +33,11 @@ TOPIC_FEEDBACK_RECORDED = "rlhf.feedback.recorded"
 TOPIC_RETRAIN_REQUESTED = "rlhf.retrain.requested"
 
 
+def uri_path(uri: str) -> Path:
+    """Local path of a file:// artifact URI (or of a plain path)."""
+    return Path(uri.removeprefix("file://"))
+
+
 @dataclass
 class ServiceContext:
     name: str
@@ -69,6 +74,16 @@ class ServiceContext:
 
     def publish(self, topic: str, message: Message, key: str | None = None) -> str:
         return self.bus.publish(topic, message, key=key, source=f"rlhf/{self.name}")
+
+    def run_status(self, run_id: str):
+        """A run's status for GetRun RPCs; NOT_FOUND when the id is unknown."""
+        from rlhf.runtime.grpc.errors import NotFound
+        from rlhf.runtime.runs import RunNotFound
+
+        try:
+            return self.runs.get(run_id).to_proto()
+        except RunNotFound:
+            raise NotFound(f"run {run_id!r} does not exist") from None
 
     def subscribe(self, topic: str, handler) -> None:
         self.bus.subscribe(topic, f"rlhf-{self.name}", handler)
