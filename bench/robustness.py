@@ -81,6 +81,11 @@ def accuracy(clf, records, labels) -> float:
     return float((probs.argmax(axis=1) == gold).mean())
 
 
+def fallback_dir(args) -> Path:
+    """Where a quickly trained stand-in model goes: never over the --model path."""
+    return Path(args.out or f"/tmp/rlhf-robustness-{args.lang}") / "base-model"
+
+
 def load_or_train_en(args, train):
     from rlhf.engine.classifier import ClassifierTrainConfig, load_classifier, train_classifier
 
@@ -90,8 +95,7 @@ def load_or_train_en(args, train):
     log(f"{path} not found: fine-tuning MiniLM on SST-2 for {args.train_minutes} min")
     config = ClassifierTrainConfig(max_minutes=args.train_minutes, epochs=0.5, bf16=True)
     classifier = train_classifier(config, train).classifier
-    classifier.save(path)
-    return classifier, str(path)
+    return classifier, str(classifier.save(fallback_dir(args)))
 
 
 def load_or_train_zh(args, train):
@@ -112,8 +116,7 @@ def load_or_train_zh(args, train):
     config = ClassifierTrainConfig(backbone="tiny", lr=1e-3, epochs=6, batch_size=32,
                                    max_length=160, max_minutes=args.train_minutes)  # fmt: skip
     classifier = train_classifier(config, train, classifier=model).classifier
-    classifier.save(path)
-    return classifier, str(path)
+    return classifier, str(classifier.save(fallback_dir(args)))
 
 
 def main(argv: list[str] | None = None) -> dict:
