@@ -47,3 +47,18 @@ def show(name: str, quick: bool = typer.Option(False, help="with the quick overr
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(spec.model_dump(mode="json"), indent=2, ensure_ascii=False))
+
+
+@app.command("run")
+def run(
+    name: str,
+    dataprep: str = typer.Option("127.0.0.1:50051", help="data prep service address"),
+    quick: bool = typer.Option(False, help="the spec's quick overrides"),
+    token: str | None = typer.Option(None, envvar="RLHF_TOKEN", help="bearer token"),
+) -> None:
+    """Start a round of pipeline NAME on running services (`rlhf up`, a cluster); prints
+    the pipeline run id. Progress follows on the rlhf.run.progress topic."""
+    from rlhf.client import Client
+
+    with Client(dataprep=dataprep, token=token) as client:
+        typer.echo(client.prepare(pipeline=name, profile="quick" if quick else ""))
