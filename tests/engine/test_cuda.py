@@ -68,8 +68,10 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 DEVICE = os.environ.get("RLHF_TEST_DEVICE", "cuda")
 DEVICE_TYPE = torch.device(DEVICE).type
 RESUME_ATOL = 0.0 if DEVICE_TYPE == "cpu" else 1e-5
-"""Resumed vs uninterrupted weights: bit-exact on CPU (as the CPU tests assert); on
-CUDA a float atomics reorder may leave a last-bit difference, so allow 1e-5."""
+"""Resumed vs uninterrupted weights: bit-exact on CPU (as the CPU tests assert). On
+CUDA torch warns that memory-efficient attention's backward has no deterministic
+kernel, so a float atomics reorder may leave a last-bit difference: allow 1e-5.
+Measured on an H200 (torch 2.11, cu130): 0 for all six resume checks."""
 
 pytestmark = [
     pytest.mark.gpu,
