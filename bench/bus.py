@@ -235,11 +235,9 @@ def main() -> None:
         external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         kafka_broker = None
         if external:
-            from kafka import KafkaAdminClient
+            from rlhf.runtime.bus.kafka import broker_api_version
 
-            admin = KafkaAdminClient(bootstrap_servers=external.split(","))
-            version = "api " + ".".join(map(str, admin._manager.broker_version))
-            admin.close()
+            version = broker_api_version(external)
             bootstrap = external
         else:
             from rlhf.runtime.kafka_broker import KafkaBroker

@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", default=None, help="save datasets and the hardened model here")
     p.add_argument("--examples", type=int, default=5, help="adversarial examples in the output")
+    p.add_argument("--attack-only", action="store_true",
+                   help="probe: attack the model once, no adversarial training")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -206,6 +208,23 @@ def main(argv: list[str] | None = None) -> dict:
     clean_before = accuracy(HFClassifier.from_text_classifier(classifier), dev, labels)
     results_before, before = attack_dev(classifier, "before")
     log(f"before: clean {clean_before:.4f}, ASR {before.attack_success_rate:.3f} {before}")
+    if args.attack_only:
+        successes = [r for r in results_before if r.success]
+        return {
+            "lang": args.lang,
+            "model": model_ref,
+            "examples_attacked": len(attacked),
+            "clean_accuracy_before": clean_before,
+            "asr_before": before.attack_success_rate,
+            "max_edits": max((r.edits for r in successes), default=0),
+            "min_similarity": min((r.similarity for r in successes), default=1.0),
+            "mean_queries": before.mean_queries,
+            "examples": [
+                {"original": r.original, "perturbed": r.perturbed, "changes": r.changes}
+                for r in successes[: args.examples]
+            ],
+            "minutes": (time.monotonic() - started) / 60,
+        }
 
     out_dir = Path(args.out) if args.out else None
     train_config = AdversarialTrainingConfig(

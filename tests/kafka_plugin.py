@@ -30,14 +30,9 @@ _INFO: KafkaInfo | None = None
 
 
 def _external_version(bootstrap: str) -> str:
-    from kafka import KafkaAdminClient
+    from rlhf.runtime.bus.kafka import broker_api_version
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="rlhf-tests")
-    try:
-        version = admin._manager.broker_version  # detected from ApiVersions
-    finally:
-        admin.close()
-    return "api " + ".".join(str(p) for p in version)
+    return broker_api_version(bootstrap)
 
 
 @pytest.fixture(scope="session")

@@ -475,6 +475,40 @@ def test_dedupe_record_survives_reopen(tmp_path: Path) -> None:
     assert again.outcome("g", "src", "id-1") == "handled"
 
 
+def test_dedupe_files_opened_by_many_at_once(tmp_path: Path) -> None:
+    """Replicas sharing a volume open one record at once; every opener must get in (a
+    consumer once died on "database is locked" while switching a shared file to WAL)."""
+    path = tmp_path / "shared.sqlite3"
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def open_and_record(i: int) -> None:
+        barrier.wait()
+        try:
+            store = DedupeStore(path)
+            store.record(f"g{i}", "src", "id", "handled")
+            store.close()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_and_record, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    store = DedupeStore(path)
+    assert all(store.seen(f"g{i}", "src", "id") for i in range(8))
+
+
+def test_default_state_dir_is_per_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RLHF_BUS_STATE_DIR", raising=False)
+    settings = load_settings(bus="inprocess", artifact_dir=str(tmp_path))
+    reward = create_bus(settings, source="rlhf/reward").options.state_dir
+    trainer = create_bus(settings, source="rlhf/trainer").options.state_dir
+    assert reward == tmp_path / ".bus" / "rlhf-reward" and reward != trainer
+
+
 def test_create_bus_follows_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RLHF_BUS_STATE_DIR", str(tmp_path / "state"))
     inproc = create_bus(load_settings(bus="inprocess"), source="svc")

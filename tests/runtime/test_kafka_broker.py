@@ -41,12 +41,13 @@ def test_broker_version(kafka_info: KafkaInfo, record_property, capsys) -> None:
 def test_broker_restarts_on_its_data_dir(kafka_info: KafkaInfo, tmp_path: Path) -> None:
     """A second broker: stops cleanly, restarts on the same storage and port, keeps data."""
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import NewTopic
 
     config = KafkaBrokerConfig(data_dir=tmp_path / "kafka", heap="256m")
     with KafkaBroker(config) as broker:
         first_address = broker.bootstrap_servers
         admin = KafkaAdminClient(bootstrap_servers=first_address)
-        admin.create_topics({"kept": {"num_partitions": 1, "replication_factor": 1}})
+        admin.create_topics([NewTopic("kept", 1, 1)])
         admin.close()
         producer = KafkaProducer(bootstrap_servers=first_address, acks="all")
         producer.send("kept", b"survives a restart").get(timeout=30)

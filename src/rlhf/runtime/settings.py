@@ -41,6 +41,12 @@ class KafkaSettings(_Section):
     ssl_keyfile: str | None = None
     topic_partitions: int = Field(3, ge=1, description="partitions for topics created on start")
     topic_replication: int = Field(1, ge=1, description="replication factor for created topics")
+    metadata_max_age_ms: int = Field(
+        10_000,
+        ge=1_000,
+        description="how often consumers refresh topic metadata; a consumer group that "
+        "missed a topic's partitions picks them up within this time",
+    )
 
 
 class GrpcSettings(_Section):

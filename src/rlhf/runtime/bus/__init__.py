@@ -14,6 +14,7 @@ ce_source + ce_id per group, bounded retries then `<topic>.dlq`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,10 +60,15 @@ __all__ = [
 ]
 
 
-def default_state_dir(settings: Settings) -> Path:
-    """Where the dedupe record lives: RLHF_BUS_STATE_DIR, else <artifact_dir>/.bus."""
+def default_state_dir(settings: Settings, source: str) -> Path:
+    """Where `source`'s dedupe record lives: RLHF_BUS_STATE_DIR, else
+    <artifact_dir>/.bus/<source>. One file per service, as in a cluster where each
+    service has its own volume: services sharing one artifact directory (the dev
+    stack) then never contend for one SQLite file."""
     override = os.environ.get("RLHF_BUS_STATE_DIR")
-    return Path(override) if override else Path(settings.artifact_dir) / ".bus"
+    if override:
+        return Path(override)
+    return Path(settings.artifact_dir) / ".bus" / re.sub(r"[^A-Za-z0-9_.-]", "-", source)
 
 
 def create_bus(settings: Settings, *, source: str, options: BusOptions | None = None) -> EventBus:
@@ -70,7 +76,7 @@ def create_bus(settings: Settings, *, source: str, options: BusOptions | None = 
     replication from `settings.kafka`; `source` becomes every event's ce_source."""
     if options is None:
         options = BusOptions(
-            state_dir=default_state_dir(settings),
+            state_dir=default_state_dir(settings, source),
             partitions=settings.kafka.topic_partitions,
             replication=settings.kafka.topic_replication,
         )

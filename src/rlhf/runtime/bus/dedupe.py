@@ -25,6 +25,25 @@ CREATE TABLE IF NOT EXISTS processed (
 """
 
 
+def _enable_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """Switch the file to WAL (persistent, so only the first opener changes it).
+
+    Changing the journal mode needs an exclusive lock and SQLite's busy timeout does
+    not cover it: when another process opens the same file at that moment the pragma
+    fails with "database is locked" at once, so retry for a few seconds.
+    """
+    for attempt in range(attempts):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+
+
 class DedupeStore:
     """Thread-safe (one connection behind a lock); path None = in-memory only."""
 
@@ -38,7 +57,7 @@ class DedupeStore:
             check_same_thread=False,
         )
         if path is not None:
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(self._conn)
             self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(_SCHEMA)
         self._conn.execute("DELETE FROM processed WHERE at < ?", (time.time() - retention_s,))

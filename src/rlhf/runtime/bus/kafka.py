@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
 from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -30,6 +32,16 @@ from rlhf.runtime.bus.core import (
 from rlhf.runtime.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+
+def broker_api_version(bootstrap_servers: str) -> str:
+    """The API version a broker reports (e.g. "api 4.0"), for test and bench banners."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), client_id="rlhf")
+    try:
+        version = admin._client.check_version()  # ApiVersions handshake
+    finally:
+        admin.close()
+    return "api " + ".".join(str(p) for p in version)
 
 
 def client_config(kafka: KafkaSettings) -> dict[str, Any]:
@@ -56,6 +68,10 @@ class _ReadyListener(ConsumerRebalanceListener):
         pass
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        if not assigned:
+            # Legitimate for a replica beyond the partition count; otherwise the group
+            # leader lacked the topic's metadata and the next refresh reassigns.
+            log.info("consumer %s/%s: no partitions assigned", self.sub.topic, self.sub.group)
         self.sub.ready.set()
 
 
@@ -130,18 +146,16 @@ class KafkaBus(EventBus):
             admin = KafkaAdminClient(**self._client, client_id=f"{self._client_id}-admin")
             try:
                 existing = set(admin.list_topics())
-                new = {
-                    t: {
-                        "num_partitions": self.options.partitions,
-                        "replication_factor": self.options.replication,
-                    }
+                new = [
+                    NewTopic(t, self.options.partitions, self.options.replication)
                     for t in missing
                     if t not in existing
-                }
-                if new:
-                    # Another process may create the same topic in between: fine.
+                ]
+                # One at a time: another process may create the same topic in between,
+                # and that must not stop the others from being created.
+                for topic in new:
                     with contextlib.suppress(TopicAlreadyExistsError):
-                        admin.create_topics(new, wait_for_metadata=True)
+                        admin.create_topics([topic], timeout_ms=30_000)
             finally:
                 admin.close()
             self._known_topics.update(missing)
@@ -180,12 +194,29 @@ class KafkaBus(EventBus):
             heartbeat_interval_ms=max(100, self._session_timeout_ms // 5),
             fetch_max_wait_ms=50,
             allow_auto_create_topics=False,
+            metadata_max_age_ms=self.kafka.metadata_max_age_ms,
         )
+
+    def _await_partition_metadata(self, consumer: KafkaConsumer, topic: str) -> None:
+        """Make the consumer's metadata hold `topic`'s partitions before it joins.
+
+        A group leader that computes the assignment without them assigns nothing for the
+        topic ("No partition metadata") and only notices at the next metadata refresh,
+        so events published meanwhile wait unconsumed. The topic exists (start() created
+        it); a just-created topic can take a moment to show up in metadata.
+        """
+        deadline = time.monotonic() + (self.options.start_timeout_s or 60.0)
+        while not consumer.partitions_for_topic(topic):
+            if time.monotonic() > deadline or self._closing.is_set():
+                log.warning("no partition metadata for %s yet; joining anyway", topic)
+                return
+            time.sleep(0.1)
 
     def _consume(self, sub: Subscription) -> None:
         consumer: KafkaConsumer | None = None
         try:
             consumer = self._new_consumer(sub)
+            self._await_partition_metadata(consumer, sub.topic)
             consumer.subscribe([sub.topic], listener=_ReadyListener(sub))
             timeout_ms = int(self.options.poll_timeout_s * 1000)
             while not self._closing.is_set():
