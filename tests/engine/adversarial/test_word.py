@@ -124,3 +124,26 @@ def test_tokens_keep_punctuation_and_case():
     assert "".join(split_words("Hello,  (world)!")) == "Hello,  (world)!"
     assert word_core("(Great),") == ("(", "Great", "),")
     assert match_case("Great", "superb") == "Superb" and match_case("GREAT", "ok") == "OK"
+
+
+def test_inflected_words_take_their_stems_polarity():
+    from rlhf.engine.adversarial.lexicon import polarity, stems
+
+    assert "fine" in stems("finest") and "harsh" in stems("harshly") and "big" in stems("biggest")
+    assert polarity("finest") == 1 and polarity("harshly") == -1
+    assert polarity("unfunny") == -1  # not in VADER: opposite of "funny"
+    # "at its finest" -> "at its slightest": a polar word drained to a neutral one
+    assert not substitution_preserves_sentiment("finest", "slightest")
+    # a neutral word turned into one polar against a positive label
+    assert not substitution_preserves_sentiment("profoundly", "harshly", label_polarity=1)
+
+
+def test_morphological_antonyms_are_rejected():
+    from rlhf.engine.adversarial.lexicon import is_antonymish
+
+    for a, b in [("likable", "unlikable"), ("appropriate", "inappropriate"),
+                 ("careful", "careless"), ("meaningfully", "meaninglessly"),
+                 ("revoked", "renewed")]:  # fmt: skip
+        assert is_antonymish(a, b) and is_antonymish(b, a)
+        assert not substitution_preserves_sentiment(a, b)
+    assert not is_antonymish("movie", "film") and not is_antonymish("in", "inn")

@@ -5,6 +5,12 @@
 - A sentiment reference lexicon (VADER, shipped inside the `vadersentiment` wheel) rejects
   candidates whose own polarity opposes the word they replace ("good" -> "bad") or the
   example's true label: embedding neighbourhoods are full of antonyms.
+- VADER lists base forms ("fine", "harsh"): an inflected word it does not list is looked
+  up through its stems ("finest" -> "fine", "harshly" -> "harsh"), and an un-/dis-/non-
+  word it does not list takes the opposite polarity of its stem ("unfunny").
+- Antonyms by morphology: a word and the same word with a negating prefix
+  ("likable"/"unlikable", "appropriate"/"inappropriate") or with -ful swapped for -less
+  ("careful"/"careless") are opposites.
 - A short hand list of antonym-ish pairs covers neutral words VADER does not score
   ("often" -> "rarely", "more" -> "less").
 """
@@ -70,6 +76,28 @@ _ANTONYM_GROUPS: tuple[tuple[str, ...], ...] = (
     ("lavish", "expensive", "luxurious", "costly", "elaborate", "extravagant"),
     ("love", "loves", "loved", "adore", "like", "likes", "liked"),
     ("hate", "hates", "hated", "despise", "dislike", "dislikes", "disliked"),
+    ("deep", "deeper", "deepest", "profound", "profoundly", "deeply"),
+    ("shallow", "superficial", "superficially", "shallower", "thin"),
+    ("fresh", "new", "original", "novel", "innovative"),
+    ("stale", "old", "derivative", "familiar", "tired", "predictable"),
+    ("win", "wins", "won", "winning", "winner", "victory"),
+    ("lose", "loses", "lost", "losing", "loser", "defeat"),
+    ("rich", "richer", "richest", "richly"),
+    ("poor", "poorer", "poorest", "poorly"),
+    ("smooth", "smoothly", "seamless", "polished"),
+    ("rough", "roughly", "clumsy", "clumsily", "awkward", "awkwardly"),
+    ("revoked", "revoke", "cancelled", "canceled", "withdrawn"),
+    ("renewed", "renew", "granted", "restored", "extended"),
+    ("full", "fuller", "complete", "whole"),
+    ("empty", "hollow", "incomplete", "partial"),
+    ("heavy", "heavier", "heavily", "heavyweight"),
+    ("light", "lighter", "lightly", "lightweight"),
+    ("finest", "fine", "greatest", "highest"),
+    ("slightest", "slight", "smallest", "lowest"),
+    ("hero", "heroes", "heroic", "heroine"),
+    ("villain", "villains", "villainous"),
+    ("laugh", "laughs", "laughter", "laughing", "smile", "smiles"),
+    ("cry", "cries", "tears", "weep", "frown"),
 )
 # Groups 2k and 2k+1 are opposites.
 _OPPOSITE: dict[str, frozenset[str]] = {}
@@ -81,11 +109,33 @@ for _k in range(0, len(_ANTONYM_GROUPS), 2):
         _OPPOSITE[_w] = _OPPOSITE.get(_w, frozenset()) | frozenset(_a)
 
 
+_NEGATING_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "non-", "mis", "anti")
+
+
+def _prefix_opposites(a: str, b: str) -> bool:
+    """ "likable"/"unlikable": one is the other with a negating prefix."""
+    for x, y in ((a, b), (b, a)):
+        for prefix in _NEGATING_PREFIXES:
+            if len(x) >= 3 and y == prefix + x:
+                return True
+    return False
+
+
+def _suffix_opposites(a: str, b: str) -> bool:
+    """ "careful"/"careless", "carefully"/"carelessly": -ful against -less, same stem."""
+    for x, y in ((a, b), (b, a)):
+        for ful, less in (("ful", "less"), ("fully", "lessly"), ("fulness", "lessness")):
+            if x.endswith(ful) and y.endswith(less) and x[: -len(ful)] == y[: -len(less)]:
+                return True
+    return False
+
+
 def is_antonymish(word: str, candidate: str) -> bool:
-    """True if the hand list marks the pair as opposites (either direction)."""
-    return candidate in _OPPOSITE.get(word, frozenset()) or word in _OPPOSITE.get(
-        candidate, frozenset()
-    )
+    """True if the hand list or the word shapes mark the pair as opposites."""
+    w, c = word.lower(), candidate.lower()
+    if c in _OPPOSITE.get(w, frozenset()) or w in _OPPOSITE.get(c, frozenset()):
+        return True
+    return _prefix_opposites(w, c) or _suffix_opposites(w, c)
 
 
 @functools.cache
@@ -107,10 +157,51 @@ def sentiment_lexicon() -> dict[str, float]:
     return valences
 
 
-def polarity(word: str, lexicon: dict[str, float] | None = None, neutral: float = 0.5) -> int:
-    """-1, 0 or +1: the sign of the word's valence, 0 when |valence| < neutral."""
+# (suffix, replacement) rules that map an inflected word to candidate base forms
+_STEM_RULES = (
+    ("iest", "y"), ("ier", "y"), ("ily", "y"), ("ies", "y"), ("ied", "y"),
+    ("ingly", ""), ("ingly", "e"), ("edly", ""), ("edly", "e"),
+    ("fully", "ful"), ("lessly", "less"), ("ably", "able"), ("ibly", "ible"),
+    ("ness", ""), ("ment", ""), ("ly", ""), ("ly", "le"),
+    ("est", ""), ("est", "e"), ("er", ""), ("er", "e"),
+    ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("es", ""), ("s", ""),
+)  # fmt: skip
+
+
+def stems(word: str) -> list[str]:
+    """Candidate base forms of an inflected English word, most specific rule first."""
+    w = word.lower()
+    out: list[str] = []
+    for suffix, repl in _STEM_RULES:
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            base = w[: -len(suffix)] + repl
+            out.append(base)
+            if len(base) >= 4 and base[-1] == base[-2] and base[-1] not in "aeiouls":
+                out.append(base[:-1])  # "biggest" -> "bigg" -> "big"
+    return list(dict.fromkeys(out))
+
+
+def valence(word: str, lexicon: dict[str, float] | None = None) -> float | None:
+    """The word's VADER valence, through its stems or a negating prefix; None if unknown."""
     lexicon = sentiment_lexicon() if lexicon is None else lexicon
-    value = lexicon.get(word.lower(), 0.0)
+    w = word.lower()
+    if w in lexicon:
+        return lexicon[w]
+    for base in stems(w):
+        if base in lexicon:
+            return lexicon[base]
+    for prefix in ("un", "dis", "non"):
+        if w.startswith(prefix) and len(w) - len(prefix) >= 4:
+            rest = w[len(prefix) :]
+            for base in (rest, *stems(rest)):
+                if base in lexicon:
+                    return -lexicon[base]
+    return None
+
+
+def polarity(word: str, lexicon: dict[str, float] | None = None, neutral: float = 0.5) -> int:
+    """-1, 0 or +1: the sign of the word's valence, 0 when |valence| < neutral or unknown."""
+    value = valence(word, lexicon) or 0.0
     if abs(value) < neutral:
         return 0
     return 1 if value > 0 else -1
