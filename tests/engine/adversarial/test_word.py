@@ -147,3 +147,32 @@ def test_morphological_antonyms_are_rejected():
         assert is_antonymish(a, b) and is_antonymish(b, a)
         assert not substitution_preserves_sentiment(a, b)
     assert not is_antonymish("movie", "film") and not is_antonymish("in", "inn")
+
+
+def test_beam_search_finds_a_flip_that_greedy_misses():
+    # p(true class 1) for each text: greedy takes "alphax" (the most damaging first edit)
+    # and is stuck; a beam of 2 also keeps "alphay", whose second edit flips the label.
+    table = {"alpha beta": 0.9, " beta": 0.5, "alpha ": 0.8, "alphax beta": 0.6,
+             "alphay beta": 0.7, "alpha betax": 0.8, "alphax betax": 0.55,
+             "alphay betax": 0.3}  # fmt: skip
+
+    def classify(texts):
+        return np.array([[1 - table[t], table[t]] for t in texts])
+
+    def candidates(word):
+        return {"alpha": [("alphax", 0.9), ("alphay", 0.8)], "beta": [("betax", 0.9)]}[word]
+
+    class Same:
+        def __call__(self, a, b):
+            return np.ones(len(a))
+
+    def run(beam_width):
+        config = WordAttackConfig(max_edits=2, beam_width=beam_width)
+        return WordSubstitutionAttack(classify, candidates, Same(), config).attack("alpha beta", 1)
+
+    greedy, beam = run(1), run(2)
+    assert not greedy.success and greedy.perturbed == "alphax betax"
+    assert beam.success and beam.perturbed == "alphay betax" and beam.predicted_after == 0
+    assert beam.changes == [("alpha", "alphay"), ("beta", "betax")]
+    with pytest.raises(AdversarialInputError, match="beam_width"):
+        WordAttackConfig(beam_width=0)

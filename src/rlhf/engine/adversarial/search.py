@@ -8,6 +8,8 @@ A text is cut into units (words, or characters for Chinese). For one labelled te
    them all with the model (one batched call), compute sentence similarity for the most
    damaging few, keep the best variant that passes the similarity threshold and lowers
    the true-class probability (a label flip wins at once, the most similar flip first);
+   with `beam_width` > 1 the best few partial edits are kept instead of one (a beam),
+   each of them also free to leave the unit unchanged;
 3. stop at the first flip or when the edit budget is spent.
 
 The final text is re-checked (prediction, similarity, edit count) before the result is
@@ -43,6 +45,7 @@ class SearchConfig:
     max_positions: int | None = None  # units tried in importance order; None = all
     similarity_checks: int = 12  # similarity computed for this many best variants per unit
     query_budget: int | None = None  # model queries (texts scored) per example; None = no cap
+    beam_width: int = 1  # search states kept per position (1 = greedy; queries grow ~linearly)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_edits <= 50:
@@ -53,12 +56,23 @@ class SearchConfig:
             )
         if self.similarity_checks < 1:
             raise AdversarialInputError("similarity_checks must be >= 1")
+        if self.beam_width < 1:
+            raise AdversarialInputError(f"beam_width must be >= 1, got {self.beam_width}")
         if self.query_budget is not None and self.query_budget < 2:
             raise AdversarialInputError("query_budget must be >= 2 (or None for no cap)")
 
 
 class _BudgetExhausted(Exception):
     pass
+
+
+@dataclass
+class _State:
+    """One beam entry: the units so far, the true-class probability, the edits made."""
+
+    units: list[str]
+    p: float
+    changes: list[tuple[str, str]]
 
 
 class GreedyAttack:
@@ -130,33 +144,9 @@ class GreedyAttack:
         if cfg.max_positions is not None:
             positions = positions[: cfg.max_positions]
 
-        # 2. greedy substitution, most important unit first
-        current, p_current, changes = list(units), float(probs0[label]), []
-        for pos in positions:
-            if len(changes) >= cfg.max_edits:
-                break
-            options = self.variants(units[pos], label)
-            if not options:
-                continue
-            trials = [current[:pos] + [option] + current[pos + 1 :] for option in options]
-            texts = [self.join(trial) for trial in trials]
-            probs = self._query(model, texts)
-            p_label = probs[:, label]
-            flipped = np.argmax(probs, axis=1) != label
-            order = sorted(range(len(options)), key=lambda j: (not flipped[j], p_label[j]))
-            order = [j for j in order if p_label[j] < p_current][: cfg.similarity_checks]
-            if not order:
-                continue
-            sims = self.similarity([text] * len(order), [texts[j] for j in order])
-            ok = [(j, s) for j, s in zip(order, sims, strict=True) if s >= cfg.min_similarity]
-            if not ok:
-                continue
-            flips = [(j, s) for j, s in ok if flipped[j]]
-            best = max(flips, key=lambda js: js[1])[0] if flips else ok[0][0]
-            current, p_current = trials[best], float(p_label[best])
-            changes.append((units[pos], options[best]))
-            if flipped[best]:
-                break
+        # 2. beam search over substitutions, most important unit first (width 1 = greedy)
+        current, changes = self._beam_search(model, text, label, units, positions,
+                                             float(probs0[label]))  # fmt: skip
 
         # 3. re-check the final text before calling it a success
         perturbed = self.join(current)
@@ -169,6 +159,68 @@ class GreedyAttack:
                 after != label and sim >= cfg.min_similarity and len(changes) <= cfg.max_edits
             )
         result.status = "success" if result.success else "failed"
+
+    def _beam_search(
+        self,
+        model: CountingClassifier,
+        text: str,
+        label: int,
+        units: list[str],
+        positions: list[int],
+        p0: float,
+    ) -> tuple[list[str], list[tuple[str, str]]]:
+        """Keep the `beam_width` states with the lowest true-class probability.
+
+        At each position every beam state may stay as it is or take one variant of the
+        unit; variants are scored in one batched call, the most damaging few per state
+        get a similarity check, and a state survives only under the similarity threshold
+        and the edit budget. The first similarity-passing label flip ends the search (the
+        most similar flip wins).
+        """
+        cfg = self.config
+        beam: list[_State] = [_State(list(units), p0, [])]
+        for pos in positions:
+            open_states = [st for st in beam if len(st.changes) < cfg.max_edits]
+            if not open_states:
+                break
+            options = self.variants(units[pos], label)
+            if not options:
+                continue
+            trials: list[tuple[_State, int, list[str]]] = []
+            for st in open_states:
+                for j, option in enumerate(options):
+                    trials.append((st, j, st.units[:pos] + [option] + st.units[pos + 1 :]))
+            texts = [self.join(t) for _, _, t in trials]
+            probs = self._query(model, texts)
+            p_label = probs[:, label]
+            flipped = np.argmax(probs, axis=1) != label
+            # per state: the most damaging variants that lower its probability
+            checked: list[int] = []
+            for st in open_states:
+                mine = [i for i, (s, _, _) in enumerate(trials) if s is st and p_label[i] < st.p]
+                mine.sort(key=lambda i: (not flipped[i], p_label[i]))
+                checked.extend(mine[: cfg.similarity_checks])
+            if not checked:
+                continue
+            sims = self.similarity([text] * len(checked), [texts[i] for i in checked])
+            passing = [(i, s) for i, s in zip(checked, sims, strict=True)
+                       if s >= cfg.min_similarity]  # fmt: skip
+            flips = [(i, s) for i, s in passing if flipped[i]]
+            if flips:
+                i = max(flips, key=lambda item: item[1])[0]
+                st, j, trial = trials[i]
+                return trial, st.changes + [(units[pos], options[j])]
+            grown = [
+                _State(trials[i][2], float(p_label[i]),
+                       trials[i][0].changes + [(units[pos], options[trials[i][1]])])
+                for i, _ in passing
+            ]  # fmt: skip
+            pool: dict[str, _State] = {}
+            for st in sorted(beam + grown, key=lambda st: st.p):
+                pool.setdefault(self.join(st.units), st)
+            beam = list(pool.values())[: cfg.beam_width]
+        best = min(beam, key=lambda st: st.p)
+        return best.units, best.changes
 
     def attack_many(
         self,
