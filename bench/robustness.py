@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=500, help="dev examples attacked")
     p.add_argument("--max-edits", type=int, default=3)
     p.add_argument("--min-similarity", type=float, default=0.80)
+    p.add_argument("--beam-width", type=int, default=1, help="attack search beam (1 = greedy)")
+    p.add_argument("--train-beam-width", type=int, default=None,
+                   help="beam of the attack on train texts (default --beam-width)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=1, help="adversarial training rounds")
     p.add_argument("--attack-train", type=int, default=1500, help="train texts attacked per round")
     p.add_argument(
@@ -175,10 +178,12 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     pool = [r for r, ok in zip(pool, pool_fits, strict=True) if ok]
 
-    def make_attack(model):
+    def make_attack(model, beam_width=None):
         clf = HFClassifier.from_text_classifier(model, batch_size=64)
+        beam = beam_width or args.train_beam_width or args.beam_width
         if args.lang == "en":
-            config = WordAttackConfig(max_edits=args.max_edits, min_similarity=args.min_similarity)
+            config = WordAttackConfig(max_edits=args.max_edits, min_similarity=args.min_similarity,
+                                      beam_width=beam)  # fmt: skip
             candidates = EmbeddingNeighbours.from_model(
                 clf.model,
                 clf.tokenizer,
@@ -187,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
             return WordSubstitutionAttack(clf, candidates, similarity, config)
         config = CharAttackConfig(max_edits=args.max_edits, min_similarity=args.min_similarity,
-                                  language="zh")  # fmt: skip
+                                  language="zh", beam_width=beam)  # fmt: skip
         return CharAttack(clf, similarity, config)
 
     def attack_dev(model, tag):
@@ -200,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
                 log(f"{tag}: {i + 1}/{len(attacked)} attacked, {sum(done)} flips, "
                     f"{(time.monotonic() - t0) / (i + 1):.2f} s/example")  # fmt: skip
 
-        results = make_attack(model).attack_many(
+        results = make_attack(model, args.beam_width).attack_many(
             [r.text for r in attacked], [labels.index(r.label) for r in attacked], progress
         )
         return results, robustness_report(results)
@@ -265,6 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
         "lang": args.lang,
         "model": model_ref,
         "examples_attacked": len(attacked),
+        "beam_width": args.beam_width,
         "clean_accuracy_before": clean_before,
         "asr_before": before.attack_success_rate,
         "robust_accuracy_before": before.robust_accuracy,
@@ -279,6 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
         "mean_edits_before": before.mean_edits,
         "min_similarity": min((r.similarity for r in all_success), default=1.0),
         "mean_similarity_before": before.mean_similarity,
+        "mean_queries_before": before.mean_queries,
+        "mean_queries_after": after.mean_queries,
         "clean_accuracy_scope": f"all {len(dev)} dev texts (truncated to the model's length)",
         "adversarial_rounds": [
             {
