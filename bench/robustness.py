@@ -55,6 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--augment-examples", type=int, default=3000,
                    help="train texts given random label-preserving swaps per round")  # fmt: skip
     p.add_argument("--augment-edits", type=int, default=2)
+    p.add_argument("--augment-choices", type=int, default=10,
+                   help="a random swap draws from this many best variants (0 = all)")  # fmt: skip
+    p.add_argument("--freeze-embeddings", choices=("yes", "no"), default="yes",
+                   help="keep the word embeddings fixed while hardening (English; the "
+                   "SST-2 classifier was trained that way)")  # fmt: skip
     p.add_argument("--epochs", type=float, default=1.0, help="fine-tuning passes per round")
     p.add_argument("--lr", type=float, default=2e-5, help="fine-tuning learning rate")
     p.add_argument("--train-minutes", type=float, default=8.0, help="budget for a missing model")
@@ -239,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
         adversarial_repeats=args.adversarial_repeats,
         augment_examples=args.augment_examples,
         augment_edits=args.augment_edits,
+        augment_choices=args.augment_choices or None,
         labels=tuple(labels),
         seed=0,
         out_dir=str(out_dir / "datasets") if out_dir else None,
@@ -251,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
         max_length=max_len,
         bf16=args.lang == "en",
         warmup_ratio=0.1,
+        freeze_embeddings=args.lang == "en" and args.freeze_embeddings == "yes",
     )
     log(f"adversarial training: {args.rounds} round(s) x {args.attack_train} attacked train texts")
     hardened = adversarial_training(classifier, pool, make_attack, retrain, train_config)

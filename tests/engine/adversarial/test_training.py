@@ -89,3 +89,19 @@ def test_random_swaps_use_only_label_preserving_variants():
     words = out.split()
     assert out != "the great movie was good" and len(words) == 5
     assert words[1] in ["great", *SYNONYMS["great"]] and words[4] in ["good", *SYNONYMS["good"]]
+
+
+def test_random_swaps_draw_from_the_first_choices_or_all():
+    import random
+
+    from rlhf.engine.adversarial.training import random_swaps
+
+    def many(word):
+        return [(f"{word}{c}", 0.9) for c in "abcfghjkmn"] if word == "movie" else []
+
+    swapper = WordSubstitutionAttack(lambda texts: None, many, CharNgramSimilarity())
+    rng = random.Random(0)
+    first = {random_swaps(swapper, "movie", 1, 1, rng, choices=2) for _ in range(60)}
+    every = {random_swaps(swapper, "movie", 1, 1, rng, choices=None) for _ in range(200)}
+    assert first == {"moviea", "movieb"}
+    assert every == {f"movie{c}" for c in "abcfghjkmn"}

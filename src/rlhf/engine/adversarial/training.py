@@ -48,6 +48,7 @@ class AdversarialTrainingConfig:
     adversarial_repeats: int = 1  # times each adversarial text appears in a round's set
     augment_examples: int = 0  # pool texts given random label-preserving swaps per round
     augment_edits: int = 2  # units swapped per augmented text (same filters as the attack)
+    augment_choices: int | None = 10  # a swap draws from this many best variants (None = all)
     labels: tuple[str, ...] = ("negative", "positive")  # class id -> label name
     seed: int = 0  # which texts are attacked / replayed
     out_dir: str | None = None  # each round's dataset goes to out_dir/round-<k>/
@@ -110,7 +111,12 @@ def adversarial_preference_pairs(
 
 
 def random_swaps(
-    attack: GreedyAttack, text: str, label: int, edits: int, rng: random.Random
+    attack: GreedyAttack,
+    text: str,
+    label: int,
+    edits: int,
+    rng: random.Random,
+    choices: int | None = 10,
 ) -> str:
     """`edits` random label-preserving substitutions, drawn from the attack's own variants.
 
@@ -126,7 +132,7 @@ def random_swaps(
             break
         options = attack.variants(units[pos], label)
         if options:
-            units[pos] = rng.choice(options[:10])
+            units[pos] = rng.choice(options[:choices] if choices else options)
             changed += 1
     return attack.join(units)
 
@@ -176,7 +182,7 @@ def adversarial_training(
             picks = rng.sample(range(len(pool)), min(config.augment_examples, len(pool)))
             for i in picks:
                 text = random_swaps(attack, pool[i].text, label_ids[pool[i].label],
-                                    config.augment_edits, rng)  # fmt: skip
+                                    config.augment_edits, rng, config.augment_choices)  # fmt: skip
                 if text != pool[i].text:
                     augmented.append(LabeledText(text, pool[i].label))
         train = clean + augmented + result.adversarial * config.adversarial_repeats
