@@ -47,15 +47,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-beam-width", type=int, default=None,
                    help="beam of the attack on train texts (default --beam-width)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=1, help="adversarial training rounds")
-    p.add_argument("--attack-train", type=int, default=1500, help="train texts attacked per round")
+    p.add_argument("--attack-train", type=int, default=1000, help="train texts attacked per round")
     p.add_argument(
-        "--clean-examples", type=int, default=6000, help="clean texts replayed per round"
+        "--clean-examples", type=int, default=8000, help="clean texts replayed per round"
     )
-    p.add_argument("--adversarial-repeats", type=int, default=2)
-    p.add_argument("--augment-examples", type=int, default=3000,
+    p.add_argument("--adversarial-repeats", type=int, default=3)
+    p.add_argument("--augment-examples", type=int, default=12000,
                    help="train texts given random label-preserving swaps per round")  # fmt: skip
-    p.add_argument("--augment-edits", type=int, default=2)
-    p.add_argument("--augment-choices", type=int, default=10,
+    p.add_argument("--augment-edits", type=int, default=3)
+    p.add_argument("--augment-choices", type=int, default=0,
                    help="a random swap draws from this many best variants (0 = all)")  # fmt: skip
     p.add_argument("--freeze-embeddings", choices=("yes", "no"), default="yes",
                    help="keep the word embeddings fixed while hardening (English; the "
