@@ -91,6 +91,20 @@ def render_prompts(policy: Path) -> list[str]:
     ]
 
 
+def native_bf16_dtype() -> str:
+    """bfloat16 where matrix units take it natively, else float32 (emulated bf16 on an
+    older CPU is slower than float32)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "float32"
+
+
 # --------------------------------------------------------------------------- load test
 def percentile_ms(latencies: list[float], q: float) -> float:
     return float(np.percentile(np.array(latencies) * 1000.0, q))
@@ -137,7 +151,7 @@ def _serve(overrides: dict, conn) -> None:  # noqa: ANN001 - multiprocessing pip
     async def serve() -> None:
         server = GrpcServer(GrpcSettings(port=0, shutdown_grace_s=1.0), "inference")
         await attach(server, app)
-        conn.send(await server.start())
+        conn.send((await server.start(), app.engine.client.url))
         await server.serve_until_signal()
 
     asyncio.run(serve())
@@ -160,12 +174,12 @@ def bench_triton(args: argparse.Namespace, classifier: Path, policy: Path, workd
             "classifier_batching": {
                 "max_batch_size": 64,
                 "preferred_batch_sizes": [16, 32],
-                "max_queue_delay_us": args.queue_delay_us,
+                "max_queue_delay_us": args.classify_delay_us,
             },
             "policy_batching": {
                 "max_batch_size": 32,
                 "preferred_batch_sizes": [8, 16],
-                "max_queue_delay_us": args.queue_delay_us * 4,
+                "max_queue_delay_us": args.generate_delay_us,
             },
             "models": [
                 {"name": "bench-classifier", "version": "classifier-v1", "kind": "classifier",
@@ -182,7 +196,7 @@ def bench_triton(args: argparse.Namespace, classifier: Path, policy: Path, workd
     if not parent.poll(600):
         service.kill()
         raise RuntimeError("inference service did not start within 600 s")
-    port = parent.recv()
+    port, triton_url = parent.recv()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = inference_pb2_grpc.InferenceServiceStub(channel)
     sampling = inference_pb2.SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
@@ -198,19 +212,43 @@ def bench_triton(args: argparse.Namespace, classifier: Path, policy: Path, workd
         request = inference_pb2.GenerateRequest(prompts=[prompt], sampling=sampling)
         versions.add(stub.Generate(request, timeout=600).model_version)
 
+    calls = {"classify": classify, "generate": generate}
     try:
-        run_load(classify, 4, 2)  # warm-up: first calls compile kernels, open streams
-        run_load(generate, 2, 1)
-        results = {
-            "classify": run_load(classify, args.clients, args.classify_requests),
-            "generate": run_load(generate, args.clients, args.generate_requests),
-        }
+        results = {}
+        for task in args.tasks:
+            run_load(calls[task], 2, 2)  # warm-up: first calls compile kernels, open streams
+            requests = args.classify_requests if task == "classify" else args.generate_requests
+            before = triton_counts(triton_url)
+            results[task] = run_load(calls[task], args.clients, requests)
+            after = triton_counts(triton_url)
+            inferences = sum(after[m][0] - before[m][0] for m in after)
+            executions = sum(after[m][1] - before[m][1] for m in after)
+            results[task]["mean_batch"] = inferences / max(executions, 1)
     finally:
         channel.close()
         service.terminate()  # SIGTERM: graceful drain, then Triton stops
         service.join(120)
     results["versions"] = sorted(versions)
     return results
+
+
+def triton_counts(url: str) -> dict[str, tuple[int, int]]:
+    """(rows inferred, model executions) per Triton model, from Triton's own statistics:
+    their ratio over a load phase is the mean batch the dynamic batcher formed."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        stats = client.get_inference_statistics(as_json=True).get("model_stats", [])
+    finally:
+        client.close()
+    return {
+        f"{m['name']}/{m.get('version', '')}": (
+            int(m.get("inference_count", 0)),
+            int(m.get("execution_count", 0)),
+        )
+        for m in stats
+    }
 
 
 # --------------------------------------------------------------------------- baseline
@@ -237,8 +275,11 @@ def bench_baseline(args: argparse.Namespace, classifier: Path, policy: Path) -> 
             enc = tokenizer([text], truncation=True, max_length=256, return_tensors="pt")
             model(**enc).logits.softmax(-1)
 
-    run_load(classify, 1, 4)
-    results["classify"] = run_load(classify, args.clients, args.classify_requests)
+    if "classify" in args.tasks:
+        run_load(classify, 1, 4)
+        results["classify"] = run_load(classify, args.clients, args.classify_requests)
+    if "generate" not in args.tasks:
+        return results
 
     tokenizer = AutoTokenizer.from_pretrained(str(policy))
     lm = AutoModelForCausalLM.from_pretrained(str(policy), dtype=dtype).eval()
@@ -267,6 +308,7 @@ def summary(triton: dict, baseline: dict) -> dict:
         "baseline_p99_ms": round(baseline["p99_ms"], 1),
         "triton_p50_ms": round(triton["p50_ms"], 1),
         "baseline_p50_ms": round(baseline["p50_ms"], 1),
+        "triton_mean_batch": round(triton["mean_batch"], 2),
     }
 
 
@@ -280,12 +322,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classify-requests", type=int, default=24, help="per client")
     parser.add_argument("--generate-requests", type=int, default=3, help="per client")
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--queue-delay-us", type=int, default=5000)
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument(
+        "--classify-delay-us",
+        type=int,
+        default=20000,
+        help="classifier queue delay: time for a batch to reach 16 rows (one AMX tile)",
+    )
+    parser.add_argument("--generate-delay-us", type=int, default=20000)
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="both sides alike; auto = bfloat16 where the hardware multiplies it natively "
+        "(CUDA, or a CPU with AMX/AVX512-BF16), else float32",
+    )
     parser.add_argument(
         "--torch-threads", type=int, default=1, help="intra-op threads, both sides alike"
     )
+    parser.add_argument(
+        "--only", choices=["classify", "generate"], help="run one task (default: both)"
+    )
     args = parser.parse_args(argv)
+    args.tasks = [args.only] if args.only else ["classify", "generate"]
+    if args.dtype == "auto":
+        args.dtype = native_bf16_dtype()
 
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory(prefix="rlhf-bench-serving-") as tmp:
@@ -302,14 +362,15 @@ def main(argv: list[str] | None = None) -> int:
         triton = bench_triton(args, classifier, policy, workdir)
         baseline = bench_baseline(args, classifier, policy)
     report = {
-        "classify": summary(triton["classify"], baseline["classify"]),
-        "generate": summary(triton["generate"], baseline["generate"]),
+        **{task: summary(triton[task], baseline[task]) for task in args.tasks},
         "config": {
             "clients": args.clients,
             "classify_requests_per_client": args.classify_requests,
             "generate_requests_per_client": args.generate_requests,
             "max_new_tokens": args.max_new_tokens,
             "dtype": args.dtype,
+            "classify_delay_us": args.classify_delay_us,
+            "generate_delay_us": args.generate_delay_us,
             "torch_threads": args.torch_threads,
             "classifier": "tiny" if args.quick else str(args.classifier),
             "policy": "tiny" if args.quick else str(args.policy),
@@ -319,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        for task in ("classify", "generate"):
+        for task in args.tasks:
             row = report[task]
             print(
                 f"{task:9s} triton {row['triton_rps']:7.2f} rps p99 {row['triton_p99_ms']:8.1f} ms"
