@@ -54,6 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=7.0,
         help="training stops (and restores) past this KL on its own batch",
     )
+    parser.add_argument(
+        "--kl-budget-retries",
+        type=int,
+        default=3,
+        help="budget overshoots survived (restore, double beta, go on) before stopping",
+    )
+    parser.add_argument("--min-kl-coef", type=float, default=0.02, help="floor for beta")
     parser.add_argument("--batch", type=int, default=32, help="episodes per step")
     parser.add_argument("--k", type=int, default=4, help="samples per prompt (rloo/grpo)")
     parser.add_argument("--seed", type=int, default=0)
@@ -182,6 +189,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         kl_target=args.kl_target,
         kl_horizon=args.kl_horizon,
         kl_budget=args.kl_budget,
+        kl_budget_retries=args.kl_budget_retries,
+        min_kl_coef=args.min_kl_coef,
         seed=args.seed,
         device=args.device,
         autocast=use_autocast,
@@ -239,6 +248,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "episodes": steps * args.batch,
         "seconds_per_step": round(train_s / max(steps, 1), 2),
         "stopped_on_kl_budget": result.stopped_on_budget,
+        "kl_budget_overshoots": result.budget_overshoots,
         "final_kl_coef": round(result.kl_coef, 4),
         "train_kl_last": round(history[-1]["kl_per_sequence"], 3) if history else None,
         "eval_prompts": len(eval_prompts),

@@ -95,6 +95,20 @@ def test_ppo_stops_on_kl_budget_and_restores_weights_within_budget(tok, make_lm)
     assert not same_weights(lm, initial)
 
 
+def test_ppo_survives_budget_overshoots_with_a_firmer_beta(tok, make_lm):
+    common = dict(
+        total_steps=40, learning_rate=1e-2, init_kl_coef=0.05, kl_target=None, kl_budget=0.5
+    )
+    once = train_ppo(PPOConfig(**common, **FAST), make_lm(), tok, fraction_of_a, PROMPTS)
+    lm = make_lm()
+    cfg = PPOConfig(kl_budget_retries=2, **common, **FAST)
+    result = train_ppo(cfg, lm, tok, fraction_of_a, PROMPTS)
+    assert once.stopped_on_budget and result.stopped_on_budget
+    assert result.kl_coef == pytest.approx(0.05 * 2 * 2)  # doubled at each survived overshoot
+    assert result.steps >= once.steps
+    assert all(h["kl_per_sequence"] <= 0.5 for h in result.history)
+
+
 def test_ppo_resume_reproduces_the_uninterrupted_run(tok, make_lm, tmp_path):
     cfg = dict(total_steps=4, learning_rate=3e-3, checkpoint_every=1, **FAST)
     full = CausalLMWithValueHead(make_lm())

@@ -44,6 +44,18 @@ def test_adaptive_kl_controller_moves_toward_target():
     assert restored.state_dict() == ctl.state_dict()
 
 
+def test_kl_controller_floor_and_budget_overshoot():
+    ctl = AdaptiveKLController(0.1, target=4.0, horizon=32, min_coef=0.05)
+    for _ in range(20):
+        ctl.update(0.0, n_episodes=32)  # far below target: beta decays ...
+    assert ctl.value == pytest.approx(0.05)  # ... to the floor, not to zero
+    assert ctl.budget_overshoot() == pytest.approx(0.1)  # at least the initial beta
+    assert ctl.budget_overshoot() == pytest.approx(0.2) and ctl.overshoots == 2
+    restored = AdaptiveKLController(1.0, 1.0, 1.0)
+    restored.load_state_dict(ctl.state_dict())
+    assert restored.state_dict() == ctl.state_dict()
+
+
 def test_data_cursor_resumes_mid_epoch_and_reshuffles():
     full = DataCursor(size=5, seed=1)
     seq = full.take(12)

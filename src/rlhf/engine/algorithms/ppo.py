@@ -13,8 +13,9 @@ One step:
        L_pi = E[max(-A ratio, -A clip(ratio, 1-eps, 1+eps))],  ratio = pi / pi_old,
        L_V  = 0.5 E[max((V - R)^2, (clip(V, V_old +- eps_v) - R)^2)];
   7. the adaptive KL controller moves beta toward ``kl_target`` nats per sequence;
-  8. when the batch's KL exceeds ``kl_budget`` training stops and (by default) the
-     policy goes back to the last weights whose samples were within budget.
+  8. when the batch's KL exceeds ``kl_budget`` the policy goes back to the last weights
+     whose samples were within budget (by default); training then stops, or, up to
+     ``kl_budget_retries`` times, doubles beta and goes on.
 
 With ``ppo_epochs == 1`` and one mini-batch the "old" policy is the current one, so
 the old log-probs/values come from the same forward pass as the loss (ratio == 1,
@@ -100,6 +101,11 @@ class PPOConfig:
     """Stop training when a batch's mean KL (nats/seq) exceeds this."""
     restore_on_budget: bool = True
     """On hitting the budget, restore the last weights that were within it."""
+    kl_budget_retries: int = 0
+    """Overshoots of the budget survived before stopping: each restores the last good
+    weights (with restore_on_budget), doubles beta (at least to init_kl_coef) and goes on."""
+    min_kl_coef: float = 0.0
+    """Floor for the adaptive beta, so it still brakes when KL turns upward."""
     score_scale: float = 1.0
     """Multiply the reward function's score by this."""
     score_full_text: bool = True
@@ -126,6 +132,7 @@ class PPOResult:
     steps: int
     stopped_on_budget: bool
     kl_coef: float
+    budget_overshoots: int
     history: list[dict[str, float]]
     final_dir: str | None
 
@@ -191,7 +198,7 @@ def train_ppo(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     )
-    kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon)
+    kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon, cfg.min_kl_coef)
     cursor = DataCursor(size=len(prompt_ids), seed=cfg.seed)
     history: list[dict[str, float]] = []
 
@@ -253,9 +260,12 @@ def train_ppo(
 
         # 8. budget check: these samples came from the current weights
         if cfg.kl_budget is not None and kl_per_seq > cfg.kl_budget:
-            stopped_on_budget = True
             if cfg.restore_on_budget and snapshot is not None:
                 model.load_state_dict(snapshot)
+            if kl_ctl.overshoots < cfg.kl_budget_retries:
+                kl_ctl.budget_overshoot()  # back to good weights, firmer beta, go on
+                continue
+            stopped_on_budget = True
             break
         if cfg.kl_budget is not None and cfg.restore_on_budget:
             snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -348,6 +358,7 @@ def train_ppo(
     return PPOResult(
         steps=step,
         stopped_on_budget=stopped_on_budget,
+        budget_overshoots=kl_ctl.overshoots,
         kl_coef=kl_ctl.value,
         history=history,
         final_dir=final_dir,

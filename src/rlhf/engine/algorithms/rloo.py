@@ -85,6 +85,10 @@ class RLOOConfig:
     kl_budget: float | None = None
     """Stop when a batch's mean KL (nats/seq) exceeds this."""
     restore_on_budget: bool = True
+    kl_budget_retries: int = 0
+    """Budget overshoots survived before stopping (as in PPOConfig)."""
+    min_kl_coef: float = 0.0
+    """Floor for the adaptive beta (as in PPOConfig)."""
     score_scale: float = 1.0
     score_full_text: bool = True
     use_chat_template: bool = False
@@ -103,6 +107,7 @@ class RLOOResult:
     steps: int
     stopped_on_budget: bool
     kl_coef: float
+    budget_overshoots: int
     history: list[dict[str, float]]
     final_dir: str | None
 
@@ -162,7 +167,7 @@ def train_rloo(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     )
-    kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon)
+    kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon, cfg.min_kl_coef)
     cursor = DataCursor(size=len(prompt_ids), seed=cfg.seed)
     history: list[dict[str, float]] = []
 
@@ -225,9 +230,12 @@ def train_rloo(
         kl_seq = kl.sum(1)
         kl_per_seq = kl_seq.mean().item()
         if cfg.kl_budget is not None and kl_per_seq > cfg.kl_budget:
-            stopped_on_budget = True
             if cfg.restore_on_budget and snapshot is not None:
                 policy.load_state_dict(snapshot)
+            if kl_ctl.overshoots < cfg.kl_budget_retries:
+                kl_ctl.budget_overshoot()  # back to good weights, firmer beta, go on
+                continue
+            stopped_on_budget = True
             break
         if cfg.kl_budget is not None and cfg.restore_on_budget:
             snapshot = {k: v.detach().clone() for k, v in policy.state_dict().items()}
@@ -299,6 +307,7 @@ def train_rloo(
     return RLOOResult(
         steps=step,
         stopped_on_budget=stopped_on_budget,
+        budget_overshoots=kl_ctl.overshoots,
         kl_coef=kl_ctl.value,
         history=history,
         final_dir=final_dir,

@@ -390,27 +390,52 @@ class AdaptiveKLController:
     After each batch:  e = clip(KL / target - 1, -0.2, 0.2);  beta *= 1 + e * n / horizon,
     where n is the number of episodes in the batch. KL above target raises beta (more
     penalty), below target lowers it. ``horizon`` is in episodes: smaller = faster.
+
+    Two brakes for a hard KL budget: ``min_coef`` keeps beta from decaying to nothing
+    while KL sits under target (it then has no grip when KL turns), and
+    ``budget_overshoot()`` (a batch went past the budget) doubles beta, at least back
+    to its initial value, and counts the overshoot.
     """
 
-    def __init__(self, init_coef: float, target: float | None, horizon: float) -> None:
+    def __init__(
+        self, init_coef: float, target: float | None, horizon: float, min_coef: float = 0.0
+    ) -> None:
         self.value = float(init_coef)
+        self.init_coef = float(init_coef)
         self.target = target
         self.horizon = float(horizon)
+        self.min_coef = float(min_coef)
+        self.overshoots = 0
 
     def update(self, current_kl: float, n_episodes: int) -> float:
         if self.target is None or self.target <= 0:
             return self.value
         error = max(-0.2, min(0.2, current_kl / self.target - 1.0))
-        self.value *= 1.0 + error * n_episodes / self.horizon
+        self.value = max(self.min_coef, self.value * (1.0 + error * n_episodes / self.horizon))
         return self.value
 
-    def state_dict(self) -> dict[str, float | None]:
-        return {"value": self.value, "target": self.target, "horizon": self.horizon}
+    def budget_overshoot(self) -> float:
+        self.overshoots += 1
+        self.value = max(2.0 * self.value, self.init_coef, self.min_coef)
+        return self.value
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "init_coef": self.init_coef,
+            "target": self.target,
+            "horizon": self.horizon,
+            "min_coef": self.min_coef,
+            "overshoots": self.overshoots,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.value = float(state["value"])
+        self.init_coef = float(state.get("init_coef", self.init_coef))
         self.target = state["target"]
         self.horizon = float(state["horizon"])
+        self.min_coef = float(state.get("min_coef", self.min_coef))
+        self.overshoots = int(state.get("overshoots", 0))
 
 
 def clip_grad(parameters: Any, max_norm: float | None) -> float:
