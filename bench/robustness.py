@@ -269,6 +269,12 @@ def main(argv: list[str] | None = None) -> dict:
     clean_after = accuracy(HFClassifier.from_text_classifier(model), dev, labels)
     results_after, after = attack_dev(model, "after")
     log(f"after: clean {clean_after:.4f}, ASR {after.attack_success_rate:.3f} {after}")
+    if out_dir:
+        # every attack result, for analysis (which texts flip, by how much, with what)
+        for tag, results in (("before", results_before), ("after", results_after)):
+            with open(out_dir / f"attacks-{tag}.jsonl", "w", encoding="utf-8") as f:
+                for r in results:
+                    f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
 
     successes = [r for r in results_before if r.success]
     random.Random(0).shuffle(successes)
