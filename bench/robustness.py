@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"after: clean {clean_after:.4f}, ASR {after.attack_success_rate:.3f} {after}")
     if out_dir:
         # every attack result, for analysis (which texts flip, by how much, with what)
+        out_dir.mkdir(parents=True, exist_ok=True)
         for tag, results in (("before", results_before), ("after", results_after)):
             with open(out_dir / f"attacks-{tag}.jsonl", "w", encoding="utf-8") as f:
                 for r in results:
