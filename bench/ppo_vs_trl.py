@@ -14,6 +14,7 @@ each policy continues the same held-out prompts and the IMDB judge scores them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -149,7 +150,9 @@ def run_trl(args, tokenizer, reward_fn, prompts) -> tuple[Any, dict[str, Any]]:
         callbacks=[StepTimer()],
     )
     t0 = time.perf_counter()
-    trainer.train()
+    # Trainer prints its log dicts to stdout; keep stdout for the one JSON object.
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer.train()
     seconds = time.perf_counter() - t0
     policy = trainer.model
     return policy, {
