@@ -54,7 +54,11 @@ from tests.engine.algorithms.conftest import (
     fraction_of_a,
     interrupting,
 )
+from tests.engine.algorithms.test_dpo import FAST as DPO_CPU_FAST
 from tests.engine.algorithms.test_dpo import toy_pairs
+from tests.engine.algorithms.test_ppo import FAST as PPO_CPU_FAST
+from tests.engine.algorithms.test_rloo import FAST as RLOO_CPU_FAST
+from tests.engine.algorithms.test_sft_pretrain import FAST as SFT_PRETRAIN_FAST
 from tests.engine.test_classifier import EVAL as SENTIMENT_EVAL
 from tests.engine.test_classifier import TRAIN as SENTIMENT_TRAIN
 from tests.engine.test_classifier import fresh_model, small_config
@@ -80,34 +84,11 @@ pytestmark = [
     ),
 ]
 
-LM_FAST = dict(batch_size=8, autocast=False, progress=False, warmup_steps=2, device=DEVICE)
-PPO_FAST = dict(
-    batch_size=16,
-    mini_batch_size=16,
-    max_new_tokens=8,
-    score_full_text=False,
-    autocast=False,
-    progress=False,
-    device=DEVICE,
-)
-RLOO_FAST = dict(
-    num_prompts=4,
-    k=4,
-    max_new_tokens=8,
-    score_full_text=False,
-    autocast=False,
-    progress=False,
-    device=DEVICE,
-)
-DPO_FAST = dict(
-    batch_size=8,
-    learning_rate=3e-3,
-    beta=0.1,
-    autocast=False,
-    progress=False,
-    warmup_steps=1,
-    device=DEVICE,
-)
+# The CPU tests' fast settings, on the chosen device.
+LM_FAST = {**SFT_PRETRAIN_FAST, "device": DEVICE}
+PPO_FAST = {**PPO_CPU_FAST, "device": DEVICE}
+RLOO_FAST = {**RLOO_CPU_FAST, "device": DEVICE}
+DPO_FAST = {**DPO_CPU_FAST, "device": DEVICE}
 
 
 # --------------------------------------------------------------------------------------
