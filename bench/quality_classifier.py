@@ -45,6 +45,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train the held-out judge on the IMDB sample instead of SST-2",
     )
     parser.add_argument(
+        "--judge-windows",
+        type=int,
+        default=6,
+        help="judge: train on this many word windows per review (0 = whole reviews). "
+        "The judge scores short texts (a review opening plus 32 generated tokens); "
+        "trained on whole reviews it called 75%% of neutral openings positive",
+    )
+    parser.add_argument(
+        "--judge-window-words",
+        type=int,
+        default=40,
+        help="judge: words per training window (about the length of what it judges)",
+    )
+    parser.add_argument(
         "--pairwise",
         action="store_true",
         help="train a Bradley-Terry reward model on English preference pairs instead",
@@ -172,6 +186,26 @@ def run_pairwise(args: argparse.Namespace, data_dir: Path, started: float) -> di
     }
 
 
+def review_windows(reviews: list, per_review: int, words: int) -> list:
+    """Split each review into up to `per_review` windows of `words` words, review label.
+
+    The first window is always the opening (what the RL bar's prompts are); the others
+    are evenly spaced over the rest. A window that says nothing sentimental keeps the
+    review's label, so the judge learns that such text is a coin flip (P ~ 0.5)
+    instead of inheriting the positive lean of long reviews.
+    """
+    from rlhf.engine.data import LabeledText
+
+    out = []
+    for review in reviews:
+        tokens = review.text.split()
+        last_start = max(0, len(tokens) - words)
+        n = min(per_review, 1 + last_start // max(1, words // 2))
+        starts = sorted({round(i * last_start / max(1, n - 1)) for i in range(n)}) if n > 1 else [0]
+        out.extend(LabeledText(" ".join(tokens[s : s + words]), review.label) for s in starts)
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     import torch
 
@@ -196,6 +230,11 @@ def run(args: argparse.Namespace) -> dict:
         train = imdb_split["train"]
         epochs, minutes, lr, max_length = 4.0, 8.0, 4e-5, 128
         source = "imdb_small.csv (70% hash split)"
+        if args.judge_windows > 0:
+            train = review_windows(train, args.judge_windows, args.judge_window_words)
+            random.Random(args.seed).shuffle(train)
+            epochs, max_length = 2.0, 64
+            source += f", {args.judge_windows} windows x {args.judge_window_words} words"
     else:
         train = dedup(read_sst2(data_dir / "sst2" / "train.tsv"))
         random.Random(args.seed).shuffle(train)
