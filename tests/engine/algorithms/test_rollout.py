@@ -8,12 +8,15 @@ import torch
 from rlhf.engine.algorithms.rollout import (
     AdaptiveKLController,
     DataCursor,
+    decode,
     encode_chat_prompt,
     hh_to_messages,
+    left_pad,
     masked_whiten,
     response_mask_from,
     rollout_logprobs,
     sample,
+    sample_categorical,
 )
 
 
@@ -93,3 +96,47 @@ def test_sampled_logprobs_match_the_generating_model(tok, make_lm):
     assert torch.equal(
         logp - rollout_logprobs(lm, rollout, use_autocast=False), torch.zeros_like(logp)
     )
+
+
+def test_greedy_decode_matches_generate_with_left_padding(tok, make_lm):
+    """The KV-cached loop uses the same positions and masks as ``generate``."""
+    lm = make_lm(seed=3).eval()
+    query, query_mask = left_pad([tok("ab")["input_ids"], tok("abcdef")["input_ids"]], 0)
+    ours = decode(lm, query, query_mask, 8, temperature=0.0, eos_token_id=None, pad_token_id=0)
+    hf = lm.generate(
+        input_ids=query,
+        attention_mask=query_mask,
+        max_new_tokens=8,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+    )
+    assert torch.equal(ours, hf[:, query.shape[1] :])
+
+
+def test_decode_pads_after_eos_and_stops_when_all_rows_finished(tok, make_lm):
+    lm = make_lm(seed=1).eval()
+    query, query_mask = left_pad([tok("ab")["input_ids"], tok("cd")["input_ids"]], 0)
+    greedy = decode(lm, query, query_mask, 6, temperature=0.0, eos_token_id=None, pad_token_id=0)
+    eos = int(greedy[0, 1])  # call row 0's second token EOS
+    out = decode(lm, query, query_mask, 6, temperature=0.0, eos_token_id=eos, pad_token_id=0)
+    ends = []
+    for row, full in zip(out, greedy, strict=True):
+        hits = (full == eos).nonzero()
+        end = hits[0].item() + 1 if len(hits) else 6
+        ends.append(end)
+        assert torch.equal(row[:end], full[:end])  # same tokens up to and including EOS
+        assert (row[end:] == 0).all()  # pad after it
+    assert out.shape[1] == max(ends)  # stops once every row has finished
+
+
+def test_sample_categorical_follows_the_softmax():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]]).repeat(20000, 1)
+    torch.manual_seed(0)
+    draws = sample_categorical(logits, temperature=1.0)
+    freq = torch.bincount(draws, minlength=5).float() / len(draws)
+    assert torch.allclose(freq, torch.softmax(logits[0], -1), atol=0.01)
+    assert freq[4] == 0  # an (almost) impossible token is never drawn
+    hot = sample_categorical(logits[:2000], temperature=0.5)
+    assert (torch.bincount(hot, minlength=5).float() / 2000)[0] > freq[0]  # sharper
+    assert torch.equal(sample_categorical(logits[:3], temperature=0.0), torch.zeros(3).long())

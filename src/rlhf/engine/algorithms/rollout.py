@@ -7,6 +7,7 @@ exactly the same way (a mismatch there silently biases every KL figure).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -258,6 +259,78 @@ def response_mask_from(response: torch.Tensor, eos_token_id: int | None) -> torc
     return (~after_eos).long()
 
 
+def sample_categorical(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """One token per row from softmax(logits / temperature); greedy if temperature <= 0.
+
+    Inverse-CDF sampling: one uniform number per row and a binary search in the
+    cumulative probabilities. ``torch.multinomial`` (what ``generate`` uses) draws an
+    exponential variate for every vocabulary entry instead: 1.5M random numbers per
+    step for 32 rows of a 49k vocabulary, a quarter of SmolLM2's decode time on CPU.
+    Same distribution, different random stream.
+    """
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
+
+
+@torch.no_grad()
+def decode(
+    lm: Any,
+    query: torch.Tensor,
+    query_mask: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    eos_token_id: int | None,
+    pad_token_id: int,
+) -> torch.Tensor:
+    """KV-cached autoregressive sampling from left-padded prompts -> response [B, R].
+
+    A plain loop instead of ``generate``: no logits processors or stopping-criteria
+    machinery per token, the prompt's logits only at its last position, and the
+    sampler above. Tokens after a row's EOS are the pad id; the loop ends early once
+    every row has finished, so R <= max_new_tokens.
+    """
+    # transformers 5.2x renamed `past_key_values` to `cache` (the old name warns).
+    cache_arg = (
+        "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    )
+    position_ids = position_ids_from(query_mask)
+    out = lm(
+        input_ids=query,
+        attention_mask=query_mask,
+        position_ids=position_ids,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    attention_mask = query_mask
+    next_position = position_ids[:, -1:] + 1
+    finished = torch.zeros(query.shape[0], dtype=torch.bool, device=query.device)
+    tokens: list[torch.Tensor] = []
+    for t in range(max_new_tokens):
+        token = sample_categorical(out.logits[:, -1, :], temperature)
+        token = torch.where(finished, torch.full_like(token, pad_token_id), token)
+        tokens.append(token)
+        if eos_token_id is not None:
+            finished |= token == eos_token_id
+        if t == max_new_tokens - 1 or bool(finished.all()):
+            break
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(token), 1)], 1)
+        out = lm(
+            input_ids=token.unsqueeze(1),
+            attention_mask=attention_mask,
+            position_ids=next_position,
+            use_cache=True,
+            **{cache_arg: getattr(out, cache_arg)},
+        )
+        next_position = next_position + 1
+    if not tokens:
+        return query.new_zeros(query.shape[0], 0)
+    return torch.stack(tokens, dim=1)
+
+
 @torch.no_grad()
 def sample(
     lm: Any,
@@ -276,19 +349,10 @@ def sample(
     was_training = lm.training
     lm.eval()
     with autocast(device, use_autocast):
-        out = lm.generate(
-            input_ids=query,
-            attention_mask=query_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=True,
-            temperature=temperature,
-            top_k=0,
-            top_p=1.0,
-            pad_token_id=pad_id,
-            eos_token_id=tokenizer.eos_token_id,
+        response = decode(
+            lm, query, query_mask, max_new_tokens, temperature, tokenizer.eos_token_id, pad_id
         )
     lm.train(was_training)
-    response = out[:, query.shape[1] :]
     mask = response_mask_from(response, tokenizer.eos_token_id)
     response = torch.where(mask.bool(), response, torch.full_like(response, pad_id))
     return Rollout(query=query, query_mask=query_mask, response=response, response_mask=mask)
