@@ -46,6 +46,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beam-width", type=int, default=1, help="attack search beam (1 = greedy)")
     p.add_argument("--train-beam-width", type=int, default=None,
                    help="beam of the attack on train texts (default --beam-width)")  # fmt: skip
+    p.add_argument("--scheme", choices=("online", "offline"), default="online",
+                   help="online: worst-of-k label-preserving variants on every batch; "
+                   "offline: rounds of attack -> add flips -> fine-tune")  # fmt: skip
+    p.add_argument("--online-train", type=int, default=6000,
+                   help="online: train texts (full sentences) fine-tuned on")  # fmt: skip
+    p.add_argument("--online-epochs", type=float, default=2.0, help="online: passes")
+    p.add_argument("--online-lr", type=float, default=3e-5, help="online: learning rate")
+    p.add_argument("--online-k", type=int, default=8, help="online: variants per example")
+    p.add_argument("--online-random", type=int, default=2,
+                   help="online: of the k variants, uniformly random ones")  # fmt: skip
+    p.add_argument("--online-kl", type=float, default=0.0,
+                   help="online: weight of KL(clean || worst variant)")  # fmt: skip
+    p.add_argument("--online-minutes", type=float, default=None,
+                   help="online: wall-clock budget for the fine-tuning")  # fmt: skip
     p.add_argument("--rounds", type=int, default=1, help="adversarial training rounds")
     p.add_argument("--attack-train", type=int, default=1000, help="train texts attacked per round")
     p.add_argument(
@@ -129,12 +143,97 @@ def load_or_train_zh(args, train):
     return classifier, str(classifier.save(fallback_dir(args)))
 
 
+def harden_offline(args, classifier, pool, make_attack, max_len, out_dir):
+    """Rounds of attack -> add the flips (true labels) -> fine-tune (training.py)."""
+    from rlhf.engine.adversarial import (
+        AdversarialTrainingConfig,
+        adversarial_training,
+        finetune_text_classifier,
+    )
+
+    train_config = AdversarialTrainingConfig(
+        rounds=args.rounds,
+        attack_examples=args.attack_train,
+        clean_examples=args.clean_examples,
+        adversarial_repeats=args.adversarial_repeats,
+        augment_examples=args.augment_examples,
+        augment_edits=args.augment_edits,
+        augment_choices=args.augment_choices or None,
+        labels=("negative", "positive"),
+        seed=0,
+        out_dir=str(out_dir / "datasets") if out_dir else None,
+    )
+    retrain = finetune_text_classifier(
+        backbone="minilm" if args.lang == "en" else "tiny",
+        lr=args.lr if args.lang == "en" else 20 * args.lr,
+        epochs=args.epochs,
+        batch_size=32,
+        max_length=max_len,
+        bf16=args.lang == "en",
+        warmup_ratio=0.1,
+        freeze_embeddings=args.lang == "en" and args.freeze_embeddings == "yes",
+    )
+    log(f"adversarial training: {args.rounds} round(s) x {args.attack_train} attacked train texts")
+    hardened = adversarial_training(classifier, pool, make_attack, retrain, train_config)
+    rounds = [
+        {
+            "round": r.round,
+            "train_asr": r.attack.attack_success_rate,
+            "new_adversarial": r.new_adversarial,
+            "train_examples": r.train_examples,
+            "dataset_version": r.dataset_version,
+            "minutes": r.minutes,
+        }
+        for r in hardened.rounds
+    ]
+    return hardened.model, {"scheme": "offline", "adversarial_rounds": rounds}
+
+
+def harden_online(args, classifier, pool, make_attack, max_len):
+    """Worst-of-k label-preserving variants on every batch (online.py)."""
+    from rlhf.engine.adversarial import OnlineAdversarialConfig, online_adversarial_training
+
+    rng = random.Random(0)
+    train = rng.sample(pool, min(args.online_train, len(pool)))
+    config = OnlineAdversarialConfig(
+        variants_per_example=args.online_k,
+        random_variants=args.online_random,
+        kl_weight=args.online_kl,
+        lr=args.online_lr if args.lang == "en" else 20 * args.online_lr,
+        epochs=args.online_epochs,
+        batch_size=32,
+        max_length=max_len,
+        warmup_ratio=0.06,
+        freeze_embeddings=args.lang == "en" and args.freeze_embeddings == "yes",
+        bf16=args.lang == "en",
+        max_minutes=args.online_minutes,
+        seed=0,
+    )
+    log(f"online adversarial training: {len(train)} train texts x {args.online_epochs} epochs, "
+        f"worst of {args.online_k} variants per example")  # fmt: skip
+    # the attack only supplies candidate sets and the similarity check: no model queries
+    result = online_adversarial_training(classifier, train, make_attack(classifier), config)
+    log(f"online adversarial training done: {result.stats}")
+    info = {
+        "scheme": "online",
+        "online": {
+            "train_texts": len(train),
+            "epochs": args.online_epochs,
+            "variants_per_example": args.online_k,
+            "random_variants": args.online_random,
+            "kl_weight": args.online_kl,
+            "lr": config.lr,
+            **result.stats,
+        },
+    }
+    return result.classifier, info
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import torch
 
     from rlhf.engine.adversarial import (
-        AdversarialTrainingConfig,
         CharAttack,
         CharAttackConfig,
         CharNgramSimilarity,
@@ -143,8 +242,6 @@ def main(argv: list[str] | None = None) -> dict:
         MiniLMSimilarity,
         WordAttackConfig,
         WordSubstitutionAttack,
-        adversarial_training,
-        finetune_text_classifier,
         robustness_report,
     )
     from rlhf.engine.data import read_chnsenticorp, read_sst2
@@ -237,36 +334,16 @@ def main(argv: list[str] | None = None) -> dict:
         }
 
     out_dir = Path(args.out) if args.out else None
-    train_config = AdversarialTrainingConfig(
-        rounds=args.rounds,
-        attack_examples=args.attack_train,
-        clean_examples=args.clean_examples,
-        adversarial_repeats=args.adversarial_repeats,
-        augment_examples=args.augment_examples,
-        augment_edits=args.augment_edits,
-        augment_choices=args.augment_choices or None,
-        labels=tuple(labels),
-        seed=0,
-        out_dir=str(out_dir / "datasets") if out_dir else None,
-    )
-    retrain = finetune_text_classifier(
-        backbone="minilm" if args.lang == "en" else "tiny",
-        lr=args.lr if args.lang == "en" else 20 * args.lr,
-        epochs=args.epochs,
-        batch_size=32,
-        max_length=max_len,
-        bf16=args.lang == "en",
-        warmup_ratio=0.1,
-        freeze_embeddings=args.lang == "en" and args.freeze_embeddings == "yes",
-    )
-    log(f"adversarial training: {args.rounds} round(s) x {args.attack_train} attacked train texts")
-    hardened = adversarial_training(classifier, pool, make_attack, retrain, train_config)
-    model = hardened.model
+    if args.scheme == "online":
+        model, hardening = harden_online(args, classifier, pool, make_attack, max_len)
+    else:
+        model, hardening = harden_offline(args, classifier, pool, make_attack, max_len, out_dir)
     model.bf16 = args.lang == "en"
     if out_dir:
         model.save(out_dir / "model")
 
     clean_after = accuracy(HFClassifier.from_text_classifier(model), dev, labels)
+
     results_after, after = attack_dev(model, "after")
     log(f"after: clean {clean_after:.4f}, ASR {after.attack_success_rate:.3f} {after}")
     if out_dir:
@@ -302,17 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
         "mean_queries_before": before.mean_queries,
         "mean_queries_after": after.mean_queries,
         "clean_accuracy_scope": f"all {len(dev)} dev texts (truncated to the model's length)",
-        "adversarial_rounds": [
-            {
-                "round": r.round,
-                "train_asr": r.attack.attack_success_rate,
-                "new_adversarial": r.new_adversarial,
-                "train_examples": r.train_examples,
-                "dataset_version": r.dataset_version,
-                "minutes": r.minutes,
-            }
-            for r in hardened.rounds
-        ],
+        **hardening,
         "examples": [
             {
                 "original": r.original,

@@ -33,6 +33,11 @@ from rlhf.engine.adversarial.metrics import (
     report_to_proto,
     robustness_report,
 )
+from rlhf.engine.adversarial.online import (
+    OnlineAdversarialConfig,
+    OnlineTrainingResult,
+    online_adversarial_training,
+)
 from rlhf.engine.adversarial.redteam import (
     RedTeamConfig,
     RedTeamReport,
@@ -70,6 +75,8 @@ __all__ = [
     "GreedyAttack",
     "HFClassifier",
     "MiniLMSimilarity",
+    "OnlineAdversarialConfig",
+    "OnlineTrainingResult",
     "RedTeamConfig",
     "RedTeamReport",
     "RedTeamSample",
@@ -88,6 +95,7 @@ __all__ = [
     "compare_policies",
     "finetune_text_classifier",
     "homophone_table",
+    "online_adversarial_training",
     "red_team",
     "report_to_event",
     "report_to_proto",

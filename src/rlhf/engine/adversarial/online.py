@@ -1,0 +1,424 @@
+"""Online adversarial training: worst-of-k label-preserving variants on every batch.
+
+Offline rounds (`training.py`) attack a sample once and fine-tune on the flips they
+found, which fixes the swaps seen but leaves the rest of each word's substitution set
+open to a fresh attack. Here the inner maximisation of the min-max objective
+
+    min_theta  E_(x, y) [ CE(f(x), y) + adv_weight * max_(x' in S(x)) CE(f(x'), y) ]
+
+is approximated on EVERY training batch, with the attack's own substitution sets S(x)
+(its `variants`: the same label-preserving lexicon filters, the same edit budget):
+
+1. one forward/backward pass on the clean batch gives the gradient of the loss with
+   respect to each input embedding; `(E[candidate] - E[word]) . grad` is a first-order
+   estimate of how much each allowed substitution raises the loss (HotFlip / A2T style);
+2. k variants per example: the greedy first-order combination (1..max_edits swaps on the
+   most promising positions), variants sampled in proportion to the estimates, and
+   uniformly random swaps (so the whole neighbourhood keeps being visited);
+3. all k are scored with the current model without gradients; the one with the highest
+   true-label loss that passes the attack's similarity threshold is the adversarial
+   example (worst-of-k);
+4. loss = CE(clean) + adv_weight * CE(worst) + kl_weight * KL(p_clean || p_worst)
+   (the KL term is the TRADES-style consistency between clean and perturbed predictions).
+
+The clean term replays every training text, which protects clean accuracy. Candidate
+lists are cached per (unit, label), so building variants costs no model queries.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rlhf.engine.adversarial.base import AdversarialInputError
+from rlhf.engine.adversarial.search import GreedyAttack
+from rlhf.engine.data import LabeledText
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OnlineAdversarialConfig:
+    """Worst-of-k online adversarial fine-tuning of a `TextClassifier`."""
+
+    variants_per_example: int = 8  # k: perturbed variants scored per training example
+    max_edits: int | None = None  # substitutions per variant (None = the attack's budget)
+    random_variants: int = 2  # of the k, this many are uniformly random swaps (no gradient)
+    top_positions: int = 8  # sampled variants pick among this many most promising units
+    temperature: float = 1.0  # softmax temperature over first-order gains when sampling
+    adv_weight: float = 1.0  # weight of the worst variant's cross-entropy
+    kl_weight: float = 0.0  # weight of KL(p_clean || p_worst) (TRADES-style consistency)
+    check_similarity: bool = True  # worst variant must pass the attack's min_similarity
+    similarity_checks: int = 3  # similarity computed for this many highest-loss variants
+    # fine-tuning (the shared loop of rlhf.engine.classifier)
+    lr: float = 3e-5
+    epochs: float = 2.0
+    batch_size: int = 32
+    max_length: int = 64
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    freeze_embeddings: bool = True  # also keeps the attack's embedding neighbours fixed
+    bf16: bool = False
+    max_minutes: float | None = None  # wall-clock budget for the fine-tuning
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.variants_per_example < 1:
+            raise AdversarialInputError("variants_per_example must be >= 1")
+        if not 0 <= self.random_variants <= self.variants_per_example:
+            raise AdversarialInputError("random_variants must be in 0..variants_per_example")
+        if self.max_edits is not None and self.max_edits < 1:
+            raise AdversarialInputError(f"max_edits must be >= 1, got {self.max_edits}")
+        if self.temperature <= 0:
+            raise AdversarialInputError("temperature must be > 0")
+        if self.adv_weight < 0 or self.kl_weight < 0:
+            raise AdversarialInputError("adv_weight and kl_weight must be >= 0")
+        if self.epochs <= 0 or self.batch_size < 1:
+            raise AdversarialInputError("epochs must be > 0 and batch_size >= 1")
+
+
+@dataclass
+class OnlineTrainingResult:
+    """The hardened classifier, the loop's metrics and what the inner maximisation did."""
+
+    classifier: Any
+    metrics: dict[str, Any]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class SubstitutionSpace:
+    """A text's attackable units and their label-preserving variants, from an attack.
+
+    `positions[j]` is a unit index, `options[j]` the attack's variants for that unit
+    under the true label; only units with at least one variant are kept.
+    """
+
+    def __init__(self, attack: GreedyAttack, text: str, label: int, cache: dict) -> None:
+        self.units = attack.segment(text)
+        self.label = label
+        self.positions: list[int] = []
+        self.options: list[list[str]] = []
+        for i, unit in enumerate(self.units):
+            if not attack.attackable(unit):
+                continue
+            key = (unit, label)
+            if key not in cache:
+                cache[key] = list(dict.fromkeys(attack.variants(unit, label)))
+            if cache[key]:
+                self.positions.append(i)
+                self.options.append(cache[key])
+
+    def apply(self, attack: GreedyAttack, choice: dict[int, int]) -> str:
+        """The text with unit positions[j] replaced by options[j][choice[j]]."""
+        units = list(self.units)
+        for j, v in choice.items():
+            units[self.positions[j]] = self.options[j][v]
+        return attack.join(units)
+
+
+def sample_choices(
+    space: SubstitutionSpace,
+    gains: list[np.ndarray] | None,
+    k: int,
+    random_k: int,
+    max_edits: int,
+    top_positions: int,
+    temperature: float,
+    rng: random.Random,
+) -> list[dict[int, int]]:
+    """Up to k distinct substitution sets ({position j: variant v}), each <= max_edits.
+
+    With first-order `gains` (one array per position, one gain per variant): the greedy
+    sets (best variant on the 1, 2, .. max_edits most promising positions), then sets
+    sampled by softmax(gain / temperature) among the top positions; `random_k` sets are
+    uniform over positions and variants. Without gains every set is uniform.
+    """
+    n = len(space.positions)
+    if n == 0:
+        return []
+    out: list[dict[int, int]] = []
+    seen: set[tuple] = set()
+
+    def add(choice: dict[int, int]) -> None:
+        key = tuple(sorted(choice.items()))
+        if choice and key not in seen:
+            seen.add(key)
+            out.append(choice)
+
+    guided = k - random_k if gains is not None else 0
+    if guided > 0:
+        best_v = [int(np.argmax(g)) for g in gains]
+        best_gain = np.array([float(g[v]) for g, v in zip(gains, best_v, strict=True)])
+        ranked = list(np.argsort(-best_gain, kind="stable"))
+        for m in range(1, min(max_edits, n) + 1):
+            if len(out) >= guided:
+                break
+            add({int(j): best_v[j] for j in ranked[:m]})
+        top = ranked[: max(top_positions, 1)]
+        weights = np.exp((best_gain[top] - best_gain[top].max()) / temperature)
+        for _ in range(4 * guided):
+            if len(out) >= guided:
+                break
+            m = rng.randint(1, min(max_edits, len(top)))
+            picks = rng.choices(range(len(top)), weights=weights.tolist(), k=4 * m)
+            chosen = list(dict.fromkeys(int(top[p]) for p in picks))[:m]
+            choice = {}
+            for j in chosen:
+                g = gains[j]
+                w = np.exp((g - g.max()) / temperature)
+                choice[j] = rng.choices(range(len(g)), weights=w.tolist(), k=1)[0]
+            add(choice)
+    for _ in range(4 * k):
+        if len(out) >= k:
+            break
+        m = rng.randint(1, min(max_edits, n))
+        choice = {j: rng.randrange(len(space.options[j])) for j in rng.sample(range(n), m)}
+        add(choice)
+    return out[:k]
+
+
+def pick_worst(
+    owner: Sequence[int],
+    losses: np.ndarray,
+    originals: Sequence[str],
+    candidates: Sequence[str],
+    similarity: Any,
+    min_similarity: float,
+    checks: int = 3,
+) -> tuple[dict[int, int], int]:
+    """Worst-of-k: per row, the highest-loss candidate that passes the similarity check.
+
+    `owner[c]` is the row (example) candidate c belongs to, `losses[c]` its true-label
+    loss. Similarity is computed for the `checks` highest-loss candidates of each row
+    only (one batched call); a row whose checked candidates all fail gets none.
+    Returns ({row: candidate index}, number of similarity rejections).
+    """
+    by_row: dict[int, list[int]] = {}
+    for c, r in enumerate(owner):
+        by_row.setdefault(r, []).append(c)
+    pairs: list[tuple[int, int]] = []
+    for r, cs in by_row.items():
+        cs.sort(key=lambda c: -losses[c])
+        pairs.extend((r, c) for c in cs[: max(1, checks)])
+    if min_similarity > 0:
+        sims = np.asarray(similarity([originals[r] for r, _ in pairs],
+                                     [candidates[c] for _, c in pairs]))  # fmt: skip
+    else:
+        sims = np.ones(len(pairs))
+    chosen: dict[int, int] = {}
+    rejected = 0
+    for (r, c), sim in zip(pairs, sims, strict=True):
+        if r in chosen:
+            continue
+        if sim >= min_similarity:
+            chosen[r] = c
+        else:
+            rejected += 1
+    return chosen, rejected
+
+
+def token_swaps(
+    attack: GreedyAttack, space: SubstitutionSpace, tokenizer: Any, max_length: int
+) -> list[list[tuple[int, int, int]]]:
+    """Per position, per variant: (token index, old id, new id) of the one token it changes.
+
+    Found by tokenising the text with each single substitution and comparing with the
+    original ids, so it holds for any tokenizer (WordPiece, byte-level BPE). A variant
+    that changes the token count or several tokens (or only the truncated tail) gets
+    (-1, 0, 0): no first-order estimate, gain 0.
+    """
+    text = attack.join(space.units)
+    singles = [
+        space.apply(attack, {j: v})
+        for j in range(len(space.positions))
+        for v in range(len(space.options[j]))
+    ]
+    encoded = tokenizer([text, *singles], truncation=True, max_length=max_length)["input_ids"]
+    base, rest = encoded[0], iter(encoded[1:])
+    out = []
+    for options in space.options:
+        per_variant = []
+        for _ in options:
+            ids = next(rest)
+            diff = [i for i, (a, b) in enumerate(zip(base, ids, strict=False)) if a != b]
+            if len(ids) == len(base) and len(diff) == 1:
+                per_variant.append((diff[0], base[diff[0]], ids[diff[0]]))
+            else:
+                per_variant.append((-1, 0, 0))
+        out.append(per_variant)
+    return out
+
+
+def online_adversarial_training(
+    classifier: Any,
+    train: Sequence[LabeledText],
+    attack: GreedyAttack,
+    config: OnlineAdversarialConfig | None = None,
+) -> OnlineTrainingResult:
+    """Fine-tune `classifier` (a TextClassifier) with worst-of-k variants on every batch.
+
+    `attack` supplies the substitution sets and the similarity constraint (its
+    `segment`/`attackable`/`variants`/`join`, `similarity` and `config.min_similarity`,
+    `config.max_edits`); it is never asked to query a model. Build it on `classifier`
+    (e.g. the word attack with the model's own embedding neighbours) so training and
+    the fresh attack share one candidate space.
+    """
+    import torch
+    from torch import nn
+
+    from rlhf.engine.checkpoint import seed_everything
+    from rlhf.engine.classifier import TrainLoopConfig, check_labeled, run_training_loop
+
+    config = config or OnlineAdversarialConfig()
+    labels = tuple(classifier.labels)
+    check_labeled(train, labels, "train")
+    if attack.join(attack.segment(train[0].text)) != train[0].text:
+        raise AdversarialInputError("attack.join(attack.segment(text)) must give the text back")
+    seed_everything(config.seed)
+    rng = random.Random(config.seed)
+    label_ids = {name: i for i, name in enumerate(labels)}
+    max_edits = config.max_edits or attack.config.max_edits
+    min_similarity = attack.config.min_similarity if config.check_similarity else 0.0
+    classifier.max_length = config.max_length
+    model, device, tokenizer = classifier.model, classifier.device, classifier.tokenizer
+    embedding = model.get_input_embeddings()
+    variant_cache: dict = {}
+    spaces: dict[int, SubstitutionSpace] = {}
+    swaps: dict[int, list[list[tuple[int, int, int]]]] = {}  # per example, cached
+    stats = {"batches": 0, "examples": 0, "with_variants": 0, "variants": 0,
+             "adversarial_flips": 0, "similarity_rejected": 0, "clean_errors": 0,
+             "worst_loss_sum": 0.0, "clean_loss_sum": 0.0}  # fmt: skip
+
+    def space_of(i: int) -> SubstitutionSpace:
+        if i not in spaces:
+            r = train[i]
+            spaces[i] = SubstitutionSpace(attack, r.text, label_ids[r.label], variant_cache)
+        return spaces[i]
+
+    def encode(texts: list[str]) -> dict[str, Any]:
+        return tokenizer(texts, padding=True, truncation=True, max_length=config.max_length,
+                         return_tensors="pt")  # fmt: skip
+
+    def model_inputs(enc: dict[str, Any]) -> dict[str, Any]:
+        keep = ("input_ids", "attention_mask", "token_type_ids")
+        return {k: v.to(device) for k, v in enc.items() if k in keep}
+
+    @torch.no_grad()
+    def true_label_loss(texts: list[str], targets: list[int]) -> np.ndarray:
+        model.eval()
+        losses = []
+        for s in range(0, len(texts), 128):
+            logits = model(**model_inputs(encode(texts[s : s + 128]))).logits.float()
+            y = torch.tensor(targets[s : s + 128], device=logits.device)
+            losses.append(nn.functional.cross_entropy(logits, y, reduction="none").cpu())
+        model.train()
+        return torch.cat(losses).numpy()
+
+    def batch_loss(indices: list[int]) -> torch.Tensor:
+        texts = [train[i].text for i in indices]
+        y = torch.tensor([label_ids[train[i].label] for i in indices], device=device)
+        inputs = model_inputs(encode(texts))
+        # 1. clean forward; the gradient w.r.t. the input embeddings ranks substitutions
+        embeds = embedding(inputs.pop("input_ids"))
+        if not embeds.requires_grad:
+            embeds.requires_grad_(True)
+        clean_logits = model(inputs_embeds=embeds, **inputs).logits.float()
+        clean_loss = nn.functional.cross_entropy(clean_logits, y)
+        grads = torch.autograd.grad(clean_loss, embeds, retain_graph=True)[0].float()
+        table = embedding.weight.detach().float()
+        # 2. k variants per example
+        candidates: list[str] = []
+        owner: list[int] = []
+        for row, i in enumerate(indices):
+            space = space_of(i)
+            if not space.positions:
+                continue
+            gains: list[np.ndarray] = []
+            if i not in swaps:
+                swaps[i] = token_swaps(attack, space, tokenizer, config.max_length)
+            for per_variant in swaps[i]:
+                tok = torch.tensor([t for t, _, _ in per_variant], device=grads.device)
+                old = torch.tensor([o for _, o, _ in per_variant], device=grads.device)
+                new = torch.tensor([n for _, _, n in per_variant], device=grads.device)
+                g = grads[row, tok.clamp(min=0)]
+                gain = ((table[new] - table[old]) * g).sum(-1)
+                gains.append(torch.where(tok >= 0, gain, torch.zeros_like(gain)).cpu().numpy())
+            choices = sample_choices(space, gains, config.variants_per_example,
+                                     config.random_variants, max_edits, config.top_positions,
+                                     config.temperature, rng)  # fmt: skip
+            for choice in choices:
+                candidates.append(space.apply(attack, choice))
+                owner.append(row)
+        # 3. worst-of-k under the current model (no gradient), then the similarity check
+        adversarial = list(texts)
+        if candidates:
+            targets = [int(y[r]) for r in owner]
+            losses = true_label_loss(candidates, targets)
+            chosen, rejected = pick_worst(owner, losses, texts, candidates, attack.similarity,
+                                          min_similarity, config.similarity_checks)  # fmt: skip
+            stats["similarity_rejected"] += rejected
+            for r, c in chosen.items():
+                adversarial[r] = candidates[c]
+                stats["worst_loss_sum"] += float(losses[c])
+                stats["adversarial_flips"] += int(losses[c] > math.log(2))
+            stats["with_variants"] += len(set(owner))
+            stats["variants"] += len(candidates)
+        # 4. clean + worst-case (+ consistency) loss
+        adv_logits = model(**model_inputs(encode(adversarial))).logits.float()
+        loss = clean_loss + config.adv_weight * nn.functional.cross_entropy(adv_logits, y)
+        if config.kl_weight:
+            kl = nn.functional.kl_div(
+                nn.functional.log_softmax(adv_logits, -1),
+                nn.functional.log_softmax(clean_logits, -1),
+                log_target=True,
+                reduction="batchmean",
+            )
+            loss = loss + config.kl_weight * kl
+        stats["batches"] += 1
+        stats["examples"] += len(indices)
+        stats["clean_loss_sum"] += float(clean_loss.detach()) * len(indices)
+        stats["clean_errors"] += int((clean_logits.argmax(-1) != y).sum())
+        return loss
+
+    loop = TrainLoopConfig(
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        batch_size=config.batch_size,
+        max_length=config.max_length,
+        epochs=config.epochs,
+        max_minutes=config.max_minutes,
+        freeze_embeddings=config.freeze_embeddings,
+        bf16=config.bf16,
+        seed=config.seed,
+        device=str(device),
+        checkpoint_every=0,
+        resume=False,
+    )
+    encoded = tokenizer([r.text for r in train], truncation=True, max_length=config.max_length)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    started = time.monotonic()
+    metrics, _ = run_training_loop(loop, model, lengths, batch_loss, name="online-adversarial")
+    seen = max(1, stats["examples"])
+    summary = {
+        "minutes": (time.monotonic() - started) / 60,
+        "batches": stats["batches"],
+        "examples": stats["examples"],
+        "share_with_variants": stats["with_variants"] / seen,
+        "variants_per_example": stats["variants"] / max(1, stats["with_variants"]),
+        "worst_flip_rate": stats["adversarial_flips"] / max(1, stats["with_variants"]),
+        "mean_worst_loss": stats["worst_loss_sum"] / max(1, stats["with_variants"]),
+        "mean_clean_loss": stats["clean_loss_sum"] / seen,
+        "clean_train_error": stats["clean_errors"] / seen,
+        "similarity_rejected": stats["similarity_rejected"],
+    }
+    log.info("online adversarial training: %s", summary)
+    model.eval()
+    return OnlineTrainingResult(classifier, metrics, summary)

@@ -1,0 +1,157 @@
+"""Online (worst-of-k) adversarial training on the toy task."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from rlhf.engine.adversarial import (
+    AdversarialInputError,
+    CharNgramSimilarity,
+    HFClassifier,
+    OnlineAdversarialConfig,
+    WordAttackConfig,
+    WordSubstitutionAttack,
+    online_adversarial_training,
+    robustness_report,
+)
+from rlhf.engine.adversarial.online import (
+    SubstitutionSpace,
+    pick_worst,
+    sample_choices,
+    token_swaps,
+)
+
+from .conftest import LABELS, NEG, POS, SYNONYMS, synonym_source, toy_data, train_toy
+
+HELD_OUT = toy_data(40, seed=9)
+
+
+def make_attack(model):
+    return WordSubstitutionAttack(
+        HFClassifier.from_text_classifier(model),
+        synonym_source,
+        CharNgramSimilarity(),
+        WordAttackConfig(max_edits=2, min_similarity=0.3),
+    )
+
+
+def offline_swapper(max_edits: int = 2) -> WordSubstitutionAttack:
+    """An attack used only for its substitution sets (its classifier is never called)."""
+    return WordSubstitutionAttack(
+        lambda texts: None, synonym_source, CharNgramSimilarity(), WordAttackConfig(max_edits)
+    )
+
+
+def test_pick_worst_takes_the_highest_loss_candidate_that_passes_similarity():
+    owner = [0, 0, 0, 1, 1, 2]
+    losses = np.array([0.2, 1.5, 0.9, 0.1, 0.3, 0.7])
+    originals = ["a", "b", "c"]
+    candidates = ["a0", "a1", "a2", "b0", "b1", "c0"]
+
+    def similarity(orig, pert):  # candidate "a1" is too far from its original
+        return np.array([0.1 if p == "a1" else 0.9 for p in pert])
+
+    chosen, rejected = pick_worst(owner, losses, originals, candidates, similarity, 0.5)
+    assert chosen == {0: 2, 1: 4, 2: 5}  # a1 (loss 1.5) fails similarity: a2 is next
+    assert rejected == 1
+    chosen, rejected = pick_worst(owner, losses, originals, candidates, similarity, 0.0)
+    assert chosen == {0: 1, 1: 4, 2: 5} and rejected == 0
+    # a row whose checked candidates all fail gets no adversarial variant
+    chosen, _ = pick_worst(owner, losses, originals, candidates, similarity, 0.5, checks=1)
+    assert 0 not in chosen and chosen[1] == 4
+
+
+def test_variants_come_only_from_label_preserving_substitutions():
+    attack = offline_swapper(max_edits=2)
+    text, label = "the great movie was good , truly", 1
+    space = SubstitutionSpace(attack, text, label, {})
+    assert [space.units[p] for p in space.positions] == ["great", "good"]
+    # the dictionary offers antonyms first; the sentiment filter must drop every one
+    for options in space.options:
+        assert options and not set(options) & set(NEG)
+    rng = random.Random(0)
+    gains = [rng.random() * np.ones(len(o)) for o in space.options]
+    choices = sample_choices(space, gains, 12, 4, 2, 8, 1.0, rng)
+    assert choices and len({tuple(sorted(c.items())) for c in choices}) == len(choices)
+    for choice in choices:
+        out = space.apply(attack, choice).split()
+        assert 1 <= len(choice) <= 2
+        assert out[1] in ["great", *SYNONYMS["great"]] and out[4] in ["good", *SYNONYMS["good"]]
+        assert out[0] == "the" and out[2:4] == ["movie", "was"] and out[5:] == [",", "truly"]
+
+
+def test_greedy_choices_follow_the_first_order_gains():
+    attack = offline_swapper(max_edits=2)
+    space = SubstitutionSpace(attack, "a great movie , a good plot , a fun cast", 1, {})
+    assert len(space.positions) == 3
+    gains = [np.array([0.1, 0.0, 0.2]), np.array([0.0, 3.0, 0.5]), np.array([1.0, 0.0, 0.0])]
+    choices = sample_choices(space, gains, 2, 0, 2, 8, 1.0, random.Random(0))
+    # the best variant on the best position, then the best two positions together
+    assert choices == [{1: 1}, {1: 1, 2: 0}]
+
+
+def test_token_swaps_point_at_the_substituted_token(toy_model):
+    attack = offline_swapper()
+    text = "the great movie was good"
+    space = SubstitutionSpace(attack, text, 1, {})
+    tok = toy_model.tokenizer  # byte-level BPE: the token carries the leading space
+    ids = tok(text)["input_ids"]
+    found = 0
+    for j, per_variant in enumerate(token_swaps(attack, space, tok, 32)):
+        for (t, old, new), v in zip(per_variant, range(len(space.options[j])), strict=True):
+            swapped = tok(space.apply(attack, {j: v}))["input_ids"]
+            if t < 0:  # not a one-token change in this small vocabulary
+                assert len(swapped) != len(ids) or sum(map(int.__ne__, ids, swapped)) > 1
+                continue
+            found += 1
+            assert ids[t] == old and swapped[t] == new
+            assert swapped[:t] + swapped[t + 1 :] == ids[:t] + ids[t + 1 :]
+    assert found > 0
+
+
+def held_out(model):
+    results = make_attack(model).attack_many(
+        [r.text for r in HELD_OUT], [LABELS.index(r.label) for r in HELD_OUT]
+    )
+    return robustness_report(results)
+
+
+def test_online_training_hardens_the_toy_classifier():
+    model = train_toy(seed=1)  # its own copy: this test trains it further
+    before = held_out(model)
+    assert before.attack_success_rate > 0.2
+    config = OnlineAdversarialConfig(variants_per_example=4, random_variants=1, lr=2e-3,
+                                     epochs=3, batch_size=16, max_length=32,
+                                     warmup_ratio=0.0, freeze_embeddings=False)  # fmt: skip
+    result = online_adversarial_training(model, toy_data(200, seed=3), make_attack(model), config)
+    stats = result.stats
+    assert stats["share_with_variants"] > 0.9 and stats["variants_per_example"] > 1
+    # the inner maximisation found variants the model got wrong at the start
+    assert stats["worst_flip_rate"] > 0
+    after = held_out(result.classifier)
+    assert after.attack_success_rate <= before.attack_success_rate / 2
+    assert after.clean_accuracy >= before.clean_accuracy - 0.05
+
+
+def test_adversarial_examples_keep_the_true_label():
+    """Train on a model that can only learn from variants: their labels must be true."""
+    model = train_toy(seed=2)
+    config = OnlineAdversarialConfig(variants_per_example=3, lr=2e-3, epochs=2, batch_size=16,
+                                     max_length=32, warmup_ratio=0.0,
+                                     freeze_embeddings=False)  # fmt: skip
+    result = online_adversarial_training(model, toy_data(120, seed=4), make_attack(model), config)
+    clf = HFClassifier.from_text_classifier(result.classifier)
+    positives = [f"the movie was {s}" for base in POS for s in SYNONYMS[base]]
+    negatives = [f"the movie was {s}" for base in NEG for s in SYNONYMS[base]]
+    # synonyms only ever appear in training as variants of their base word's text
+    assert clf(positives)[:, 1].mean() > 0.5 > clf(negatives)[:, 1].mean()
+
+
+def test_bad_config_is_a_clear_error():
+    with pytest.raises(AdversarialInputError, match="random_variants"):
+        OnlineAdversarialConfig(variants_per_example=2, random_variants=3)
+    with pytest.raises(AdversarialInputError, match="max_edits"):
+        OnlineAdversarialConfig(max_edits=0)
