@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="online: of the k variants, uniformly random ones")  # fmt: skip
     p.add_argument("--online-kl", type=float, default=0.0,
                    help="online: weight of KL(clean || worst variant)")  # fmt: skip
+    p.add_argument("--online-replay", type=int, default=32,
+                   help="online: extra clean SST-2/ChnSentiCorp train texts per batch")  # fmt: skip
     p.add_argument("--online-minutes", type=float, default=None,
                    help="online: wall-clock budget for the fine-tuning")  # fmt: skip
     p.add_argument("--rounds", type=int, default=1, help="adversarial training rounds")
@@ -189,7 +191,7 @@ def harden_offline(args, classifier, pool, make_attack, max_len, out_dir):
     return hardened.model, {"scheme": "offline", "adversarial_rounds": rounds}
 
 
-def harden_online(args, classifier, pool, make_attack, max_len):
+def harden_online(args, classifier, pool, replay, make_attack, max_len):
     """Worst-of-k label-preserving variants on every batch (online.py)."""
     from rlhf.engine.adversarial import OnlineAdversarialConfig, online_adversarial_training
 
@@ -199,6 +201,7 @@ def harden_online(args, classifier, pool, make_attack, max_len):
         variants_per_example=args.online_k,
         random_variants=args.online_random,
         kl_weight=args.online_kl,
+        replay_per_batch=args.online_replay,
         lr=args.online_lr if args.lang == "en" else 20 * args.online_lr,
         epochs=args.online_epochs,
         batch_size=32,
@@ -212,7 +215,9 @@ def harden_online(args, classifier, pool, make_attack, max_len):
     log(f"online adversarial training: {len(train)} train texts x {args.online_epochs} epochs, "
         f"worst of {args.online_k} variants per example")  # fmt: skip
     # the attack only supplies candidate sets and the similarity check: no model queries
-    result = online_adversarial_training(classifier, train, make_attack(classifier), config)
+    result = online_adversarial_training(
+        classifier, train, make_attack(classifier), config, replay=replay
+    )
     log(f"online adversarial training done: {result.stats}")
     info = {
         "scheme": "online",
@@ -222,6 +227,7 @@ def harden_online(args, classifier, pool, make_attack, max_len):
             "variants_per_example": args.online_k,
             "random_variants": args.online_random,
             "kl_weight": args.online_kl,
+            "replay_per_batch": args.online_replay,
             "lr": config.lr,
             **result.stats,
         },
@@ -335,7 +341,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     out_dir = Path(args.out) if args.out else None
     if args.scheme == "online":
-        model, hardening = harden_online(args, classifier, pool, make_attack, max_len)
+        replay = [r for r in train if r.text.strip()]
+        model, hardening = harden_online(args, classifier, pool, replay, make_attack, max_len)
     else:
         model, hardening = harden_offline(args, classifier, pool, make_attack, max_len, out_dir)
     model.bf16 = args.lang == "en"

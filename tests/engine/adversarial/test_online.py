@@ -125,8 +125,10 @@ def test_online_training_hardens_the_toy_classifier():
     assert before.attack_success_rate > 0.2
     config = OnlineAdversarialConfig(variants_per_example=4, random_variants=1, lr=2e-3,
                                      epochs=3, batch_size=16, max_length=32,
-                                     warmup_ratio=0.0, freeze_embeddings=False)  # fmt: skip
-    result = online_adversarial_training(model, toy_data(200, seed=3), make_attack(model), config)
+                                     warmup_ratio=0.0, freeze_embeddings=False,
+                                     replay_per_batch=8)  # fmt: skip
+    result = online_adversarial_training(model, toy_data(200, seed=3), make_attack(model), config,
+                                         replay=toy_data(100, seed=6))  # fmt: skip
     stats = result.stats
     assert stats["share_with_variants"] > 0.9 and stats["variants_per_example"] > 1
     # the inner maximisation found variants the model got wrong at the start
@@ -155,3 +157,9 @@ def test_bad_config_is_a_clear_error():
         OnlineAdversarialConfig(variants_per_example=2, random_variants=3)
     with pytest.raises(AdversarialInputError, match="max_edits"):
         OnlineAdversarialConfig(max_edits=0)
+
+
+def test_replay_needs_a_replay_set(toy_model):
+    config = OnlineAdversarialConfig(replay_per_batch=4, epochs=1)
+    with pytest.raises(AdversarialInputError, match="replay"):
+        online_adversarial_training(toy_model, toy_data(8, seed=5), offline_swapper(), config)

@@ -57,6 +57,7 @@ class OnlineAdversarialConfig:
     kl_weight: float = 0.0  # weight of KL(p_clean || p_worst) (TRADES-style consistency)
     check_similarity: bool = True  # worst variant must pass the attack's min_similarity
     similarity_checks: int = 3  # similarity computed for this many highest-loss variants
+    replay_per_batch: int = 0  # extra clean texts from `replay` per batch (clean accuracy)
     # fine-tuning (the shared loop of rlhf.engine.classifier)
     lr: float = 3e-5
     epochs: float = 2.0
@@ -78,6 +79,8 @@ class OnlineAdversarialConfig:
             raise AdversarialInputError(f"max_edits must be >= 1, got {self.max_edits}")
         if self.temperature <= 0:
             raise AdversarialInputError("temperature must be > 0")
+        if self.replay_per_batch < 0:
+            raise AdversarialInputError("replay_per_batch must be >= 0")
         if self.adv_weight < 0 or self.kl_weight < 0:
             raise AdversarialInputError("adv_weight and kl_weight must be >= 0")
         if self.epochs <= 0 or self.batch_size < 1:
@@ -261,6 +264,7 @@ def online_adversarial_training(
     train: Sequence[LabeledText],
     attack: GreedyAttack,
     config: OnlineAdversarialConfig | None = None,
+    replay: Sequence[LabeledText] | None = None,
 ) -> OnlineTrainingResult:
     """Fine-tune `classifier` (a TextClassifier) with worst-of-k variants on every batch.
 
@@ -268,7 +272,9 @@ def online_adversarial_training(
     `segment`/`attackable`/`variants`/`join`, `similarity` and `config.min_similarity`,
     `config.max_edits`); it is never asked to query a model. Build it on `classifier`
     (e.g. the word attack with the model's own embedding neighbours) so training and
-    the fresh attack share one candidate space.
+    the fresh attack share one candidate space. With `replay` and
+    `config.replay_per_batch`, each batch also fits that many random clean texts from
+    `replay` (cheap: no variants), which protects clean accuracy.
     """
     import torch
     from torch import nn
@@ -279,6 +285,10 @@ def online_adversarial_training(
     config = config or OnlineAdversarialConfig()
     labels = tuple(classifier.labels)
     check_labeled(train, labels, "train")
+    if config.replay_per_batch and not replay:
+        raise AdversarialInputError("replay_per_batch > 0 needs a non-empty replay set")
+    if replay:
+        check_labeled(replay, labels, "replay")
     if attack.join(attack.segment(train[0].text)) != train[0].text:
         raise AdversarialInputError("attack.join(attack.segment(text)) must give the text back")
     seed_everything(config.seed)
@@ -294,7 +304,9 @@ def online_adversarial_training(
     swaps: dict[int, list[list[tuple[int, int, int]]]] = {}  # per example, cached
     stats = {"batches": 0, "examples": 0, "with_variants": 0, "variants": 0,
              "adversarial_flips": 0, "similarity_rejected": 0, "clean_errors": 0,
-             "worst_loss_sum": 0.0, "clean_loss_sum": 0.0}  # fmt: skip
+             "worst_loss_sum": 0.0, "clean_loss_sum": 0.0, "seconds_gradient": 0.0,
+             "seconds_variants": 0.0, "seconds_scoring": 0.0, "seconds_similarity": 0.0,
+             "seconds_update": 0.0}  # fmt: skip
 
     def space_of(i: int) -> SubstitutionSpace:
         if i not in spaces:
@@ -322,6 +334,7 @@ def online_adversarial_training(
         return torch.cat(losses).numpy()
 
     def batch_loss(indices: list[int]) -> torch.Tensor:
+        tick = time.perf_counter()
         texts = [train[i].text for i in indices]
         y = torch.tensor([label_ids[train[i].label] for i in indices], device=device)
         inputs = model_inputs(encode(texts))
@@ -333,6 +346,8 @@ def online_adversarial_training(
         clean_loss = nn.functional.cross_entropy(clean_logits, y)
         grads = torch.autograd.grad(clean_loss, embeds, retain_graph=True)[0].float()
         table = embedding.weight.detach().float()
+        stats["seconds_gradient"] += time.perf_counter() - tick
+        tick = time.perf_counter()
         # 2. k variants per example
         candidates: list[str] = []
         owner: list[int] = []
@@ -358,19 +373,25 @@ def online_adversarial_training(
                 owner.append(row)
         # 3. worst-of-k under the current model (no gradient), then the similarity check
         adversarial = list(texts)
+        stats["seconds_variants"] += time.perf_counter() - tick
         if candidates:
+            tick = time.perf_counter()
             targets = [int(y[r]) for r in owner]
             losses = true_label_loss(candidates, targets)
+            stats["seconds_scoring"] += time.perf_counter() - tick
+            tick = time.perf_counter()
             chosen, rejected = pick_worst(owner, losses, texts, candidates, attack.similarity,
                                           min_similarity, config.similarity_checks)  # fmt: skip
             stats["similarity_rejected"] += rejected
+            stats["seconds_similarity"] += time.perf_counter() - tick
             for r, c in chosen.items():
                 adversarial[r] = candidates[c]
                 stats["worst_loss_sum"] += float(losses[c])
                 stats["adversarial_flips"] += int(losses[c] > math.log(2))
             stats["with_variants"] += len(set(owner))
             stats["variants"] += len(candidates)
-        # 4. clean + worst-case (+ consistency) loss
+        # 4. clean + worst-case (+ consistency) loss, plus clean replay
+        tick = time.perf_counter()
         adv_logits = model(**model_inputs(encode(adversarial))).logits.float()
         loss = clean_loss + config.adv_weight * nn.functional.cross_entropy(adv_logits, y)
         if config.kl_weight:
@@ -381,6 +402,13 @@ def online_adversarial_training(
                 reduction="batchmean",
             )
             loss = loss + config.kl_weight * kl
+        if config.replay_per_batch:
+            picks = [rng.randrange(len(replay)) for _ in range(config.replay_per_batch)]
+            replay_logits = model(**model_inputs(encode([replay[p].text for p in picks]))).logits
+            replay_y = torch.tensor([label_ids[replay[p].label] for p in picks], device=device)
+            loss = loss + nn.functional.cross_entropy(replay_logits.float(), replay_y)
+        stats["seconds_update"] += time.perf_counter() - tick  # forward only; backward is
+        # in the shared loop
         stats["batches"] += 1
         stats["examples"] += len(indices)
         stats["clean_loss_sum"] += float(clean_loss.detach()) * len(indices)
@@ -418,6 +446,7 @@ def online_adversarial_training(
         "mean_clean_loss": stats["clean_loss_sum"] / seen,
         "clean_train_error": stats["clean_errors"] / seen,
         "similarity_rejected": stats["similarity_rejected"],
+        **{k: round(v, 1) for k, v in stats.items() if k.startswith("seconds_")},
     }
     log.info("online adversarial training: %s", summary)
     model.eval()
