@@ -8,6 +8,8 @@ import torch
 from rlhf.engine.algorithms.rollout import (
     AdaptiveKLController,
     DataCursor,
+    adamw,
+    attention_kernel,
     decode,
     encode_chat_prompt,
     hh_to_messages,
@@ -140,3 +142,24 @@ def test_sample_categorical_follows_the_softmax():
     hot = sample_categorical(logits[:2000], temperature=0.5)
     assert (torch.bincount(hot, minlength=5).float() / 2000)[0] > freq[0]  # sharper
     assert torch.equal(sample_categorical(logits[:3], temperature=0.0), torch.zeros(3).long())
+
+
+def test_attention_kernel_switches_for_the_block_and_restores(tok, make_lm):
+    lm = make_lm()
+    lm.set_attn_implementation("sdpa")
+    ids = torch.tensor([tok("abcd")["input_ids"]])
+    sdpa_logits = lm(input_ids=ids).logits
+    with attention_kernel(lm, "auto", "cpu"):
+        assert lm.config._attn_implementation == "eager"
+        eager_logits = lm(input_ids=ids).logits
+    assert lm.config._attn_implementation == "sdpa"
+    assert torch.allclose(eager_logits, sdpa_logits, atol=1e-5)  # same maths, other kernel
+    with attention_kernel(lm, None, "cpu"):
+        assert lm.config._attn_implementation == "sdpa"
+    with attention_kernel(lm, "auto", "cuda"):  # auto leaves non-CPU devices alone
+        assert lm.config._attn_implementation == "sdpa"
+
+
+def test_adamw_uses_the_fused_kernel_on_cpu():
+    params = [torch.nn.Parameter(torch.ones(3))]
+    assert adamw(params, "cpu", lr=1e-3).defaults["fused"] is True

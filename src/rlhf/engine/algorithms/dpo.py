@@ -30,6 +30,8 @@ from tqdm.auto import tqdm
 from rlhf.engine.algorithms.rollout import (
     DataCursor,
     MetricsLogger,
+    adamw,
+    attention_kernel,
     autocast,
     clip_grad,
     encode_chat_prompt,
@@ -72,6 +74,9 @@ class DPOConfig:
     seed: int = 0
     device: str = "cpu"
     autocast: bool = True
+    attn_implementation: str | None = "auto"
+    """Attention kernel for the policy's forward/backward: "auto" = eager on CPU (faster
+    backward at these lengths), the model's own on CUDA; None = as loaded."""
     output_dir: str | None = None
     checkpoint_every: int = 0
     resume: bool = True
@@ -140,7 +145,10 @@ def _collate(pairs: Sequence[EncodedPair], pad_id: int, device: str):
 def sequence_logprobs(model: Any, pairs: Sequence[EncodedPair], pad_id: int, cfg: DPOConfig):
     """Summed response log-probs: (chosen [B], rejected [B])."""
     ids, attn, loss_mask = _collate(pairs, pad_id, cfg.device)
-    with autocast(cfg.device, cfg.autocast):
+    with (
+        attention_kernel(model, cfg.attn_implementation, cfg.device),
+        autocast(cfg.device, cfg.autocast),
+    ):
         logits = model(
             input_ids=ids,
             attention_mask=attn,
@@ -240,8 +248,8 @@ def train_dpo(
         eval_before = evaluate_dpo(ref, held_out, ref_eval, pad_id, cfg)
 
     total_steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
-    optimizer = torch.optim.AdamW(
-        policy.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    optimizer = adamw(
+        policy.parameters(), cfg.device, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,

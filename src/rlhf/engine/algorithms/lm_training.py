@@ -21,7 +21,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from rlhf.engine.algorithms.rollout import DataCursor, MetricsLogger, autocast, clip_grad
+from rlhf.engine.algorithms.rollout import (
+    DataCursor,
+    MetricsLogger,
+    adamw,
+    autocast,
+    clip_grad,
+)
 from rlhf.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 
@@ -128,11 +134,12 @@ def train_lm(
     model.to(cfg.device).train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
+    optimizer = adamw(
         [
             {"params": decay, "weight_decay": cfg.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ],
+        cfg.device,
         lr=cfg.learning_rate,
         betas=(0.9, 0.95),
     )

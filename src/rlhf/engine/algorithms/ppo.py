@@ -41,6 +41,8 @@ from rlhf.engine.algorithms.rollout import (
     MetricsLogger,
     RewardFn,
     Rollout,
+    adamw,
+    attention_kernel,
     autocast,
     clip_grad,
     decode_queries,
@@ -115,6 +117,9 @@ class PPOConfig:
     seed: int = 0
     device: str = "cpu"
     autocast: bool = True
+    attn_implementation: str | None = "auto"
+    """Attention kernel for the policy's training forward/backward: "auto" = eager on
+    CPU (faster backward at these lengths), the model's own on CUDA; None = as loaded."""
     """bf16 autocast on CPU (ignored on CUDA)."""
     output_dir: str | None = None
     """Run directory: metrics.jsonl, checkpoints/, final/ (None = keep nothing)."""
@@ -159,7 +164,10 @@ def _forward(model: CausalLMWithValueHead, rollout: Rollout, idx: torch.Tensor, 
     """Policy log-probs and values for rows ``idx`` of a rollout."""
     input_ids = rollout.input_ids[idx]
     attention_mask = rollout.attention_mask[idx]
-    with autocast(cfg.device, cfg.autocast):
+    with (
+        attention_kernel(model.lm, cfg.attn_implementation, cfg.device),
+        autocast(cfg.device, cfg.autocast),
+    ):
         logits, values = forward_response(
             model, input_ids, attention_mask, rollout.response.shape[1], with_values=True
         )
@@ -192,8 +200,8 @@ def train_ppo(
     ref.to(cfg.device).eval().requires_grad_(False)
     prompt_ids = encode_prompts(tokenizer, prompts, cfg.use_chat_template, cfg.max_prompt_tokens)
 
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    optimizer = adamw(
+        model.parameters(), cfg.device, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0

@@ -38,6 +38,8 @@ from rlhf.engine.algorithms.rollout import (
     MetricsLogger,
     RewardFn,
     Rollout,
+    adamw,
+    attention_kernel,
     autocast,
     clip_grad,
     decode_queries,
@@ -95,6 +97,9 @@ class RLOOConfig:
     seed: int = 0
     device: str = "cpu"
     autocast: bool = True
+    attn_implementation: str | None = "auto"
+    """Attention kernel for the policy's training forward/backward: "auto" = eager on
+    CPU (faster backward at these lengths), the model's own on CUDA; None = as loaded."""
     output_dir: str | None = None
     checkpoint_every: int = 0
     resume: bool = True
@@ -128,7 +133,10 @@ def grpo_advantages(scores: torch.Tensor, k: int, eps: float = 1e-4) -> torch.Te
 
 
 def _logprobs(model: Any, rollout: Rollout, idx: torch.Tensor, cfg: RLOOConfig) -> torch.Tensor:
-    with autocast(cfg.device, cfg.autocast):
+    with (
+        attention_kernel(model, cfg.attn_implementation, cfg.device),
+        autocast(cfg.device, cfg.autocast),
+    ):
         logits, _ = forward_response(
             model, rollout.input_ids[idx], rollout.attention_mask[idx], rollout.response.shape[1]
         )
@@ -161,8 +169,8 @@ def train_rloo(
     ref.to(cfg.device).eval().requires_grad_(False)
     prompt_ids = encode_prompts(tokenizer, prompts, cfg.use_chat_template, cfg.max_prompt_tokens)
 
-    optimizer = torch.optim.AdamW(
-        policy.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    optimizer = adamw(
+        policy.parameters(), cfg.device, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0

@@ -52,6 +52,41 @@ def autocast(device: str | torch.device, enabled: bool) -> contextlib.AbstractCo
     return contextlib.nullcontext()
 
 
+def adamw(params: Any, device: str | torch.device, **kwargs: Any) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel where it has one (CPU, CUDA).
+
+    One pass over each parameter instead of a dozen multi-tensor ops: on this CPU a
+    SmolLM2-135M step takes 0.4-0.8 s instead of 1.4-1.6 s. Same update rule and
+    state_dict format, so checkpoints load either way.
+    """
+    fused = torch.device(device).type in ("cpu", "cuda")
+    return torch.optim.AdamW(params, fused=fused, **kwargs)
+
+
+@contextlib.contextmanager
+def attention_kernel(model: Any, name: str | None, device: str | torch.device) -> Iterator[None]:
+    """Run the block with the model's attention kernel switched to ``name``.
+
+    "auto" means "eager" on CPU and the model's own kernel elsewhere: at RLHF lengths
+    (tens to hundreds of tokens) SDPA's CPU flash-attention backward was 37% of a
+    SmolLM2 backward pass, and eager attention (a few batched matmuls) made the whole
+    backward 1.4-1.8x faster. ``None`` leaves the model alone. The switch is cheap
+    (~0.5 ms) and is undone on exit, so sampling and saved configs are unaffected.
+    """
+    if name == "auto":
+        name = "eager" if torch.device(device).type == "cpu" else None
+    config = getattr(model, "config", None)
+    current = getattr(config, "_attn_implementation", None)
+    if name is None or current is None or name == current:
+        yield
+        return
+    model.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(current)
+
+
 # --------------------------------------------------------------------------------------
 # Metrics
 
