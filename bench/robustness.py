@@ -49,18 +49,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scheme", choices=("online", "offline"), default="online",
                    help="online: worst-of-k label-preserving variants on every batch; "
                    "offline: rounds of attack -> add flips -> fine-tune")  # fmt: skip
-    p.add_argument("--online-train", type=int, default=6000,
+    p.add_argument("--online-train", type=int, default=9000,
                    help="online: train texts (full sentences) fine-tuned on")  # fmt: skip
-    p.add_argument("--online-epochs", type=float, default=2.0, help="online: passes")
-    p.add_argument("--online-lr", type=float, default=3e-5, help="online: learning rate")
+    p.add_argument("--online-epochs", type=float, default=1.0, help="online: passes")
+    p.add_argument("--online-lr", type=float, default=1e-4, help="online: learning rate")
     p.add_argument("--online-k", type=int, default=8, help="online: variants per example")
     p.add_argument("--online-random", type=int, default=2,
                    help="online: of the k variants, uniformly random ones")  # fmt: skip
-    p.add_argument("--online-kl", type=float, default=0.0,
+    p.add_argument("--online-kl", type=float, default=1.0,
                    help="online: weight of KL(clean || worst variant)")  # fmt: skip
     p.add_argument("--online-replay", type=int, default=32,
                    help="online: extra clean SST-2/ChnSentiCorp train texts per batch")  # fmt: skip
-    p.add_argument("--online-minutes", type=float, default=None,
+    p.add_argument("--online-minutes", type=float, default=14.0,
                    help="online: wall-clock budget for the fine-tuning")  # fmt: skip
     p.add_argument("--rounds", type=int, default=1, help="adversarial training rounds")
     p.add_argument("--attack-train", type=int, default=1000, help="train texts attacked per round")

@@ -93,23 +93,33 @@ def test_greedy_choices_follow_the_first_order_gains():
     assert choices == [{1: 1}, {1: 1, 2: 0}]
 
 
-def test_token_swaps_point_at_the_substituted_token(toy_model):
+@pytest.mark.parametrize("backbone", ["bpe", "wordpiece"])
+def test_token_swaps_point_at_the_substituted_token(toy_model, backbone):
     attack = offline_swapper()
-    text = "the great movie was good"
+    text = "the great movie was good , truly"
     space = SubstitutionSpace(attack, text, 1, {})
-    tok = toy_model.tokenizer  # byte-level BPE: the token carries the leading space
+    if backbone == "bpe":
+        tok = toy_model.tokenizer  # byte-level BPE: a token carries the leading space
+    else:
+        from transformers import AutoTokenizer
+
+        from rlhf.engine.paths import minilm_dir
+
+        tok = AutoTokenizer.from_pretrained(minilm_dir())  # WordPiece: the fast path
     ids = tok(text)["input_ids"]
+    rows = iter(token_swaps(attack, space, tok, 32).tolist())
     found = 0
-    for j, per_variant in enumerate(token_swaps(attack, space, tok, 32)):
-        for (t, old, new), v in zip(per_variant, range(len(space.options[j])), strict=True):
+    for j, options in enumerate(space.options):
+        for v in range(len(options)):
+            t, old, new = next(rows)
             swapped = tok(space.apply(attack, {j: v}))["input_ids"]
-            if t < 0:  # not a one-token change in this small vocabulary
+            if t < 0:  # not a one-token change in this vocabulary
                 assert len(swapped) != len(ids) or sum(map(int.__ne__, ids, swapped)) > 1
                 continue
             found += 1
             assert ids[t] == old and swapped[t] == new
             assert swapped[:t] + swapped[t + 1 :] == ids[:t] + ids[t + 1 :]
-    assert found > 0
+    assert next(rows, None) is None and found > 0
 
 
 def held_out(model):

@@ -228,35 +228,55 @@ def pick_worst(
 
 
 def token_swaps(
-    attack: GreedyAttack, space: SubstitutionSpace, tokenizer: Any, max_length: int
-) -> list[list[tuple[int, int, int]]]:
-    """Per position, per variant: (token index, old id, new id) of the one token it changes.
+    attack: GreedyAttack,
+    space: SubstitutionSpace,
+    tokenizer: Any,
+    max_length: int,
+    pieces: dict[str, list[int]] | None = None,
+) -> np.ndarray:
+    """(token index, old id, new id) of the one token each variant changes, one row each.
 
-    Found by tokenising the text with each single substitution and comparing with the
-    original ids, so it holds for any tokenizer (WordPiece, byte-level BPE). A variant
-    that changes the token count or several tokens (or only the truncated tail) gets
+    Rows follow positions then variants (`space.options` order). Fast path: the unit's
+    tokens in context (by character offsets) equal its tokens alone (WordPiece), so a
+    variant's own tokens say which id changes (`pieces` caches them across texts).
+    Otherwise (e.g. byte-level BPE, where a token carries the leading space) the text is
+    tokenised with each substitution and compared with the original ids. A variant that
+    changes the token count or several tokens (or only the truncated tail) gets
     (-1, 0, 0): no first-order estimate, gain 0.
     """
+    pieces = {} if pieces is None else pieces
+
+    def alone(unit: str) -> list[int]:
+        if unit not in pieces:
+            pieces[unit] = tokenizer(unit, add_special_tokens=False)["input_ids"]
+        return pieces[unit]
+
+    def one_change(base: list[int], ids: list[int], where: list[int]) -> tuple[int, int, int]:
+        if len(ids) != len(base):
+            return (-1, 0, 0)
+        diff = [i for i, (x, y) in enumerate(zip(base, ids, strict=True)) if x != y]
+        return (where[diff[0]], base[diff[0]], ids[diff[0]]) if len(diff) == 1 else (-1, 0, 0)
+
     text = attack.join(space.units)
-    singles = [
-        space.apply(attack, {j: v})
-        for j in range(len(space.positions))
-        for v in range(len(space.options[j]))
-    ]
-    encoded = tokenizer([text, *singles], truncation=True, max_length=max_length)["input_ids"]
-    base, rest = encoded[0], iter(encoded[1:])
-    out = []
-    for options in space.options:
-        per_variant = []
-        for _ in options:
-            ids = next(rest)
-            diff = [i for i, (a, b) in enumerate(zip(base, ids, strict=False)) if a != b]
-            if len(ids) == len(base) and len(diff) == 1:
-                per_variant.append((diff[0], base[diff[0]], ids[diff[0]]))
-            else:
-                per_variant.append((-1, 0, 0))
-        out.append(per_variant)
-    return out
+    enc = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    starts, cursor = [], 0
+    for unit in space.units:
+        starts.append(cursor)
+        cursor += len(unit)
+    rows: list[tuple[int, int, int]] = []
+    for j, pos in enumerate(space.positions):
+        a, b = starts[pos], starts[pos] + len(space.units[pos])
+        span = [t for t, (s, e) in enumerate(offsets) if e > s and s >= a and e <= b]
+        old = alone(space.units[pos])
+        if span and len(span) == len(old) and [ids[t] for t in span] == old:
+            rows.extend(one_change(old, alone(v), span) for v in space.options[j])
+        else:
+            singles = [space.apply(attack, {j: v}) for v in range(len(space.options[j]))]
+            encoded = tokenizer(singles, truncation=True, max_length=max_length)["input_ids"]
+            everywhere = list(range(len(ids)))
+            rows.extend(one_change(ids, e, everywhere) for e in encoded)
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
 def online_adversarial_training(
@@ -301,7 +321,8 @@ def online_adversarial_training(
     embedding = model.get_input_embeddings()
     variant_cache: dict = {}
     spaces: dict[int, SubstitutionSpace] = {}
-    swaps: dict[int, list[list[tuple[int, int, int]]]] = {}  # per example, cached
+    swaps: dict[int, np.ndarray] = {}  # per example: token_swaps rows, cached
+    pieces: dict[str, list[int]] = {}  # unit -> its tokens alone, cached
     stats = {"batches": 0, "examples": 0, "with_variants": 0, "variants": 0,
              "adversarial_flips": 0, "similarity_rejected": 0, "clean_errors": 0,
              "worst_loss_sum": 0.0, "clean_loss_sum": 0.0, "seconds_gradient": 0.0,
@@ -355,16 +376,13 @@ def online_adversarial_training(
             space = space_of(i)
             if not space.positions:
                 continue
-            gains: list[np.ndarray] = []
             if i not in swaps:
-                swaps[i] = token_swaps(attack, space, tokenizer, config.max_length)
-            for per_variant in swaps[i]:
-                tok = torch.tensor([t for t, _, _ in per_variant], device=grads.device)
-                old = torch.tensor([o for _, o, _ in per_variant], device=grads.device)
-                new = torch.tensor([n for _, _, n in per_variant], device=grads.device)
-                g = grads[row, tok.clamp(min=0)]
-                gain = ((table[new] - table[old]) * g).sum(-1)
-                gains.append(torch.where(tok >= 0, gain, torch.zeros_like(gain)).cpu().numpy())
+                swaps[i] = token_swaps(attack, space, tokenizer, config.max_length, pieces)
+            tok, old, new = torch.from_numpy(swaps[i]).to(grads.device).unbind(1)
+            gain = ((table[new] - table[old]) * grads[row, tok.clamp(min=0)]).sum(-1)
+            gain = torch.where(tok >= 0, gain, torch.zeros_like(gain)).cpu().numpy()
+            sizes = np.cumsum([len(o) for o in space.options])[:-1]
+            gains = np.split(gain, sizes)
             choices = sample_choices(space, gains, config.variants_per_example,
                                      config.random_variants, max_edits, config.top_positions,
                                      config.temperature, rng)  # fmt: skip
