@@ -3,8 +3,11 @@
 Prompts are the first 5-8 words of IMDB reviews (the same 70/30 hash split as the
 judge: training prompts from the 70%, evaluation prompts from the held-out 30%).
 The reward is the SST-2 MiniLM classifier's P(positive) of prompt+continuation; the
-judge is a classifier trained on the IMDB sample only, never optimised against, so
-reward hacking would show as reward up, judge flat. Before and after training the
+judge is a classifier trained on the IMDB sample only (40-word windows of the 70%
+split: `bench/quality.py classifier --judge`), never optimised against, so reward
+hacking would show as reward up, judge flat. The judge is calibrated on held-out IMDB
+windows (53.6% predicted positive, 49.9% true) yet calls ~73% of the untrained
+policy's continuations positive: SmolLM2's own text leans positive. Before and after training the
 policy samples one 32-token continuation per held-out prompt (same seed) and we
 report the judge's positive rate, the mean reward and the mean KL(policy || ref)
 in nats per sequence (summed over generated tokens).
@@ -40,18 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="prob",
         help="reward = P(positive) (bounded) or its log-odds",
     )
-    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget in all")
+    parser.add_argument("--minutes", type=float, default=28.0, help="wall-clock budget in all")
     parser.add_argument("--steps", type=int, default=1000, help="max training steps")
     parser.add_argument("--eval-prompts", type=int, default=160, help=">= 128 held-out prompts")
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--kl-coef", type=float, default=0.05, help="initial beta")
-    parser.add_argument("--kl-target", type=float, default=4.5, help="adaptive target, nats/seq")
-    parser.add_argument("--kl-horizon", type=float, default=64.0, help="episodes")
+    parser.add_argument("--kl-target", type=float, default=6.0, help="adaptive target, nats/seq")
+    parser.add_argument("--kl-horizon", type=float, default=32.0, help="episodes")
     parser.add_argument(
         "--kl-budget",
         type=float,
-        default=7.0,
+        default=7.5,
         help="training stops (and restores) past this KL on its own batch",
     )
     parser.add_argument(
