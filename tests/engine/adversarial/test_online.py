@@ -136,7 +136,7 @@ def test_online_training_hardens_the_toy_classifier():
     config = OnlineAdversarialConfig(variants_per_example=4, random_variants=1, lr=2e-3,
                                      epochs=3, batch_size=16, max_length=32,
                                      warmup_ratio=0.0, freeze_embeddings=False,
-                                     replay_per_batch=8)  # fmt: skip
+                                     replay_per_batch=8, kl_weight=0.5)  # fmt: skip
     result = online_adversarial_training(model, toy_data(200, seed=3), make_attack(model), config,
                                          replay=toy_data(100, seed=6))  # fmt: skip
     stats = result.stats

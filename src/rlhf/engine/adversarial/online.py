@@ -19,7 +19,8 @@ is approximated on EVERY training batch, with the attack's own substitution sets
    true-label loss that passes the attack's similarity threshold is the adversarial
    example (worst-of-k);
 4. loss = CE(clean) + adv_weight * CE(worst) + kl_weight * KL(p_clean || p_worst)
-   (the KL term is the TRADES-style consistency between clean and perturbed predictions).
+   (the KL term is the TRADES-style consistency between clean and perturbed predictions,
+   with gradients through both sides as in TRADES: it flattens the model around x).
 
 The clean term replays every training text, which protects clean accuracy. Candidate
 lists are cached per (unit, label), so building variants costs no model queries.
@@ -55,6 +56,8 @@ class OnlineAdversarialConfig:
     temperature: float = 1.0  # softmax temperature over first-order gains when sampling
     adv_weight: float = 1.0  # weight of the worst variant's cross-entropy
     kl_weight: float = 0.0  # weight of KL(p_clean || p_worst) (TRADES-style consistency)
+    kl_detach_clean: bool = False  # p_clean a fixed target: the KL moves only the perturbed
+    # side (measured on SST-2: better clean accuracy, much weaker hardening)
     check_similarity: bool = True  # worst variant must pass the attack's min_similarity
     similarity_checks: int = 3  # similarity computed for this many highest-loss variants
     replay_per_batch: int = 0  # extra clean texts from `replay` per batch (clean accuracy)
@@ -415,7 +418,9 @@ def online_adversarial_training(
         if config.kl_weight:
             kl = nn.functional.kl_div(
                 nn.functional.log_softmax(adv_logits, -1),
-                nn.functional.log_softmax(clean_logits, -1),
+                nn.functional.log_softmax(
+                    clean_logits.detach() if config.kl_detach_clean else clean_logits, -1
+                ),
                 log_target=True,
                 reduction="batchmean",
             )
