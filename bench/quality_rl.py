@@ -49,12 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--kl-coef", type=float, default=0.05, help="initial beta")
-    parser.add_argument("--kl-target", type=float, default=6.0, help="adaptive target, nats/seq")
+    parser.add_argument("--kl-target", type=float, default=7.0, help="adaptive target, nats/seq")
     parser.add_argument("--kl-horizon", type=float, default=32.0, help="episodes")
     parser.add_argument(
         "--kl-budget",
         type=float,
-        default=7.5,
+        default=8.0,
         help="training stops (and restores) past this KL on its own batch",
     )
     parser.add_argument(
