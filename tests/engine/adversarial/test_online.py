@@ -173,3 +173,14 @@ def test_replay_needs_a_replay_set(toy_model):
     config = OnlineAdversarialConfig(replay_per_batch=4, epochs=1)
     with pytest.raises(AdversarialInputError, match="replay"):
         online_adversarial_training(toy_model, toy_data(8, seed=5), offline_swapper(), config)
+
+
+def test_chinese_character_attack_gives_substitution_sets():
+    from rlhf.engine.adversarial import CharAttack, CharAttackConfig
+
+    attack = CharAttack(lambda texts: None, config=CharAttackConfig(language="auto"))
+    space = SubstitutionSpace(attack, "装修后还不错，房间很干净", 1, {})
+    # every attackable character is a unit of its own; 不 (negation) is never touched
+    assert len(space.units) == 12 and len(space.positions) >= 6
+    assert "不" not in [space.units[p] for p in space.positions]
+    assert all(len(v) == 1 for options in space.options for v in options)

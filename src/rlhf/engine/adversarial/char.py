@@ -172,9 +172,12 @@ class CharAttack(GreedyAttack):
         super().__init__(classifier, similarity, config or CharAttackConfig())
         self._language = "en"
 
-    def attack(self, text: str, label: int):  # type: ignore[override]
+    def prepare(self, text: str) -> None:
         lang = self.config.language
         self._language = detect_language(text) if lang == "auto" else lang
+
+    def attack(self, text: str, label: int):  # type: ignore[override]
+        self.prepare(text)
         return super().attack(text, label)
 
     def segment(self, text: str) -> list[str]:

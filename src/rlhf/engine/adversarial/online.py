@@ -107,6 +107,7 @@ class SubstitutionSpace:
     """
 
     def __init__(self, attack: GreedyAttack, text: str, label: int, cache: dict) -> None:
+        attack.prepare(text)  # e.g. the character attack's language
         self.units = attack.segment(text)
         self.label = label
         self.positions: list[int] = []
@@ -114,7 +115,7 @@ class SubstitutionSpace:
         for i, unit in enumerate(self.units):
             if not attack.attackable(unit):
                 continue
-            key = (unit, label)
+            key = (unit, label, getattr(attack, "_language", None))
             if key not in cache:
                 cache[key] = list(dict.fromkeys(attack.variants(unit, label)))
             if cache[key]:

@@ -102,6 +102,13 @@ class GreedyAttack:
         """Label-preserving replacements for `unit` (never `unit` itself)."""
         raise NotImplementedError
 
+    def prepare(self, text: str) -> None:
+        """Set any per-text state `segment`/`variants` need (e.g. the language); none here.
+
+        `attack` calls it; code that uses the substitution sets without attacking (online
+        adversarial training) calls it before `segment`.
+        """
+
     # -- the search -----------------------------------------------------------------------
 
     def attack(self, text: str, label: int) -> AttackResult:
