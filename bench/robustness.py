@@ -8,11 +8,11 @@ quick one is fine-tuned with rlhf.engine.classifier.train_classifier if it is ab
 attacked on the first --n SST-2 dev sentences by the word-substitution attack (<= 3
 words, MiniLM similarity >= 0.80, substitutes from the model's own input embeddings).
 Then adversarial training on SST-2 TRAIN sentences, either
-  --scheme online (default for en): every batch gets, per text, the worst of k label-preserving
+  --scheme online (default): every batch gets, per text, the worst of k label-preserving
     variants from the attack's own substitution sets (first-order ranked, scored by the
     current model, similarity-checked), trained with the clean text, a TRADES-style KL
     term and replayed clean texts (rlhf.engine.adversarial.online), or
-  --scheme offline (default for zh): rounds of attack the current model -> add the successful
+  --scheme offline: rounds of attack the current model -> add the successful
     adversarial texts with their TRUE labels -> mix replayed clean data -> fine-tune;
 the hardened model is attacked afresh (a new attack on it) on the same dev sentences.
 Bar: asr_before >= 0.40, asr_after <= asr_before / 2, clean accuracy (full dev) down by
@@ -51,10 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beam-width", type=int, default=1, help="attack search beam (1 = greedy)")
     p.add_argument("--train-beam-width", type=int, default=None,
                    help="beam of the attack on train texts (default --beam-width)")  # fmt: skip
-    p.add_argument("--scheme", choices=("online", "offline"), default=None,
-                   help="online: worst-of-k label-preserving variants on every batch; "
-                   "offline: rounds of attack -> add flips -> fine-tune (default: online "
-                   "for en, offline for zh: the schemes measured best)")  # fmt: skip
+    p.add_argument("--scheme", choices=("online", "offline"), default="online",
+                   help="online (measured better, en and zh): worst-of-k label-preserving "
+                   "variants on every batch; offline: rounds of attack -> add flips -> "
+                   "fine-tune")  # fmt: skip
     p.add_argument("--online-train", type=int, default=10000,
                    help="online: train texts (full sentences) fine-tuned on")  # fmt: skip
     p.add_argument("--online-epochs", type=float, default=1.0, help="online: passes")
@@ -94,10 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--examples", type=int, default=5, help="adversarial examples in the output")
     p.add_argument("--attack-only", action="store_true",
                    help="probe: attack the model once, no adversarial training")  # fmt: skip
-    args = p.parse_args(argv)
-    if args.scheme is None:
-        args.scheme = "online" if args.lang == "en" else "offline"
-    return args
+    return p.parse_args(argv)
 
 
 def data_dir(args: argparse.Namespace) -> Path:
