@@ -13,7 +13,12 @@ import random
 import numpy as np
 import pytest
 
-from rlhf.engine.adversarial import HFClassifier
+from rlhf.engine.adversarial import (
+    CharNgramSimilarity,
+    HFClassifier,
+    WordAttackConfig,
+    WordSubstitutionAttack,
+)
 from rlhf.engine.classifier import ClassifierTrainConfig, tiny_classifier, train_classifier
 from rlhf.engine.data import LabeledText
 
@@ -52,6 +57,20 @@ def synonym_source(word: str) -> list[tuple[str, float]]:
     """Dictionary candidates: antonyms first (must be filtered out), then synonyms."""
     w = word.lower()
     return [(c, 0.9) for c in ANTONYMS.get(w, [])] + [(c, 0.8) for c in SYNONYMS.get(w, [])]
+
+
+HELD_OUT = toy_data(40, seed=9)
+"""Toy texts no test trains on."""
+
+
+def make_attack(model) -> WordSubstitutionAttack:
+    """The word attack every adversarial-training test uses on the toy task."""
+    return WordSubstitutionAttack(
+        HFClassifier.from_text_classifier(model),
+        synonym_source,
+        CharNgramSimilarity(),
+        WordAttackConfig(max_edits=2, min_similarity=0.3),
+    )
 
 
 def train_toy(seed: int = 0):

@@ -24,18 +24,17 @@ from rlhf.engine.adversarial.online import (
     token_swaps,
 )
 
-from .conftest import LABELS, NEG, POS, SYNONYMS, synonym_source, toy_data, train_toy
-
-HELD_OUT = toy_data(40, seed=9)
-
-
-def make_attack(model):
-    return WordSubstitutionAttack(
-        HFClassifier.from_text_classifier(model),
-        synonym_source,
-        CharNgramSimilarity(),
-        WordAttackConfig(max_edits=2, min_similarity=0.3),
-    )
+from .conftest import (
+    HELD_OUT,
+    LABELS,
+    NEG,
+    POS,
+    SYNONYMS,
+    make_attack,
+    synonym_source,
+    toy_data,
+    train_toy,
+)
 
 
 def offline_swapper(max_edits: int = 2) -> WordSubstitutionAttack:
@@ -81,6 +80,11 @@ def test_variants_come_only_from_label_preserving_substitutions():
         assert 1 <= len(choice) <= 2
         assert out[1] in ["great", *SYNONYMS["great"]] and out[4] in ["good", *SYNONYMS["good"]]
         assert out[0] == "the" and out[2:4] == ["movie", "was"] and out[5:] == [",", "truly"]
+    # the edit budget binds: with two positions open, budget 2 uses both somewhere,
+    # budget 1 never does
+    assert max(len(c) for c in choices) == 2
+    single = sample_choices(space, gains, 12, 4, 1, 8, 1.0, random.Random(0))
+    assert single and all(len(c) == 1 for c in single)
 
 
 def test_greedy_choices_follow_the_first_order_gains():

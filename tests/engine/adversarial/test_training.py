@@ -5,8 +5,6 @@ from __future__ import annotations
 from rlhf.engine.adversarial import (
     AdversarialTrainingConfig,
     CharNgramSimilarity,
-    HFClassifier,
-    WordAttackConfig,
     WordSubstitutionAttack,
     adversarial_preference_pairs,
     adversarial_training,
@@ -15,18 +13,17 @@ from rlhf.engine.adversarial import (
 )
 from rlhf.engine.data import PreferencePair, dataset_version, load_dataset
 
-from .conftest import LABELS, NEG, POS, SYNONYMS, synonym_source, toy_data, train_toy
-
-HELD_OUT = toy_data(40, seed=9)
-
-
-def make_attack(model):
-    return WordSubstitutionAttack(
-        HFClassifier.from_text_classifier(model),
-        synonym_source,
-        CharNgramSimilarity(),
-        WordAttackConfig(max_edits=2, min_similarity=0.3),
-    )
+from .conftest import (
+    HELD_OUT,
+    LABELS,
+    NEG,
+    POS,
+    SYNONYMS,
+    make_attack,
+    synonym_source,
+    toy_data,
+    train_toy,
+)
 
 
 def held_out_asr(model) -> float:
