@@ -8,6 +8,7 @@ import torch
 from rlhf.engine.algorithms.rollout import (
     AdaptiveKLController,
     DataCursor,
+    SamplingCopy,
     adamw,
     attention_kernel,
     decode,
@@ -19,6 +20,7 @@ from rlhf.engine.algorithms.rollout import (
     rollout_logprobs,
     sample,
     sample_categorical,
+    token_logprobs,
 )
 
 
@@ -163,3 +165,45 @@ def test_attention_kernel_switches_for_the_block_and_restores(tok, make_lm):
 def test_adamw_uses_the_fused_kernel_on_cpu():
     params = [torch.nn.Parameter(torch.ones(3))]
     assert adamw(params, "cpu", lr=1e-3).defaults["fused"] is True
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_token_logprobs_match_log_softmax_in_value_and_gradient(dtype):
+    """The fused log-prob is the plain gather(log_softmax) maths, chunked (150 rows >
+    one 64-row chunk) and on a non-contiguous slice, as the policy forward passes it."""
+    torch.manual_seed(0)
+    full = (torch.randn(3, 51, 97) * 4).to(dtype)
+    target = torch.randint(0, 97, (3, 50))
+    weights = torch.randn(3, 50)
+    plain_in = full.clone().requires_grad_(True)
+    plain = plain_in[:, :-1].float().log_softmax(-1).gather(2, target.unsqueeze(-1)).squeeze(-1)
+    (plain * weights).sum().backward()
+    fused_in = full.clone().requires_grad_(True)
+    fused = token_logprobs(fused_in[:, :-1], target)
+    (fused * weights).sum().backward()
+    assert fused.dtype == torch.float32 and fused.shape == (3, 50)
+    assert torch.allclose(fused, plain, atol=1e-5)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert fused_in.grad.dtype == dtype
+    assert torch.allclose(fused_in.grad.float(), plain_in.grad.float(), atol=tol)
+    assert fused_in.grad[:, -1].eq(0).all()  # the sliced-off position gets no gradient
+
+
+def test_sampling_copy_is_bf16_on_cpu_autocast_and_tracks_the_policy(tok, make_lm):
+    lm = make_lm()
+    assert SamplingCopy(lm, "cpu", use_autocast=False).model() is lm  # nothing to gain
+    sampler = SamplingCopy(lm, "cpu", use_autocast=True)
+    copy = sampler.model()
+    assert sampler.active and copy is not lm
+    assert all(p.dtype == torch.bfloat16 for p in copy.parameters())
+    floats = [b for b in copy.buffers() if b.is_floating_point()]
+    assert all(b.dtype == torch.float32 for b in floats)  # RoPE frequencies stay exact
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.add_(0.5)  # an optimizer step
+    refreshed = sampler.model()
+    for mine, theirs in zip(refreshed.parameters(), lm.parameters(), strict=True):
+        assert torch.equal(mine, theirs.to(torch.bfloat16))
+    ids = [tok("ab")["input_ids"], tok("abcd")["input_ids"]]
+    rollout = sample(refreshed, tok, ids, max_new_tokens=5, use_autocast=False)
+    assert rollout.response.shape[0] == 2  # it samples

@@ -41,6 +41,7 @@ from rlhf.engine.algorithms.rollout import (
     MetricsLogger,
     RewardFn,
     Rollout,
+    SamplingCopy,
     adamw,
     attention_kernel,
     autocast,
@@ -230,6 +231,7 @@ def train_ppo(
             out_dir, step, {"policy": model}, {"opt": optimizer}, {"sched": scheduler}, state
         )
 
+    sampler = SamplingCopy(model.lm, cfg.device, cfg.autocast)
     single_pass = cfg.ppo_epochs == 1 and cfg.mini_batch_size == cfg.batch_size
     snapshot: dict[str, torch.Tensor] | None = None
     stopped_on_budget = False
@@ -243,7 +245,12 @@ def train_ppo(
         # 1-2. rollouts and scores
         batch_ids = [prompt_ids[i] for i in cursor.take(cfg.batch_size)]
         rollout = sample(
-            model.lm, tokenizer, batch_ids, cfg.max_new_tokens, cfg.temperature, cfg.autocast
+            sampler.model(),
+            tokenizer,
+            batch_ids,
+            cfg.max_new_tokens,
+            cfg.temperature,
+            cfg.autocast and not sampler.active,
         )
         mask = rollout.response_mask.float()
         responses = decode_responses(tokenizer, rollout)

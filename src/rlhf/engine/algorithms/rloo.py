@@ -38,6 +38,7 @@ from rlhf.engine.algorithms.rollout import (
     MetricsLogger,
     RewardFn,
     Rollout,
+    SamplingCopy,
     adamw,
     attention_kernel,
     autocast,
@@ -199,6 +200,7 @@ def train_rloo(
             out_dir, step, {"policy": policy}, {"opt": optimizer}, {"sched": scheduler}, state
         )
 
+    sampler = SamplingCopy(policy, cfg.device, cfg.autocast)
     single_pass = cfg.epochs == 1 and mb == n
     snapshot: dict[str, torch.Tensor] | None = None
     stopped_on_budget = False
@@ -214,7 +216,12 @@ def train_rloo(
         # 1. k samples per prompt (each prompt repeated k times, adjacent)
         batch_ids = [prompt_ids[i] for i in cursor.take(cfg.num_prompts) for _ in range(cfg.k)]
         rollout = sample(
-            policy, tokenizer, batch_ids, cfg.max_new_tokens, cfg.temperature, cfg.autocast
+            sampler.model(),
+            tokenizer,
+            batch_ids,
+            cfg.max_new_tokens,
+            cfg.temperature,
+            cfg.autocast and not sampler.active,
         )
         mask = rollout.response_mask.float()
         responses = decode_responses(tokenizer, rollout)
