@@ -14,6 +14,7 @@ from rlhf.engine.algorithms.dpo import (
     dpo_loss,
     encode_pair,
     pairwise_accuracy_from,
+    sequence_logprobs,
     train_dpo,
 )
 
@@ -60,6 +61,26 @@ def test_pair_encoding_masks_and_truncation(tok):
     assert enc.chosen[-1] == tok.eos_token_id and len(enc.chosen) == 4
     with pytest.raises(ValueError, match=r"pairs\[0\].rejected"):
         encode_pair(tok, Pair("a", "b", " "), cfg)
+
+
+def test_sequence_logprobs_sum_exactly_the_response_tokens(tok, make_lm):
+    """Against the plain full-sequence log-softmax: prompts of different lengths (so
+    the kept-logits window starts at the shortest prompt) and responses with EOS."""
+    lm = make_lm(seed=2).eval()
+    cfg = DPOConfig(autocast=False, use_chat_template=False)
+    pairs = [
+        encode_pair(tok, Pair("abcdefg", "ab", "cdefgh"), cfg),
+        encode_pair(tok, Pair("ab", "hgfedcba", "a"), cfg),
+    ]
+    chosen, rejected = sequence_logprobs(lm, pairs, tok.pad_token_id, cfg)
+    for i, pair in enumerate(pairs):
+        for response, got in ((pair.chosen, chosen[i]), (pair.rejected, rejected[i])):
+            ids = torch.tensor([pair.prompt + response])
+            with torch.no_grad():
+                logp = lm(input_ids=ids).logits[0, :-1].log_softmax(-1)
+            start = len(pair.prompt) - 1  # the column predicting the first response token
+            want = logp[start:].gather(1, ids[0, start + 1 :, None]).sum()
+            assert got.item() == pytest.approx(want.item(), abs=1e-4)
 
 
 def test_heldout_pairwise_accuracy_rises(tok, make_lm):

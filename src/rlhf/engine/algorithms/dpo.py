@@ -36,6 +36,7 @@ from rlhf.engine.algorithms.rollout import (
     clip_grad,
     encode_chat_prompt,
     position_ids_from,
+    token_logprobs,
 )
 from rlhf.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -145,6 +146,9 @@ def _collate(pairs: Sequence[EncodedPair], pad_id: int, device: str):
 def sequence_logprobs(model: Any, pairs: Sequence[EncodedPair], pad_id: int, cfg: DPOConfig):
     """Summed response log-probs: (chosen [B], rejected [B])."""
     ids, attn, loss_mask = _collate(pairs, pad_id, cfg.device)
+    # Logits only from the first column that predicts a response token: the vocabulary
+    # projection of the (often longer) prompts would be thrown away.
+    first = max(0, int(loss_mask.argmax(1).min()) - 1)
     with (
         attention_kernel(model, cfg.attn_implementation, cfg.device),
         autocast(cfg.device, cfg.autocast),
@@ -154,12 +158,11 @@ def sequence_logprobs(model: Any, pairs: Sequence[EncodedPair], pad_id: int, cfg
             attention_mask=attn,
             position_ids=position_ids_from(attn),
             use_cache=False,
+            logits_to_keep=ids.shape[1] - first,
         ).logits
-    # logits at t predict token t+1
-    logp = torch.gather(
-        logits[:, :-1].float().log_softmax(-1), 2, ids[:, 1:].unsqueeze(-1)
-    ).squeeze(-1)
-    summed = (logp * loss_mask[:, 1:]).sum(1)
+    # logits at column t predict token t+1
+    logp = token_logprobs(logits[:, :-1], ids[:, first + 1 :])
+    summed = (logp * loss_mask[:, first + 1 :]).sum(1)
     n = len(pairs)
     return summed[:n], summed[n:]
 
