@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--beta", type=float, default=0.05, help="KL coefficient (fixed in both)")
-    p.add_argument("--eval-prompts", type=int, default=128)
+    p.add_argument("--eval-prompts", type=int, default=256, help="held-out prompts judged")
     p.add_argument(
         "--trl-gradient-checkpointing",
         choices=["default", "on", "off"],
@@ -60,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run_ours(args, tokenizer, reward_fn, prompts) -> tuple[Any, dict[str, Any]]:
+def run_ours(args, tokenizer, reward_fn, prompts, ref) -> tuple[Any, dict[str, Any]]:
+    """``ref`` is the frozen reference, built outside the timed region as TRL builds
+    its own in the trainer's constructor (its clock runs around ``train()`` only)."""
     from rlhf.engine.algorithms.rloo import RLOOConfig, train_rloo
     from rlhf.engine.models import load_policy
 
@@ -79,7 +81,7 @@ def run_ours(args, tokenizer, reward_fn, prompts) -> tuple[Any, dict[str, Any]]:
         progress=False,
     )
     t0 = time.perf_counter()
-    result = train_rloo(cfg, policy, tokenizer, reward_fn, prompts)
+    result = train_rloo(cfg, policy, tokenizer, reward_fn, prompts, ref_model=ref)
     seconds = time.perf_counter() - t0
     h = result.history
     breakdown = {
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     before = evaluate(ref)
 
     episodes = args.steps * args.prompts_per_step * args.k
-    ours_policy, ours = run_ours(args, tokenizer, reward_fn, train_prompts)
+    ours_policy, ours = run_ours(args, tokenizer, reward_fn, train_prompts, ref)
     ours_eval = evaluate(ours_policy)
     del ours_policy
     gc.collect()
