@@ -62,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--online-k", type=int, default=8, help="online: variants per example")
     p.add_argument("--online-random", type=int, default=2,
                    help="online: of the k variants, uniformly random ones")  # fmt: skip
+    p.add_argument("--online-temperature", type=float, default=1.0,
+                   help="online: softmax temperature over first-order gains")  # fmt: skip
+    p.add_argument("--online-top", type=int, default=8,
+                   help="online: sampled variants pick among this many best positions")  # fmt: skip
+    p.add_argument("--online-adv-weight", type=float, default=1.0,
+                   help="online: weight of the worst variant's cross-entropy")  # fmt: skip
     p.add_argument("--online-kl", type=float, default=1.0,
                    help="online: weight of KL(clean || worst variant)")  # fmt: skip
     p.add_argument("--online-kl-detach", action="store_true",
@@ -208,6 +214,9 @@ def harden_online(args, classifier, pool, replay, make_attack, max_len):
     config = OnlineAdversarialConfig(
         variants_per_example=args.online_k,
         random_variants=args.online_random,
+        temperature=args.online_temperature,
+        top_positions=args.online_top,
+        adv_weight=args.online_adv_weight,
         kl_weight=args.online_kl,
         kl_detach_clean=args.online_kl_detach,
         replay_per_batch=args.online_replay,
@@ -235,6 +244,9 @@ def harden_online(args, classifier, pool, replay, make_attack, max_len):
             "epochs": args.online_epochs,
             "variants_per_example": args.online_k,
             "random_variants": args.online_random,
+            "temperature": args.online_temperature,
+            "top_positions": args.online_top,
+            "adv_weight": args.online_adv_weight,
             "kl_weight": args.online_kl,
             "kl_detach_clean": args.online_kl_detach,
             "replay_per_batch": args.online_replay,

@@ -50,12 +50,17 @@ def test_pick_worst_takes_the_highest_loss_candidate_that_passes_similarity():
     originals = ["a", "b", "c"]
     candidates = ["a0", "a1", "a2", "b0", "b1", "c0"]
 
+    checked: list[str] = []
+
     def similarity(orig, pert):  # candidate "a1" is too far from its original
+        checked.extend(pert)
         return np.array([0.1 if p == "a1" else 0.9 for p in pert])
 
     chosen, rejected = pick_worst(owner, losses, originals, candidates, similarity, 0.5)
     assert chosen == {0: 2, 1: 4, 2: 5}  # a1 (loss 1.5) fails similarity: a2 is next
     assert rejected == 1
+    # in loss order, and only rows still without a passing candidate are checked again
+    assert checked == ["a1", "b1", "c0", "a2"]
     chosen, rejected = pick_worst(owner, losses, originals, candidates, similarity, 0.0)
     assert chosen == {0: 1, 1: 4, 2: 5} and rejected == 0
     # a row whose checked candidates all fail gets no adversarial variant

@@ -203,31 +203,33 @@ def pick_worst(
     """Worst-of-k: per row, the highest-loss candidate that passes the similarity check.
 
     `owner[c]` is the row (example) candidate c belongs to, `losses[c]` its true-label
-    loss. Similarity is computed for the `checks` highest-loss candidates of each row
-    only (one batched call); a row whose checked candidates all fail gets none.
+    loss. Up to `checks` highest-loss candidates of each row are tried in loss order:
+    one batched similarity call per level, only for the rows still without a passing
+    candidate (the choice is the same as checking all of them at once, with fewer
+    sentence-embedding calls); a row whose checked candidates all fail gets none.
     Returns ({row: candidate index}, number of similarity rejections).
     """
     by_row: dict[int, list[int]] = {}
     for c, r in enumerate(owner):
         by_row.setdefault(r, []).append(c)
-    pairs: list[tuple[int, int]] = []
-    for r, cs in by_row.items():
+    for cs in by_row.values():
         cs.sort(key=lambda c: -losses[c])
-        pairs.extend((r, c) for c in cs[: max(1, checks)])
-    if min_similarity > 0:
-        sims = np.asarray(similarity([originals[r] for r, _ in pairs],
-                                     [candidates[c] for _, c in pairs]))  # fmt: skip
-    else:
-        sims = np.ones(len(pairs))
     chosen: dict[int, int] = {}
     rejected = 0
-    for (r, c), sim in zip(pairs, sims, strict=True):
-        if r in chosen:
-            continue
-        if sim >= min_similarity:
-            chosen[r] = c
+    for level in range(max(1, checks)):
+        pairs = [(r, cs[level]) for r, cs in by_row.items() if r not in chosen and level < len(cs)]
+        if not pairs:
+            break
+        if min_similarity > 0:
+            sims = np.asarray(similarity([originals[r] for r, _ in pairs],
+                                         [candidates[c] for _, c in pairs]))  # fmt: skip
         else:
-            rejected += 1
+            sims = np.ones(len(pairs))
+        for (r, c), sim in zip(pairs, sims, strict=True):
+            if sim >= min_similarity:
+                chosen[r] = c
+            else:
+                rejected += 1
     return chosen, rejected
 
 
