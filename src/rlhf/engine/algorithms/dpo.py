@@ -209,10 +209,18 @@ def evaluate_dpo(
     model: Any, pairs: Sequence[EncodedPair], ref_logps: torch.Tensor, pad_id: int, cfg: DPOConfig
 ) -> dict[str, float]:
     """Held-out pairwise accuracy of the implicit reward, mean margin and loss."""
-    policy = reference_logprobs(model, pairs, pad_id, cfg)
-    chosen = cfg.beta * (policy[:, 0] - ref_logps[:, 0])
-    rejected = cfg.beta * (policy[:, 1] - ref_logps[:, 1])
-    loss, _, _ = dpo_loss(policy[:, 0], policy[:, 1], ref_logps[:, 0], ref_logps[:, 1], cfg.beta)
+    return dpo_metrics(reference_logprobs(model, pairs, pad_id, cfg), ref_logps, cfg.beta)
+
+
+def dpo_metrics(policy: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> dict[str, float]:
+    """Metrics from [N, 2] (chosen, rejected) summed log-probs of policy and reference.
+
+    Before training the policy is the reference: pass ``ref_logps`` twice instead of
+    running the model again.
+    """
+    loss, chosen, rejected = dpo_loss(
+        policy[:, 0], policy[:, 1], ref_logps[:, 0], ref_logps[:, 1], beta
+    )
     return {
         "pairwise_accuracy": pairwise_accuracy_from(chosen, rejected),
         "reward_margin": (chosen - rejected).mean().item(),
@@ -248,7 +256,7 @@ def train_dpo(
     ref_eval = reference_logprobs(ref, held_out, pad_id, cfg) if held_out else None
     eval_before: dict[str, float] = {}
     if ref_eval is not None:
-        eval_before = evaluate_dpo(ref, held_out, ref_eval, pad_id, cfg)
+        eval_before = dpo_metrics(ref_eval, ref_eval, cfg.beta)
 
     total_steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
     optimizer = adamw(
