@@ -14,6 +14,7 @@ from rlhf.engine.algorithms.dpo import (
     dpo_loss,
     encode_pair,
     pairwise_accuracy_from,
+    reference_logprobs,
     sequence_logprobs,
     train_dpo,
 )
@@ -81,6 +82,17 @@ def test_sequence_logprobs_sum_exactly_the_response_tokens(tok, make_lm):
             start = len(pair.prompt) - 1  # the column predicting the first response token
             want = logp[start:].gather(1, ids[0, start + 1 :, None]).sum()
             assert got.item() == pytest.approx(want.item(), abs=1e-4)
+
+
+def test_reference_logprobs_batch_by_length_but_keep_the_input_order(tok, make_lm):
+    lm = make_lm(seed=4).eval()
+    cfg = DPOConfig(autocast=False, use_chat_template=False, eval_batch_size=2)
+    texts = [("abcdefgh", "abcdefgh", "a"), ("a", "b", "c"), ("abcd", "ab", "abcdef")]
+    pairs = [encode_pair(tok, Pair(*t), cfg) for t in texts + texts[::-1]]
+    table = reference_logprobs(lm, pairs, tok.pad_token_id, cfg)
+    for i, pair in enumerate(pairs):  # each pair alone: no batching, no reordering
+        c, r = sequence_logprobs(lm, [pair], tok.pad_token_id, cfg)
+        assert table[i].tolist() == pytest.approx([c.item(), r.item()], abs=1e-4)
 
 
 def test_heldout_pairwise_accuracy_rises(tok, make_lm):

@@ -171,15 +171,24 @@ def sequence_logprobs(model: Any, pairs: Sequence[EncodedPair], pad_id: int, cfg
 def reference_logprobs(
     model: Any, pairs: Sequence[EncodedPair], pad_id: int, cfg: DPOConfig
 ) -> torch.Tensor:
-    """[N, 2] (chosen, rejected) summed log-probs, computed once."""
+    """[N, 2] (chosen, rejected) summed log-probs, computed once.
+
+    Batches are formed in order of length so each pads to similar lengths (prompt
+    and response lengths vary 10x in HH); the rows come back in the input order.
+    """
     was_training = model.training
     model.eval()
-    out = []
-    for start in range(0, len(pairs), cfg.eval_batch_size):
-        c, r = sequence_logprobs(model, pairs[start : start + cfg.eval_batch_size], pad_id, cfg)
-        out.append(torch.stack([c, r], dim=1))
+    order = sorted(
+        range(len(pairs)),
+        key=lambda i: len(pairs[i].prompt) + max(len(pairs[i].chosen), len(pairs[i].rejected)),
+    )
+    out = torch.zeros(len(pairs), 2)
+    for start in range(0, len(order), cfg.eval_batch_size):
+        rows = order[start : start + cfg.eval_batch_size]
+        c, r = sequence_logprobs(model, [pairs[i] for i in rows], pad_id, cfg)
+        out[rows] = torch.stack([c, r], dim=1).float().cpu()
     model.train(was_training)
-    return torch.cat(out).cpu()
+    return out
 
 
 def dpo_loss(
