@@ -40,9 +40,21 @@ REPO = Path(__file__).resolve().parents[1]
 # docs/adversarial.md ("Measured"); any --online-* flag given overrides its entry.
 ONLINE_DEFAULTS: dict[str, dict[str, float]] = {
     # SST-2: 1 pass over 10000 train sentences, TRADES KL weight 1 (17 min of training)
-    "en": {"online_train": 10000, "online_epochs": 1.0, "online_kl": 1.0, "online_minutes": 17.0},
+    "en": {
+        "online_train": 10000,
+        "online_epochs": 1.0,
+        "online_kl": 1.0,
+        "online_minutes": 17.0,
+        "online_temperature": 1.0,
+    },
     # ChnSentiCorp (2-layer BERT, long texts): 2 passes over 6000 train texts, KL weight 2
-    "zh": {"online_train": 6000, "online_epochs": 2.0, "online_kl": 2.0, "online_minutes": 10.0},
+    "zh": {
+        "online_train": 6000,
+        "online_epochs": 2.0,
+        "online_kl": 2.0,
+        "online_minutes": 10.0,
+        "online_temperature": 1.0,
+    },
 }
 
 
@@ -73,8 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--online-k", type=int, default=8, help="online: variants per example")
     p.add_argument("--online-random", type=int, default=2,
                    help="online: of the k variants, uniformly random ones")  # fmt: skip
-    p.add_argument("--online-temperature", type=float, default=1.0,
-                   help="online: softmax temperature over first-order gains")  # fmt: skip
+    p.add_argument("--online-temperature", type=float, default=None,
+                   help="online: softmax temperature over gains (per language)")  # fmt: skip
     p.add_argument("--online-top", type=int, default=8,
                    help="online: sampled variants pick among this many best positions")  # fmt: skip
     p.add_argument("--online-adv-weight", type=float, default=1.0,
