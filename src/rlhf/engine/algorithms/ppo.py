@@ -261,7 +261,10 @@ def train_ppo(
         t_gen = time.perf_counter()
 
         # 3. reference log-probs (and old policy stats unless fused with the update)
-        ref_logp = rollout_logprobs(ref, rollout, cfg.autocast, cfg.temperature)
+        # Same attention kernel as the policy's training forward: at step 0 the KL is
+        # then exactly 0, not the eager-vs-SDPA rounding difference (~0.02-0.05 nats).
+        with attention_kernel(ref, cfg.attn_implementation, cfg.device):
+            ref_logp = rollout_logprobs(ref, rollout, cfg.autocast, cfg.temperature)
         all_idx = torch.arange(cfg.batch_size, device=rollout.query.device)
         if single_pass:
             logp_grad, values_grad = _forward(model, rollout, all_idx, cfg)

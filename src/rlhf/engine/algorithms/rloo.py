@@ -232,7 +232,10 @@ def train_rloo(
         t_gen = time.perf_counter()
 
         # 2. KL against the reference
-        ref_logp = rollout_logprobs(ref, rollout, cfg.autocast, cfg.temperature)
+        # Same attention kernel as the policy's training forward: at step 0 the KL is
+        # then exactly 0, not the eager-vs-SDPA rounding difference (~0.02-0.05 nats).
+        with attention_kernel(ref, cfg.attn_implementation, cfg.device):
+            ref_logp = rollout_logprobs(ref, rollout, cfg.autocast, cfg.temperature)
         t_ref = time.perf_counter()
         all_idx = torch.arange(n, device=rollout.query.device)
         if single_pass:
