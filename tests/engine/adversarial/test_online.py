@@ -82,7 +82,7 @@ def test_variants_come_only_from_label_preserving_substitutions():
     assert choices and len({tuple(sorted(c.items())) for c in choices}) == len(choices)
     for choice in choices:
         out = space.apply(attack, choice).split()
-        assert 1 <= len(choice) <= 2
+        assert choice  # never the unchanged text (the budget is checked below)
         assert out[1] in ["great", *SYNONYMS["great"]] and out[4] in ["good", *SYNONYMS["good"]]
         assert out[0] == "the" and out[2:4] == ["movie", "was"] and out[5:] == [",", "truly"]
     # the edit budget binds: with two positions open, budget 2 uses both somewhere,

@@ -54,7 +54,6 @@ from rlhf.engine.algorithms.rollout import (
     masked_whiten,
     response_logprobs,
     rollout_logprobs,
-    sample,
     score,
 )
 from rlhf.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -244,14 +243,7 @@ def train_ppo(
         t0 = time.perf_counter()
         # 1-2. rollouts and scores
         batch_ids = [prompt_ids[i] for i in cursor.take(cfg.batch_size)]
-        rollout = sample(
-            sampler.model(),
-            tokenizer,
-            batch_ids,
-            cfg.max_new_tokens,
-            cfg.temperature,
-            cfg.autocast and not sampler.active,
-        )
+        rollout = sampler.rollout(tokenizer, batch_ids, cfg.max_new_tokens, cfg.temperature)
         mask = rollout.response_mask.float()
         responses = decode_responses(tokenizer, rollout)
         scores = score(

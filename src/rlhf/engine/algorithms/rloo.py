@@ -50,7 +50,6 @@ from rlhf.engine.algorithms.rollout import (
     masked_mean,
     response_logprobs,
     rollout_logprobs,
-    sample,
     score,
 )
 from rlhf.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -215,14 +214,7 @@ def train_rloo(
         t0 = time.perf_counter()
         # 1. k samples per prompt (each prompt repeated k times, adjacent)
         batch_ids = [prompt_ids[i] for i in cursor.take(cfg.num_prompts) for _ in range(cfg.k)]
-        rollout = sample(
-            sampler.model(),
-            tokenizer,
-            batch_ids,
-            cfg.max_new_tokens,
-            cfg.temperature,
-            cfg.autocast and not sampler.active,
-        )
+        rollout = sampler.rollout(tokenizer, batch_ids, cfg.max_new_tokens, cfg.temperature)
         mask = rollout.response_mask.float()
         responses = decode_responses(tokenizer, rollout)
         scores = score(

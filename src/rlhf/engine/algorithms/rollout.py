@@ -463,6 +463,7 @@ class SamplingCopy:
 
     def __init__(self, policy: Any, device: str | torch.device, use_autocast: bool) -> None:
         self.policy = policy
+        self.use_autocast = use_autocast
         self.copy: Any | None = None
         if use_autocast and torch.device(device).type == "cpu":
             self.copy = copy.deepcopy(policy).eval().requires_grad_(False)
@@ -482,6 +483,23 @@ class SamplingCopy:
         for dst, src in zip(self.copy.parameters(), self.policy.parameters(), strict=True):
             dst.copy_(src)
         return self.copy
+
+    def rollout(
+        self,
+        tokenizer: Any,
+        prompt_ids: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        temperature: float = 1.0,
+    ) -> Rollout:
+        """``sample`` from the current weights; autocast only when sampling the policy."""
+        return sample(
+            self.model(),
+            tokenizer,
+            prompt_ids,
+            max_new_tokens,
+            temperature,
+            self.use_autocast and not self.active,
+        )
 
 
 def forward_response(
