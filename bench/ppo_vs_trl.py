@@ -8,6 +8,12 @@ of steps; they run one after the other in this process. Throughput counts traini
 episodes (prompt+completion pairs) per second of ``train()`` wall time. Afterwards
 each policy continues the same held-out prompts and the IMDB judge scores them.
 
+Ten steps move the judge by a few points, about as much as one seed differs from the
+next, so the pair runs once per seed (``--seeds``, default 3: seeds 0, 1, 2), every
+evaluation samples with the same fixed seed (common random numbers), and the
+quality keys are means over seeds; ``per_seed`` keeps the individual runs. Throughput
+is total episodes over total ``train()`` seconds.
+
     flock /tmp/rlhf-heavy.lock python bench/ppo_vs_trl.py --json
 """
 
@@ -56,7 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="TRL turns it on by default; 'off' measures TRL without it",
     )
     p.add_argument("--skip-trl", action="store_true", help="measure ours only")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="first training seed")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per side")
+    p.add_argument("--eval-seed", type=int, default=1, help="sampling seed of every evaluation")
     return p.parse_args(argv)
 
 
@@ -165,6 +173,10 @@ def run_trl(args, tokenizer, reward_fn, prompts) -> tuple[Any, dict[str, Any]]:
     }
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
@@ -172,7 +184,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from rlhf.engine.models import load_policy, load_tokenizer
 
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
+    if args.seeds < 1:
+        raise SystemExit("--seeds must be >= 1")
     train_prompts, eval_prompts = imdb_prompts(Path(args.data_dir))
     eval_prompts = eval_prompts[: args.eval_prompts]
     reward_clf = load_classifier(args.reward_model, bf16=True)
@@ -192,45 +205,69 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         judge,
         args.max_new_tokens,
         True,
-        args.seed + 1,
+        args.eval_seed,
     )
     before = evaluate(ref)
 
-    episodes = args.steps * args.prompts_per_step * args.k
-    ours_policy, ours = run_ours(args, tokenizer, reward_fn, train_prompts, ref)
-    ours_eval = evaluate(ours_policy)
-    del ours_policy
-    gc.collect()
+    sides = ["ours"] if args.skip_trl else ["ours", "trl"]
+    per_seed: list[dict[str, Any]] = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        seed_args = argparse.Namespace(**{**vars(args), "seed": seed})
+        row: dict[str, Any] = {"seed": seed}
+        for side in sides:
+            torch.manual_seed(seed)
+            if side == "ours":
+                policy, timing = run_ours(seed_args, tokenizer, reward_fn, train_prompts, ref)
+            else:
+                tokenizer_trl = load_tokenizer(args.policy)
+                policy, timing = run_trl(seed_args, tokenizer_trl, reward_fn, train_prompts)
+            policy.eval()
+            scores = evaluate(policy)
+            del policy
+            gc.collect()
+            row[side] = {
+                "seconds": round(timing["seconds"], 1),
+                "median_step_s": timing["median_s"],
+                "judge_positive_rate": round(scores["judge_positive_rate"], 4),
+                "reward": round(scores["reward"], 4),
+                "kl_per_sequence": round(scores["kl_per_sequence"], 3),
+            }
+            if side == "trl":
+                row[side]["gradient_checkpointing"] = timing["gradient_checkpointing"]
+        per_seed.append(row)
+        print(f"[ppo_vs_trl] seed {seed}: {json.dumps(row)}", file=sys.stderr, flush=True)
+
+    episodes = args.steps * args.prompts_per_step * args.k * args.seeds
+    judge_before = before["judge_positive_rate"]
     result: dict[str, Any] = {
         "algorithm": args.algorithm,
         "steps": args.steps,
+        "seeds": args.seeds,
         "batch": f"{args.prompts_per_step}x{args.k}",
         "max_new_tokens": args.max_new_tokens,
-        "ours_episodes_per_s": round(episodes / ours["seconds"], 3),
-        "ours_seconds_per_step": round(ours["seconds"] / args.steps, 2),
-        "ours_median_breakdown_s": ours["median_s"],
-        "judge_positive_rate_before": round(before["judge_positive_rate"], 4),
-        "ours_judge_positive_rate": round(ours_eval["judge_positive_rate"], 4),
-        "ours_reward": round(ours_eval["reward"], 4),
-        "ours_kl_per_sequence": round(ours_eval["kl_per_sequence"], 3),
+        "eval_prompts": len(eval_prompts),
+        "judge_positive_rate_before": round(judge_before, 4),
+        "reward_before": round(before["reward"], 4),
     }
-    if not args.skip_trl:
-        tokenizer_trl = load_tokenizer(args.policy)
-        trl_policy, trl = run_trl(args, tokenizer_trl, reward_fn, train_prompts)
-        trl_policy.eval()
-        trl_eval = evaluate(trl_policy)
+    for side in sides:
+        seconds = sum(row[side]["seconds"] for row in per_seed)
+        judge_rate = _mean([row[side]["judge_positive_rate"] for row in per_seed])
         result.update(
             {
-                "trl_episodes_per_s": round(episodes / trl["seconds"], 3),
-                "trl_seconds_per_step": round(trl["seconds"] / args.steps, 2),
-                "trl_median_step_s": trl["median_s"]["step"],
-                "trl_gradient_checkpointing": trl["gradient_checkpointing"],
-                "trl_judge_positive_rate": round(trl_eval["judge_positive_rate"], 4),
-                "trl_reward": round(trl_eval["reward"], 4),
-                "trl_kl_per_sequence": round(trl_eval["kl_per_sequence"], 3),
+                f"{side}_episodes_per_s": round(episodes / seconds, 3),
+                f"{side}_seconds_per_step": round(seconds / (args.steps * args.seeds), 2),
+                f"{side}_judge_positive_rate": round(judge_rate, 4),
+                f"{side}_judge_gain": round(judge_rate - judge_before, 4),
+                f"{side}_reward": round(_mean([row[side]["reward"] for row in per_seed]), 4),
+                f"{side}_kl_per_sequence": round(
+                    _mean([row[side]["kl_per_sequence"] for row in per_seed]), 3
+                ),
             }
         )
+    if not args.skip_trl:
         result["ratio"] = round(result["ours_episodes_per_s"] / result["trl_episodes_per_s"], 3)
+        result["judge_gain_at_least_trl"] = result["ours_judge_gain"] >= result["trl_judge_gain"]
+    result["per_seed"] = per_seed
     if args.json:
         print(json.dumps(result))
     else:
