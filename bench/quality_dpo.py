@@ -38,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-prompt-tokens", type=int, default=128)
     parser.add_argument("--max-response-tokens", type=int, default=128)
     parser.add_argument("--train-minutes", type=float, default=14.0, help="training time budget")
+    parser.add_argument(
+        "--reference-pass",
+        choices=["upfront", "lazy"],
+        default="lazy",
+        help="reference log-probs of the training pairs: all first, or as each is drawn "
+        "(only the pairs the time budget reaches)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-autocast", action="store_true")
@@ -96,6 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         max_prompt_tokens=args.max_prompt_tokens,
         max_response_tokens=args.max_response_tokens,
         seed=args.seed,
+        reference_pass=args.reference_pass,
         device=args.device,
         autocast=not args.no_autocast,
         output_dir=args.out,

@@ -105,6 +105,21 @@ def test_heldout_pairwise_accuracy_rises(tok, make_lm):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
 
 
+def test_lazy_reference_pass_trains_like_the_upfront_one(tok, make_lm):
+    """Same pairs, same seed: computing each pair's reference log-probs when it is
+    first drawn (from a frozen copy) gives the run the up-front table gives."""
+    pairs = toy_pairs(24)
+    upfront, lazy = make_lm(), make_lm()
+    a = train_dpo(DPOConfig(epochs=2, **FAST), upfront, tok, pairs)
+    b = train_dpo(DPOConfig(epochs=2, reference_pass="lazy", **FAST), lazy, tok, pairs)
+    assert len(b.history) == len(a.history) == 6
+    for row_a, row_b in zip(a.history, b.history, strict=True):
+        assert row_b["loss"] == pytest.approx(row_a["loss"], abs=1e-4)
+    assert same_weights(upfront, lazy, atol=1e-4)
+    with pytest.raises(ValueError, match="reference_pass"):
+        train_dpo(DPOConfig(reference_pass="sometimes", **FAST), make_lm(), tok, pairs)
+
+
 def test_dpo_resume_reproduces_the_uninterrupted_run(tok, make_lm, tmp_path):
     pairs = toy_pairs(32)
     full = make_lm()

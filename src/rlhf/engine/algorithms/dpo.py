@@ -7,21 +7,25 @@ For a pair (prompt x, chosen y_w, rejected y_l) and a frozen reference model:
                           (with label smoothing e: (1-e) L(+) + e L(-), "conservative DPO")
     pairwise accuracy = fraction of pairs with r(x, y_w) > r(x, y_l)   (ties count 1/2)
 
-The reference log-probs are computed once before training (the reference never
-changes), so a training step costs one policy forward/backward on 2 x batch sequences.
+The reference never changes, so its log-probs are computed once per pair: all before
+training (``reference_pass="upfront"``; the reference can be the policy itself, no
+copy kept) or when a pair is first drawn (``"lazy"``; a frozen copy, and a
+time-limited run over a large set pays only for the pairs it reaches). A training
+step then costs one policy forward/backward on 2 x batch sequences.
 Prompts in the HH text format ("\\n\\nHuman: ... \\n\\nAssistant:") are turned into
 chat messages and rendered with the tokenizer's chat template when it has one.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +76,10 @@ class DPOConfig:
     use_chat_template: bool = True
     """Render prompts with the tokenizer's chat template (when it has one)."""
     eval_batch_size: int = 16
+    reference_pass: Literal["upfront", "lazy"] = "upfront"
+    """When the reference log-probs of the training pairs are computed: all before the
+    first update, or per batch as pairs are first drawn (needs a frozen copy of the
+    policy unless ``ref_model`` is given: 2x the weights in memory)."""
     seed: int = 0
     device: str = "cpu"
     autocast: bool = True
@@ -256,12 +264,27 @@ def train_dpo(
     )
     train = [encode_pair(tokenizer, p, cfg, i) for i, p in enumerate(train_pairs)]
     held_out = [encode_pair(tokenizer, p, cfg, i) for i, p in enumerate(eval_pairs)]
+    if cfg.reference_pass not in ("upfront", "lazy"):
+        raise ValueError(
+            f"reference_pass: expected 'upfront' or 'lazy', got {cfg.reference_pass!r}"
+        )
+    lazy = cfg.reference_pass == "lazy"
     policy.to(cfg.device).train()
-    # The reference is only needed for these log-probs; by default it is the
-    # policy itself before its first update, so no copy is kept in memory.
-    ref = ref_model if ref_model is not None else policy
+    # The reference is only needed for its log-probs. Up front it can be the policy
+    # itself before its first update (no copy in memory); lazily it must be a copy.
+    if ref_model is not None:
+        ref = ref_model
+    elif lazy:
+        ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    else:
+        ref = policy
     ref.to(cfg.device)
-    ref_train = reference_logprobs(ref, train, pad_id, cfg)
+    # [N, 2] (chosen, rejected); NaN = not computed yet (lazy)
+    ref_train = (
+        torch.full((len(train), 2), math.nan)
+        if lazy
+        else reference_logprobs(ref, train, pad_id, cfg)
+    )
     ref_eval = reference_logprobs(ref, held_out, pad_id, cfg) if held_out else None
     eval_before: dict[str, float] = {}
     if ref_eval is not None:
@@ -305,6 +328,9 @@ def train_dpo(
         if cfg.time_limit_s is not None and time.perf_counter() - t_start > cfg.time_limit_s:
             break
         idx = cursor.take(cfg.batch_size)
+        missing = [i for i in idx if math.isnan(ref_train[i, 0])]
+        if missing:
+            ref_train[missing] = reference_logprobs(ref, [train[i] for i in missing], pad_id, cfg)
         pi_c, pi_r = sequence_logprobs(policy, [train[i] for i in idx], pad_id, cfg)
         ref_c, ref_r = ref_train[idx, 0].to(cfg.device), ref_train[idx, 1].to(cfg.device)
         loss, chosen_r, rejected_r = dpo_loss(
