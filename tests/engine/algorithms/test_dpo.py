@@ -13,9 +13,11 @@ from rlhf.engine.algorithms.dpo import (
     DPOConfig,
     dpo_loss,
     encode_pair,
+    full_sequence_logprobs,
     pairwise_accuracy_from,
     reference_logprobs,
     sequence_logprobs,
+    shared_prompt_logprobs,
     train_dpo,
 )
 
@@ -82,6 +84,37 @@ def test_sequence_logprobs_sum_exactly_the_response_tokens(tok, make_lm):
             start = len(pair.prompt) - 1  # the column predicting the first response token
             want = logp[start:].gather(1, ids[0, start + 1 :, None]).sum()
             assert got.item() == pytest.approx(want.item(), abs=1e-4)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_shared_prompt_pass_gives_the_whole_sequence_logprobs_and_gradients(tok, make_lm, attn):
+    """Prompts of different lengths (left-padded in pass 1), answers of different
+    lengths (right-padded in pass 2): the same sums, and the same gradient, as running
+    each prompt+answer whole."""
+    lm = make_lm(seed=3)
+    cfg = DPOConfig(autocast=False, use_chat_template=False, attn_implementation=attn)
+    pairs = [
+        encode_pair(tok, Pair("abcdefg", "ab", "cdefgh"), cfg),
+        encode_pair(tok, Pair("ab", "hgfedcba", "a"), cfg),
+        encode_pair(tok, Pair("cab", "bead", "fed"), cfg),
+    ]
+    grads = []
+    for fn in (shared_prompt_logprobs, full_sequence_logprobs):
+        lm.zero_grad()
+        chosen, rejected = fn(lm, pairs, tok.pad_token_id, cfg)
+        (chosen.sum() - 2 * rejected.sum()).backward()
+        grads.append(
+            (chosen.detach(), rejected.detach(), [p.grad.clone() for p in lm.parameters()])
+        )
+    (c1, r1, g1), (c2, r2, g2) = grads
+    assert torch.allclose(c1, c2, atol=1e-4) and torch.allclose(r1, r2, atol=1e-4)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(g1, g2, strict=True))
+    assert any(a.abs().sum() > 0 for a in g1)
+    # An empty prompt has no column to predict the first answer token from: the whole
+    # sequence path is used (sequence_logprobs dispatches).
+    empty = [encode_pair(tok, Pair("", "ab", "cd"), cfg)]
+    want = full_sequence_logprobs(lm, empty, tok.pad_token_id, cfg)
+    assert torch.equal(sequence_logprobs(lm, empty, tok.pad_token_id, cfg)[0], want[0])
 
 
 def test_reference_logprobs_batch_by_length_but_keep_the_input_order(tok, make_lm):

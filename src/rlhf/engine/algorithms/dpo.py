@@ -37,6 +37,7 @@ from rlhf.engine.algorithms.rollout import (
     adamw,
     attention_kernel,
     autocast,
+    cache_argument,
     clip_grad,
     encode_chat_prompt,
     position_ids_from,
@@ -76,6 +77,9 @@ class DPOConfig:
     use_chat_template: bool = True
     """Render prompts with the tokenizer's chat template (when it has one)."""
     eval_batch_size: int = 16
+    share_prompt: bool = True
+    """Run each prompt once for both answers (its keys/values shared) instead of two
+    whole sequences; same log-probs, fewer token positions."""
     reference_pass: Literal["upfront", "lazy"] = "upfront"
     """When the reference log-probs of the training pairs are computed: all before the
     first update, or per batch as pairs are first drawn (needs a frozen copy of the
@@ -153,6 +157,70 @@ def _collate(pairs: Sequence[EncodedPair], pad_id: int, device: str):
 
 def sequence_logprobs(model: Any, pairs: Sequence[EncodedPair], pad_id: int, cfg: DPOConfig):
     """Summed response log-probs: (chosen [B], rejected [B])."""
+    if cfg.share_prompt and all(p.prompt for p in pairs):
+        return shared_prompt_logprobs(model, pairs, pad_id, cfg)
+    return full_sequence_logprobs(model, pairs, pad_id, cfg)
+
+
+def shared_prompt_logprobs(
+    model: Any, pairs: Sequence[EncodedPair], pad_id: int, cfg: DPOConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs with each prompt run once for both of its answers.
+
+    Pass 1 runs the (left-padded) prompts and keeps their keys/values; pass 2 runs the
+    2B right-padded answers, chosen and rejected interleaved, on that cache repeated
+    twice. Gradients flow through the cache into pass 1. An HH pair (prompt ~130
+    tokens, answers ~45) costs P + 2R token positions instead of 2(P + R): ~1.6x fewer.
+    """
+    dev = cfg.device
+    n = len(pairs)
+    width_p = max(len(p.prompt) for p in pairs)
+    answers = [a for p in pairs for a in (p.chosen, p.rejected)]  # c0, r0, c1, r1, ...
+    width_r = max(len(a) for a in answers)
+    prompt_ids = torch.full((n, width_p), pad_id, dtype=torch.long)
+    prompt_attn = torch.zeros((n, width_p), dtype=torch.long)
+    for row, p in enumerate(pairs):
+        prompt_ids[row, width_p - len(p.prompt) :] = torch.tensor(p.prompt)
+        prompt_attn[row, width_p - len(p.prompt) :] = 1
+    answer_ids = torch.full((2 * n, width_r), pad_id, dtype=torch.long)
+    answer_attn = torch.zeros((2 * n, width_r), dtype=torch.long)
+    for row, a in enumerate(answers):
+        answer_ids[row, : len(a)] = torch.tensor(a)
+        answer_attn[row, : len(a)] = 1
+    prompt_ids, prompt_attn = prompt_ids.to(dev), prompt_attn.to(dev)
+    answer_ids, answer_attn = answer_ids.to(dev), answer_attn.to(dev)
+    prompt_lengths = prompt_attn.sum(1).repeat_interleave(2)
+    with (
+        attention_kernel(model, cfg.attn_implementation, dev),
+        autocast(dev, cfg.autocast),
+    ):
+        first = model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_attn,
+            position_ids=position_ids_from(prompt_attn),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache_arg = cache_argument(model)
+        cache = getattr(first, cache_arg)
+        cache.batch_repeat_interleave(2)
+        rest = model(
+            input_ids=answer_ids,
+            attention_mask=torch.cat([prompt_attn.repeat_interleave(2, 0), answer_attn], 1),
+            position_ids=prompt_lengths[:, None] + torch.arange(width_r, device=dev),
+            use_cache=True,
+            **{cache_arg: cache},
+        ).logits
+    # the last prompt column predicts answer token 0; answer column t predicts t+1
+    logits = torch.cat([first.logits.repeat_interleave(2, 0), rest[:, :-1]], 1)
+    summed = (token_logprobs(logits, answer_ids) * answer_attn).sum(1)
+    return summed[0::2], summed[1::2]
+
+
+def full_sequence_logprobs(
+    model: Any, pairs: Sequence[EncodedPair], pad_id: int, cfg: DPOConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs of prompt+answer sequences, each run whole."""
     ids, attn, loss_mask = _collate(pairs, pad_id, cfg.device)
     # Logits only from the first column that predicts a response token: the vocabulary
     # projection of the (often longer) prompts would be thrown away.

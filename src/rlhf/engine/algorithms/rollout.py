@@ -330,10 +330,7 @@ def decode(
     sampler above. Tokens after a row's EOS are the pad id; the loop ends early once
     every row has finished, so R <= max_new_tokens.
     """
-    # transformers 5.2x renamed `past_key_values` to `cache` (the old name warns).
-    cache_arg = (
-        "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
-    )
+    cache_arg = cache_argument(lm)
     position_ids = position_ids_from(query_mask)
     out = lm(
         input_ids=query,
@@ -393,6 +390,12 @@ def sample(
     mask = response_mask_from(response, tokenizer.eos_token_id)
     response = torch.where(mask.bool(), response, torch.full_like(response, pad_id))
     return Rollout(query=query, query_mask=query_mask, response=response, response_mask=mask)
+
+
+def cache_argument(lm: Any) -> str:
+    """Name of the KV-cache argument and output field of ``lm.forward``: transformers
+    5.2x renamed ``past_key_values`` to ``cache`` (the old name warns)."""
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
 
 
 def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
