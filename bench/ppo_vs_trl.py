@@ -9,7 +9,7 @@ episodes (prompt+completion pairs) per second of ``train()`` wall time. Afterwar
 each policy continues the same held-out prompts and the IMDB judge scores them.
 
 Ten steps move the judge by a few points, about as much as one seed differs from the
-next, so the pair runs once per seed (``--seeds``, default 3: seeds 0, 1, 2), every
+next, so the pair runs once per seed (``--seeds``, default 5: seeds 0-4), every
 evaluation samples with the same fixed seed (common random numbers), and the
 quality keys are means over seeds; ``per_seed`` keeps the individual runs. Throughput
 is total episodes over total ``train()`` seconds.
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--skip-trl", action="store_true", help="measure ours only")
     p.add_argument("--seed", type=int, default=0, help="first training seed")
-    p.add_argument("--seeds", type=int, default=3, help="training seeds per side")
+    p.add_argument("--seeds", type=int, default=5, help="training seeds per side")
     p.add_argument("--eval-seed", type=int, default=1, help="sampling seed of every evaluation")
     return p.parse_args(argv)
 
