@@ -173,10 +173,6 @@ def run_trl(args, tokenizer, reward_fn, prompts) -> tuple[Any, dict[str, Any]]:
     }
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
@@ -251,16 +247,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for side in sides:
         seconds = sum(row[side]["seconds"] for row in per_seed)
-        judge_rate = _mean([row[side]["judge_positive_rate"] for row in per_seed])
+        judge_rate = statistics.mean([row[side]["judge_positive_rate"] for row in per_seed])
         result.update(
             {
                 f"{side}_episodes_per_s": round(episodes / seconds, 3),
                 f"{side}_seconds_per_step": round(seconds / (args.steps * args.seeds), 2),
                 f"{side}_judge_positive_rate": round(judge_rate, 4),
                 f"{side}_judge_gain": round(judge_rate - judge_before, 4),
-                f"{side}_reward": round(_mean([row[side]["reward"] for row in per_seed]), 4),
+                f"{side}_reward": round(
+                    statistics.mean([row[side]["reward"] for row in per_seed]), 4
+                ),
                 f"{side}_kl_per_sequence": round(
-                    _mean([row[side]["kl_per_sequence"] for row in per_seed]), 3
+                    statistics.mean([row[side]["kl_per_sequence"] for row in per_seed]), 3
                 ),
             }
         )

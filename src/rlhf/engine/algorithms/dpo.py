@@ -40,7 +40,9 @@ from rlhf.engine.algorithms.rollout import (
     cache_argument,
     clip_grad,
     encode_chat_prompt,
+    left_pad,
     position_ids_from,
+    right_pad,
     token_logprobs,
 )
 from rlhf.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -173,22 +175,10 @@ def shared_prompt_logprobs(
     tokens, answers ~45) costs P + 2R token positions instead of 2(P + R): ~1.6x fewer.
     """
     dev = cfg.device
-    n = len(pairs)
-    width_p = max(len(p.prompt) for p in pairs)
+    prompt_ids, prompt_attn = (t.to(dev) for t in left_pad([p.prompt for p in pairs], pad_id))
     answers = [a for p in pairs for a in (p.chosen, p.rejected)]  # c0, r0, c1, r1, ...
-    width_r = max(len(a) for a in answers)
-    prompt_ids = torch.full((n, width_p), pad_id, dtype=torch.long)
-    prompt_attn = torch.zeros((n, width_p), dtype=torch.long)
-    for row, p in enumerate(pairs):
-        prompt_ids[row, width_p - len(p.prompt) :] = torch.tensor(p.prompt)
-        prompt_attn[row, width_p - len(p.prompt) :] = 1
-    answer_ids = torch.full((2 * n, width_r), pad_id, dtype=torch.long)
-    answer_attn = torch.zeros((2 * n, width_r), dtype=torch.long)
-    for row, a in enumerate(answers):
-        answer_ids[row, : len(a)] = torch.tensor(a)
-        answer_attn[row, : len(a)] = 1
-    prompt_ids, prompt_attn = prompt_ids.to(dev), prompt_attn.to(dev)
-    answer_ids, answer_attn = answer_ids.to(dev), answer_attn.to(dev)
+    answer_ids, answer_attn = (t.to(dev) for t in right_pad(answers, pad_id))
+    width_r = answer_ids.shape[1]
     prompt_lengths = prompt_attn.sum(1).repeat_interleave(2)
     with (
         attention_kernel(model, cfg.attn_implementation, dev),
