@@ -6,19 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from rlhf.runtime.ports import free_port
+
 SERVICES = ("dataprep", "reward", "adversary", "trainer", "inference")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class DevStack:

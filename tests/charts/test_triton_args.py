@@ -6,7 +6,6 @@ Only the paths and ports differ from the rendered args (free loopback ports inst
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sysconfig
 import time
@@ -16,15 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from rlhf.runtime.ports import free_port
 from tests.charts.helmtools import by_name, render
 
 pytestmark = [pytest.mark.helm, pytest.mark.triton]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str) -> int:
@@ -45,7 +39,7 @@ def test_rendered_triton_args_start_a_real_server(tmp_path) -> None:
         "containers"
     ][0]
     assert container["command"] == ["tritonserver"]
-    ports = {"http": _free_port(), "grpc": _free_port(), "metrics": _free_port()}
+    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
     (tmp_path / "models").mkdir()
     args = []
     for arg in container["args"]:

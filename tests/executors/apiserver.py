@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from rlhf.runtime.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("RLHF_TOOLS_BIN", REPO_ROOT / ".cache" / "bin"))
@@ -33,12 +34,6 @@ def find_binary(name: str, env: str) -> str | None:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -86,7 +81,7 @@ def control_plane(workdir: Path, users: dict[str, str]) -> Iterator[ControlPlane
             "(builds kube-apiserver, installs etcd-server)"
         )
     workdir.mkdir(parents=True, exist_ok=True)
-    etcd_port, etcd_peer, api_port = _free_port(), _free_port(), _free_port()
+    etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
     key = workdir / "sa.key"
     subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
     tokens = workdir / "tokens.csv"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,16 +18,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 
 from rlhf.runtime.grpc import make_channel
+from rlhf.runtime.ports import free_port
 from rlhf.v1 import dataprep_pb2, dataprep_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from tests.runtime.grpc_testapp import DATAPREP, TRAINER, AppProcess
 
 MAX_MESSAGE_BYTES = 64 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_app(tmp_path: Path, **env: str) -> AppProcess:
@@ -223,15 +217,24 @@ def test_prometheus_counts_requests_by_method_and_code(app, channel):
     stub = dataprep_pb2_grpc.DataPrepServiceStub(channel)
     for _ in range(3):
         rpc_error(stub.GetDataset, dataprep_pb2.GetDatasetRequest(), timeout=10)
-    text = metrics_text(app)
     labels = (
         'grpc_code="INVALID_ARGUMENT",grpc_method="GetDataset",'
         'grpc_service="rlhf.v1.DataPrepService"'
     )
-    match = re.search(
-        r"^grpc_server_handled_total\{" + re.escape(labels) + r"\} (\S+)$", text, re.M
-    )
-    assert match and float(match.group(1)) >= 3, text
+    pattern = re.compile(r"^grpc_server_handled_total\{" + re.escape(labels) + r"\} (\S+)$", re.M)
+
+    def handled(text: str) -> float:
+        match = pattern.search(text)
+        return float(match.group(1)) if match else 0.0
+
+    # The client sees the status as soon as the handler aborts; the server counts the
+    # call a moment later, on its way out. Scrapes are eventually consistent, so poll.
+    deadline = time.monotonic() + 10
+    text = metrics_text(app)
+    while handled(text) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = metrics_text(app)
+    assert handled(text) >= 3, text
     assert 'grpc_server_handling_seconds_bucket{grpc_method="GetDataset"' in text
     assert "grpc.health.v1.Health" not in text  # probes stay out of request metrics
 

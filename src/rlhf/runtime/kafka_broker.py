@@ -26,6 +26,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlhf.runtime.ports import free_port
+
 log = logging.getLogger(__name__)
 
 DEFAULT_KAFKA_VERSION = "4.4.0"
@@ -162,12 +164,6 @@ def _storage_tool_class(libs: Path) -> str:
         if name in found:
             return name
     raise KafkaBrokerError(f"no storage tool class ({', '.join(_STORAGE_TOOL_CLASSES)}) in {libs}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

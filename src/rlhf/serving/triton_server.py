@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -29,17 +28,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlhf.runtime.ports import free_port
+
 log = logging.getLogger(__name__)
 
 
 class TritonStartError(RuntimeError):
     """tritonserver exited or did not become ready; the message carries its last log lines."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _pytriton_dist() -> Path:
@@ -84,9 +79,9 @@ class LocalTritonServer:
         self._workdir: Path | None = None
         self._log_tail: deque[str] = deque(maxlen=200)
         self._log_thread: threading.Thread | None = None
-        self.grpc_port = config.grpc_port or _free_port()
-        self.http_port = config.http_port or _free_port()
-        self.metrics_port = config.metrics_port or _free_port()
+        self.grpc_port = config.grpc_port or free_port()
+        self.http_port = config.http_port or free_port()
+        self.metrics_port = config.metrics_port or free_port()
 
     @property
     def grpc_url(self) -> str:
