@@ -86,7 +86,9 @@ class PPOConfig:
     gamma: float = 1.0
     """Discount over generated tokens."""
     lam: float = 0.95
-    """GAE lambda."""
+    """GAE lambda. With a value head trained from scratch prefer 1.0 (returns minus the
+    value baseline): while the value estimate is still flat, lambda < 1 scales the credit
+    of token t by lambda^(T-t), so the first tokens of a 32-token answer learn ~5x slower."""
     cliprange: float = 0.2
     """Policy ratio clip epsilon."""
     cliprange_value: float = 0.2
