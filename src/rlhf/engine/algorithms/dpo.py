@@ -42,10 +42,10 @@ from rlhf.engine.algorithms.rollout import (
     encode_chat_prompt,
     left_pad,
     position_ids_from,
-    right_pad,
     token_logprobs,
 )
 from rlhf.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlhf.engine.classifier import pad_batch
 
 
 class Pair(Protocol):
@@ -177,7 +177,8 @@ def shared_prompt_logprobs(
     dev = cfg.device
     prompt_ids, prompt_attn = (t.to(dev) for t in left_pad([p.prompt for p in pairs], pad_id))
     answers = [a for p in pairs for a in (p.chosen, p.rejected)]  # c0, r0, c1, r1, ...
-    answer_ids, answer_attn = (t.to(dev) for t in right_pad(answers, pad_id))
+    padded = pad_batch(answers, pad_id)  # right-padded
+    answer_ids, answer_attn = padded["input_ids"].to(dev), padded["attention_mask"].to(dev)
     width_r = answer_ids.shape[1]
     prompt_lengths = prompt_attn.sum(1).repeat_interleave(2)
     with (
