@@ -95,6 +95,25 @@ def test_ppo_stops_on_kl_budget_and_restores_weights_within_budget(tok, make_lm)
     assert not same_weights(lm, initial)
 
 
+def test_ppo_kl_budget_on_a_moving_average(tok, make_lm):
+    cfg = PPOConfig(
+        total_steps=40,
+        learning_rate=1e-2,
+        init_kl_coef=0.0,
+        kl_target=None,
+        kl_budget=0.5,
+        kl_budget_smoothing=0.5,
+        **FAST,
+    )
+    result = train_ppo(cfg, make_lm(), tok, fraction_of_a, PROMPTS)
+    assert result.stopped_on_budget and result.steps < 40
+    average = None
+    for h in result.history:  # the accepted batches' running average stayed within budget
+        kl = h["kl_per_sequence"]
+        average = kl if average is None else 0.5 * kl + 0.5 * average
+        assert average <= 0.5
+
+
 def test_ppo_survives_budget_overshoots_with_a_firmer_beta(tok, make_lm):
     common = dict(
         total_steps=40, learning_rate=1e-2, init_kl_coef=0.05, kl_target=None, kl_budget=0.5

@@ -8,6 +8,7 @@ import torch
 from rlhf.engine.algorithms.rollout import (
     AdaptiveKLController,
     DataCursor,
+    KLBudget,
     SamplingCopy,
     adamw,
     attention_kernel,
@@ -61,6 +62,49 @@ def test_kl_controller_floor_and_budget_overshoot():
     restored = AdaptiveKLController(1.0, 1.0, 1.0)
     restored.load_state_dict(ctl.state_dict())
     assert restored.state_dict() == ctl.state_dict()
+
+
+def test_kl_controller_overshoot_factor():
+    ctl = AdaptiveKLController(0.02, target=6.5, horizon=128, overshoot_factor=1.5)
+    ctl.value = 0.04
+    assert ctl.budget_overshoot() == pytest.approx(0.06)
+    with pytest.raises(ValueError, match="overshoot_factor"):
+        AdaptiveKLController(0.02, target=6.5, horizon=128, overshoot_factor=0.5)
+
+
+def _set_weight(model: torch.nn.Linear, value: float) -> None:
+    with torch.no_grad():
+        model.weight.fill_(value)
+
+
+def test_kl_budget_per_batch_restores_the_last_weights_within_budget():
+    model = torch.nn.Linear(2, 1, bias=False)
+    budget = KLBudget(8.0)
+    _set_weight(model, 1.0)
+    assert not budget.exceeded(7.9, model)
+    _set_weight(model, 2.0)
+    assert budget.exceeded(8.1, model)  # one batch past the budget is enough
+    assert model.weight.eq(1.0).all()  # back to the weights of the 7.9 batch
+    assert not KLBudget(None).exceeded(1e9, model)
+
+
+def test_kl_budget_smoothing_rides_out_one_noisy_batch_but_not_a_trend():
+    model = torch.nn.Linear(2, 1, bias=False)
+    budget = KLBudget(8.0, smoothing=0.5)
+    _set_weight(model, 1.0)
+    assert not budget.exceeded(7.0, model)
+    _set_weight(model, 2.0)
+    assert not budget.exceeded(9.0, model)  # average 8.0: one spike is noise
+    assert budget.smoothed == pytest.approx(8.0)
+    _set_weight(model, 3.0)
+    assert budget.exceeded(9.0, model)  # average 8.5: KL is really rising
+    assert model.weight.eq(2.0).all()
+    assert budget.smoothed == pytest.approx(8.0)  # the rejected batch is not averaged in
+    restored = KLBudget(8.0, smoothing=0.5)
+    restored.load_state_dict(budget.state_dict())
+    assert restored.smoothed == budget.smoothed
+    with pytest.raises(ValueError, match="smoothing"):
+        KLBudget(8.0, smoothing=0.0)
 
 
 def test_data_cursor_resumes_mid_epoch_and_reshuffles():

@@ -13,9 +13,9 @@ One step:
        L_pi = E[max(-A ratio, -A clip(ratio, 1-eps, 1+eps))],  ratio = pi / pi_old,
        L_V  = 0.5 E[max((V - R)^2, (clip(V, V_old +- eps_v) - R)^2)];
   7. the adaptive KL controller moves beta toward ``kl_target`` nats per sequence;
-  8. when the batch's KL exceeds ``kl_budget`` the policy goes back to the last weights
-     whose samples were within budget (by default); training then stops, or, up to
-     ``kl_budget_retries`` times, doubles beta and goes on.
+  8. when KL (one batch's, or a moving average) exceeds ``kl_budget`` the policy goes
+     back to the last weights whose samples were within budget (by default); training
+     then stops, or, up to ``kl_budget_retries`` times, raises beta and goes on.
 
 With ``ppo_epochs == 1`` and one mini-batch the "old" policy is the current one, so
 the old log-probs/values come from the same forward pass as the loss (ratio == 1,
@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from rlhf.engine.algorithms.rollout import (
     AdaptiveKLController,
     DataCursor,
+    KLBudget,
     MetricsLogger,
     RewardFn,
     Rollout,
@@ -102,12 +103,18 @@ class PPOConfig:
     kl_horizon: float = 64.0
     """Adaptive KL horizon in episodes (smaller adapts faster)."""
     kl_budget: float | None = None
-    """Stop training when a batch's mean KL (nats/seq) exceeds this."""
+    """Stop training when the mean KL (nats/seq) exceeds this (see kl_budget_smoothing)."""
+    kl_budget_smoothing: float = 1.0
+    """Weight of the newest batch in the moving average of KL that the budget checks
+    (1.0 = each batch alone; 0.5 averages over about three batches of noise)."""
     restore_on_budget: bool = True
     """On hitting the budget, restore the last weights that were within it."""
     kl_budget_retries: int = 0
     """Overshoots of the budget survived before stopping: each restores the last good
-    weights (with restore_on_budget), doubles beta (at least to init_kl_coef) and goes on."""
+    weights (with restore_on_budget), multiplies beta by kl_overshoot_factor (at least
+    back to init_kl_coef) and goes on."""
+    kl_overshoot_factor: float = 2.0
+    """Beta's multiplier at a survived overshoot."""
     min_kl_coef: float = 0.0
     """Floor for the adaptive beta, so it still brakes when KL turns upward."""
     score_scale: float = 1.0
@@ -119,10 +126,10 @@ class PPOConfig:
     seed: int = 0
     device: str = "cpu"
     autocast: bool = True
+    """bf16 autocast on CPU (ignored on CUDA)."""
     attn_implementation: str | None = "auto"
     """Attention kernel for the policy's training forward/backward: "auto" = eager on
     CPU (faster backward at these lengths), the model's own on CUDA; None = as loaded."""
-    """bf16 autocast on CPU (ignored on CUDA)."""
     output_dir: str | None = None
     """Run directory: metrics.jsonl, checkpoints/, final/ (None = keep nothing)."""
     checkpoint_every: int = 0
@@ -208,7 +215,10 @@ def train_ppo(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     )
-    kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon, cfg.min_kl_coef)
+    kl_ctl = AdaptiveKLController(
+        cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon, cfg.min_kl_coef, cfg.kl_overshoot_factor
+    )
+    budget = KLBudget(cfg.kl_budget, cfg.kl_budget_smoothing, cfg.restore_on_budget)
     cursor = DataCursor(size=len(prompt_ids), seed=cfg.seed)
     history: list[dict[str, float]] = []
 
@@ -220,6 +230,7 @@ def train_ppo(
         )
         start_step = restored["step"]
         kl_ctl.load_state_dict(restored["state"]["kl_ctl"])
+        budget.load_state_dict(restored["state"].get("kl_budget", {}))
         cursor.load_state_dict(restored["state"]["cursor"])
         history = restored["state"]["history"]
     metrics_log = MetricsLogger(out_dir / "metrics.jsonl" if out_dir else None, start_step)
@@ -227,14 +238,18 @@ def train_ppo(
     def checkpoint(step: int) -> None:
         if out_dir is None:
             return
-        state = {"kl_ctl": kl_ctl.state_dict(), "cursor": cursor.state_dict(), "history": history}
+        state = {
+            "kl_ctl": kl_ctl.state_dict(),
+            "kl_budget": budget.state_dict(),
+            "cursor": cursor.state_dict(),
+            "history": history,
+        }
         save_checkpoint(
             out_dir, step, {"policy": model}, {"opt": optimizer}, {"sched": scheduler}, state
         )
 
     sampler = SamplingCopy(model.lm, cfg.device, cfg.autocast)
     single_pass = cfg.ppo_epochs == 1 and cfg.mini_batch_size == cfg.batch_size
-    snapshot: dict[str, torch.Tensor] | None = None
     stopped_on_budget = False
     t_start = time.perf_counter()
     step = start_step
@@ -271,16 +286,12 @@ def train_ppo(
         kl_per_seq = kl.sum(1).mean().item()
 
         # 8. budget check: these samples came from the current weights
-        if cfg.kl_budget is not None and kl_per_seq > cfg.kl_budget:
-            if cfg.restore_on_budget and snapshot is not None:
-                model.load_state_dict(snapshot)
+        if budget.exceeded(kl_per_seq, model):
             if kl_ctl.overshoots < cfg.kl_budget_retries:
                 kl_ctl.budget_overshoot()  # back to good weights, firmer beta, go on
                 continue
             stopped_on_budget = True
             break
-        if cfg.kl_budget is not None and cfg.restore_on_budget:
-            snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
         # 4. per-token rewards: KL penalty everywhere, score on the last real token
         rewards = -kl_ctl.value * kl

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from rlhf.engine.algorithms.rollout import (
     AdaptiveKLController,
     DataCursor,
+    KLBudget,
     MetricsLogger,
     RewardFn,
     Rollout,
@@ -85,10 +86,14 @@ class RLOOConfig:
     kl_horizon: float = 64.0
     """Adaptive KL horizon in episodes."""
     kl_budget: float | None = None
-    """Stop when a batch's mean KL (nats/seq) exceeds this."""
+    """Stop when the mean KL (nats/seq) exceeds this (as in PPOConfig)."""
+    kl_budget_smoothing: float = 1.0
+    """Weight of the newest batch in the KL average the budget checks (as in PPOConfig)."""
     restore_on_budget: bool = True
     kl_budget_retries: int = 0
     """Budget overshoots survived before stopping (as in PPOConfig)."""
+    kl_overshoot_factor: float = 2.0
+    """Beta's multiplier at a survived overshoot."""
     min_kl_coef: float = 0.0
     """Floor for the adaptive beta (as in PPOConfig)."""
     score_scale: float = 1.0
@@ -175,7 +180,10 @@ def train_rloo(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     )
-    kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon, cfg.min_kl_coef)
+    kl_ctl = AdaptiveKLController(
+        cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon, cfg.min_kl_coef, cfg.kl_overshoot_factor
+    )
+    budget = KLBudget(cfg.kl_budget, cfg.kl_budget_smoothing, cfg.restore_on_budget)
     cursor = DataCursor(size=len(prompt_ids), seed=cfg.seed)
     history: list[dict[str, float]] = []
 
@@ -187,6 +195,7 @@ def train_rloo(
         )
         start_step = restored["step"]
         kl_ctl.load_state_dict(restored["state"]["kl_ctl"])
+        budget.load_state_dict(restored["state"].get("kl_budget", {}))
         cursor.load_state_dict(restored["state"]["cursor"])
         history = restored["state"]["history"]
     metrics_log = MetricsLogger(out_dir / "metrics.jsonl" if out_dir else None, start_step)
@@ -194,14 +203,18 @@ def train_rloo(
     def checkpoint(step: int) -> None:
         if out_dir is None:
             return
-        state = {"kl_ctl": kl_ctl.state_dict(), "cursor": cursor.state_dict(), "history": history}
+        state = {
+            "kl_ctl": kl_ctl.state_dict(),
+            "kl_budget": budget.state_dict(),
+            "cursor": cursor.state_dict(),
+            "history": history,
+        }
         save_checkpoint(
             out_dir, step, {"policy": policy}, {"opt": optimizer}, {"sched": scheduler}, state
         )
 
     sampler = SamplingCopy(policy, cfg.device, cfg.autocast)
     single_pass = cfg.epochs == 1 and mb == n
-    snapshot: dict[str, torch.Tensor] | None = None
     stopped_on_budget = False
     t_start = time.perf_counter()
     step = start_step
@@ -239,16 +252,12 @@ def train_rloo(
         kl = (old_logp - ref_logp) * mask
         kl_seq = kl.sum(1)
         kl_per_seq = kl_seq.mean().item()
-        if cfg.kl_budget is not None and kl_per_seq > cfg.kl_budget:
-            if cfg.restore_on_budget and snapshot is not None:
-                policy.load_state_dict(snapshot)
+        if budget.exceeded(kl_per_seq, policy):
             if kl_ctl.overshoots < cfg.kl_budget_retries:
                 kl_ctl.budget_overshoot()  # back to good weights, firmer beta, go on
                 continue
             stopped_on_budget = True
             break
-        if cfg.kl_budget is not None and cfg.restore_on_budget:
-            snapshot = {k: v.detach().clone() for k, v in policy.state_dict().items()}
 
         # 3. advantages
         beta = kl_ctl.value

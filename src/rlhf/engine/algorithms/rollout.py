@@ -587,20 +587,34 @@ class AdaptiveKLController:
     where n is the number of episodes in the batch. KL above target raises beta (more
     penalty), below target lowers it. ``horizon`` is in episodes: smaller = faster.
 
+    Beta is an integral controller: while KL stays above target it keeps growing, and
+    the policy answers a new beta only after several steps, so a short horizon winds
+    beta up well past the value that holds KL at the target; KL then falls far below it
+    and the reward learned on the way up is partly undone. A horizon of a few batches
+    (e.g. 128 episodes for batches of 32) moves beta at most ~5% per batch.
+
     Two brakes for a hard KL budget: ``min_coef`` keeps beta from decaying to nothing
     while KL sits under target (it then has no grip when KL turns), and
-    ``budget_overshoot()`` (a batch went past the budget) doubles beta, at least back
-    to its initial value, and counts the overshoot.
+    ``budget_overshoot()`` (KL went past the budget) multiplies beta by
+    ``overshoot_factor``, at least back to its initial value, and counts the overshoot.
     """
 
     def __init__(
-        self, init_coef: float, target: float | None, horizon: float, min_coef: float = 0.0
+        self,
+        init_coef: float,
+        target: float | None,
+        horizon: float,
+        min_coef: float = 0.0,
+        overshoot_factor: float = 2.0,
     ) -> None:
+        if overshoot_factor < 1.0:
+            raise ValueError(f"overshoot_factor must be >= 1, got {overshoot_factor}")
         self.value = float(init_coef)
         self.init_coef = float(init_coef)
         self.target = target
         self.horizon = float(horizon)
         self.min_coef = float(min_coef)
+        self.overshoot_factor = float(overshoot_factor)
         self.overshoots = 0
 
     def update(self, current_kl: float, n_episodes: int) -> float:
@@ -612,7 +626,7 @@ class AdaptiveKLController:
 
     def budget_overshoot(self) -> float:
         self.overshoots += 1
-        self.value = max(2.0 * self.value, self.init_coef, self.min_coef)
+        self.value = max(self.overshoot_factor * self.value, self.init_coef, self.min_coef)
         return self.value
 
     def state_dict(self) -> dict[str, Any]:
@@ -622,6 +636,7 @@ class AdaptiveKLController:
             "target": self.target,
             "horizon": self.horizon,
             "min_coef": self.min_coef,
+            "overshoot_factor": self.overshoot_factor,
             "overshoots": self.overshoots,
         }
 
@@ -631,7 +646,56 @@ class AdaptiveKLController:
         self.target = state["target"]
         self.horizon = float(state["horizon"])
         self.min_coef = float(state.get("min_coef", self.min_coef))
+        self.overshoot_factor = float(state.get("overshoot_factor", self.overshoot_factor))
         self.overshoots = int(state.get("overshoots", 0))
+
+
+class KLBudget:
+    """Hard ceiling on KL(policy || ref) in nats per sequence, checked before each update.
+
+    Each batch's KL is measured on samples of the current weights. The check reads an
+    exponential moving average over batches (``smoothing`` = weight of the newest
+    batch; 1.0 = that batch alone): one 32-episode batch is noisy, about +-1 nat near
+    a 7-nat target, and a noise spike that restores weights and firms up beta costs
+    the policy 10-20 steps of progress. Past the budget the model goes back to the
+    last weights whose batch passed (``restore``); the caller then stops, or raises
+    beta and goes on.
+    """
+
+    def __init__(self, budget: float | None, smoothing: float = 1.0, restore: bool = True):
+        if not 0.0 < smoothing <= 1.0:
+            raise ValueError(f"KL budget smoothing must be in (0, 1], got {smoothing}")
+        self.budget = budget
+        self.smoothing = float(smoothing)
+        self.restore = restore
+        self.smoothed: float | None = None
+        self._snapshot: dict[str, torch.Tensor] | None = None
+
+    def exceeded(self, kl_per_seq: float, model: torch.nn.Module) -> bool:
+        """True (and ``model`` restored) when the smoothed KL is past the budget."""
+        if self.budget is None:
+            return False
+        smoothed = (
+            kl_per_seq
+            if self.smoothed is None
+            else self.smoothing * kl_per_seq + (1.0 - self.smoothing) * self.smoothed
+        )
+        if smoothed > self.budget:
+            # The restored weights are the ones the running average already describes,
+            # so the rejected batch does not enter it.
+            if self.restore and self._snapshot is not None:
+                model.load_state_dict(self._snapshot)
+            return True
+        self.smoothed = smoothed
+        if self.restore:
+            self._snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"smoothed": self.smoothed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.smoothed = state.get("smoothed")
 
 
 def clip_grad(parameters: Any, max_norm: float | None) -> float:
