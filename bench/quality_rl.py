@@ -48,16 +48,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-prompts", type=int, default=160, help=">= 128 held-out prompts")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--lr", type=float, default=None, help="default: per algorithm")
-    parser.add_argument("--kl-coef", type=float, default=0.05, help="initial beta")
+    parser.add_argument("--kl-coef", type=float, default=None, help="initial beta (per algorithm)")
     parser.add_argument(
         "--kl-target", type=float, default=None, help="adaptive target, nats/seq (per algorithm)"
     )
-    parser.add_argument("--kl-horizon", type=float, default=32.0, help="episodes")
+    parser.add_argument(
+        "--kl-horizon", type=float, default=None, help="beta's horizon, episodes (per algorithm)"
+    )
     parser.add_argument(
         "--kl-budget",
         type=float,
         default=None,
-        help="training stops (and restores) past this KL on its own batch (per algorithm)",
+        help="training stops (and restores) past this KL (per algorithm)",
+    )
+    parser.add_argument(
+        "--kl-budget-smoothing",
+        type=float,
+        default=None,
+        help="newest batch's weight in the KL average the budget checks (per algorithm)",
+    )
+    parser.add_argument(
+        "--kl-overshoot-factor",
+        type=float,
+        default=None,
+        help="beta's multiplier at a budget overshoot (per algorithm)",
     )
     parser.add_argument(
         "--kl-budget-retries",
@@ -80,18 +94,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # The defaults of the measured runs (docs/algorithms.md), per algorithm: a flag given on
 # the command line wins. Per-sequence KL on one 32-episode batch is noisy (about +-1
-# nat near the target), so the target sits well under the budget: each batch past the
-# budget restores the previous weights and doubles beta. RLOO's penalty acts on the
-# sequence score and pulls KL back within a step or two; PPO's acts per token through
-# the value head, more slowly, so it needs the wider gap (RLOO's 7.5/8.5 with floor
-# 0.01 set off three PPO overshoots in a row, beta 0.32, and a +0.14 gain). PPO uses
-# lambda = 1: its value head starts from nothing, and with a flat value estimate GAE
-# with lambda 0.95 hands the first generated token only 0.95^31 = 0.2 of the credit,
-# although the opening words decide the sentiment.
+# nat near the target). RLOO checks its budget on each batch and doubles beta when one
+# passes it: its penalty acts on the sequence score and pulls KL back within a step or
+# two. PPO's penalty acts per token through the value head, more slowly, and a short
+# horizon or a doubled beta wound beta up to 0.1-0.3 and KL 2-3 nats under target for
+# 20-30 steps; so PPO moves beta at most ~5% a step (horizon 128 episodes), starts at
+# its floor, checks the budget on a moving average of KL (newest batch weighted 0.5)
+# and answers an overshoot with x1.5. PPO uses lambda = 1: its value head starts from
+# nothing, and with a flat value estimate GAE with lambda 0.95 hands the first
+# generated token only 0.95^31 = 0.2 of the credit, although the opening words decide
+# the sentiment.
+_RLOO_DEFAULTS = {
+    "lr": 3e-5,
+    "kl_coef": 0.05,
+    "kl_target": 7.5,
+    "kl_horizon": 32.0,
+    "kl_budget": 8.5,
+    "kl_budget_smoothing": 1.0,
+    "kl_overshoot_factor": 2.0,
+    "min_kl_coef": 0.01,
+}
 KL_DEFAULTS: dict[str, dict[str, float]] = {
-    "ppo": {"lr": 4e-5, "kl_target": 6.5, "kl_budget": 8.5, "min_kl_coef": 0.02, "lam": 1.0},
-    "rloo": {"lr": 3e-5, "kl_target": 7.5, "kl_budget": 8.5, "min_kl_coef": 0.01},
-    "grpo": {"lr": 3e-5, "kl_target": 7.5, "kl_budget": 8.5, "min_kl_coef": 0.01},
+    "ppo": {
+        "lr": 4e-5,
+        "kl_coef": 0.02,
+        "kl_target": 7.0,
+        "kl_horizon": 128.0,
+        "kl_budget": 8.0,
+        "kl_budget_smoothing": 0.5,
+        "kl_overshoot_factor": 1.5,
+        "min_kl_coef": 0.02,
+        "lam": 1.0,
+    },
+    "rloo": _RLOO_DEFAULTS,
+    "grpo": _RLOO_DEFAULTS,
 }
 
 
@@ -222,7 +258,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         kl_target=args.kl_target,
         kl_horizon=args.kl_horizon,
         kl_budget=args.kl_budget,
+        kl_budget_smoothing=args.kl_budget_smoothing,
         kl_budget_retries=args.kl_budget_retries,
+        kl_overshoot_factor=args.kl_overshoot_factor,
         min_kl_coef=args.min_kl_coef,
         seed=args.seed,
         device=args.device,
