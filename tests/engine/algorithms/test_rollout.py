@@ -85,6 +85,7 @@ def test_kl_budget_per_batch_restores_the_last_weights_within_budget():
     _set_weight(model, 2.0)
     assert budget.exceeded(8.1, model)  # one batch past the budget is enough
     assert model.weight.eq(1.0).all()  # back to the weights of the 7.9 batch
+    assert budget.exceeded(8.1, model)  # per batch, every batch is checked
     assert not KLBudget(None).exceeded(1e9, model)
 
 
@@ -100,6 +101,12 @@ def test_kl_budget_smoothing_rides_out_one_noisy_batch_but_not_a_trend():
     assert budget.exceeded(9.0, model)  # average 8.5: KL is really rising
     assert model.weight.eq(2.0).all()
     assert budget.smoothed == pytest.approx(8.0)  # the rejected batch is not averaged in
+    # The restored weights were accepted: their next batch is averaged in, not checked.
+    assert not budget.exceeded(9.0, model)
+    assert budget.smoothed == pytest.approx(8.5)
+    _set_weight(model, 4.0)
+    assert budget.exceeded(8.6, model)  # updated weights are checked again
+    assert model.weight.eq(2.0).all()
     restored = KLBudget(8.0, smoothing=0.5)
     restored.load_state_dict(budget.state_dict())
     assert restored.smoothed == budget.smoothed
