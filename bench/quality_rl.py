@@ -116,7 +116,7 @@ _RLOO_DEFAULTS = {
 }
 KL_DEFAULTS: dict[str, dict[str, float]] = {
     "ppo": {
-        "lr": 4e-5,
+        "lr": 5e-5,
         "kl_coef": 0.02,
         "kl_target": 7.0,
         "kl_horizon": 128.0,
