@@ -264,21 +264,7 @@ class KafkaBroker:
             classpath,
         ]
         if not formatted:
-            cluster_id = _random_cluster_id()
-            fmt = jvm + [
-                _storage_tool_class(libs),
-                "format",
-                "--standalone",
-                "-t",
-                cluster_id,
-                "-c",
-                str(props_file),
-            ]
-            result = subprocess.run(fmt, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise KafkaBrokerError(
-                    f"formatting KRaft storage failed:\n{(result.stdout + result.stderr)[-3000:]}"
-                )
+            format_storage(jvm, _storage_tool_class(libs), props_file, _random_cluster_id())
         self._console = open(data_dir / "console.log", "ab")  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(
             jvm + ["kafka.Kafka", str(props_file)],
@@ -365,8 +351,44 @@ class KafkaBroker:
         self.stop()
 
 
+def format_command(jvm: list[str], tool_class: str, props_file: Path, cluster_id: str) -> list[str]:
+    """The storage tool's `format --standalone` command line for one node.
+
+    The id is passed as ``--cluster-id=<id>``, one argument: a URL-safe base64 id may
+    begin with ``-``, and as a separate argument after ``-t`` the tool's parser takes it
+    for an option ("argument --cluster-id/-t: expected one argument").
+    """
+    return jvm + [
+        tool_class,
+        "format",
+        "--standalone",
+        f"--cluster-id={cluster_id}",
+        "-c",
+        str(props_file),
+    ]
+
+
+def format_storage(jvm: list[str], tool_class: str, props_file: Path, cluster_id: str) -> None:
+    """Format the KRaft storage named by ``props_file`` with the given cluster id."""
+    cmd = format_command(jvm, tool_class, props_file, cluster_id)
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise KafkaBrokerError(
+            f"formatting KRaft storage failed:\n{(result.stdout + result.stderr)[-3000:]}"
+        )
+
+
 def _random_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars)."""
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars).
+
+    Like Kafka's own ``Uuid.randomUuid()``, ids that begin with ``-`` (1 in 64 draws)
+    are drawn again, so the id never looks like a command-line option to any tool it
+    is handed to; the all-zero id, reserved by Kafka, is never returned either.
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        raw = uuid.uuid4().bytes
+        cluster_id = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        if cluster_id[0].isalnum() and any(raw):
+            return cluster_id
