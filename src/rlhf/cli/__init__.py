@@ -19,11 +19,15 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# name -> (module under rlhf.cli, help). Each module exposes `app` (a typer.Typer).
+# name -> (module under rlhf.cli, help). Each module exposes `app`: a typer.Typer, or a
+# function for a single command.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "Run one of the platform's gRPC services."),
     "data": ("data", "Read, check, prepare and pull data sets."),
     "classify": ("classify", "Classify texts with a trained classifier."),
+    "generate": ("generate", "Generate continuations of prompts (service or local model)."),
+    "chat": ("chat", "Chat with the policy, streaming replies (service or local model)."),
+    "feedback": ("feedback", "Record feedback on a reply (thumbs, rating, preference, label)."),
     "demo": ("demo", "End-to-end RLHF demo on embedded defaults."),
     "pipeline": ("pipeline", "Validate and run pipeline specs."),
     "train": ("train", "Run one training run from a run config (what a Kubernetes Job runs)."),
