@@ -151,14 +151,71 @@ def test_wrong_type_or_value_fails_schema_validation(setting: str) -> None:
 @pytest.mark.parametrize(
     ("setting", "named"),
     [
-        ("grpc.auth.enabled=true", "grpc.auth.existingSecret"),
-        ("grpc.tls.enabled=true", "grpc.tls.existingSecret"),
         ("kafka.securityProtocol=SASL_SSL", "kafka.sasl.mechanism"),
         ("artifacts.objectStorage.enabled=true", "artifacts.objectStorage.uri"),
     ],
 )
 def test_missing_secret_fails_with_the_key_to_set(setting: str, named: str) -> None:
     assert named in render_error(setting)
+
+
+def test_default_values_turn_auth_and_tls_on_with_named_secrets() -> None:
+    objs = render()
+    for name in SERVICES:
+        spec = by_name(objs, "Deployment", f"t-rlhf-{name}")["spec"]["template"]["spec"]
+        env = env_of(spec["containers"][0])
+        assert env["RLHF_GRPC__AUTH_ENABLED"] == "true", name
+        assert env["RLHF_GRPC__AUTH_TOKENS_FILE"] == "/etc/rlhf/auth/tokens", name
+        assert env["RLHF_GRPC__TLS_CERT_FILE"] == "/etc/rlhf/tls/tls.crt", name
+        assert env["RLHF_GRPC__TLS_KEY_FILE"] == "/etc/rlhf/tls/tls.key", name
+        secrets = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+        # Default Secret names the operator creates: <fullname>-grpc-tokens / -grpc-tls.
+        assert secrets == {"auth-tokens": "t-rlhf-grpc-tokens", "grpc-tls": "t-rlhf-grpc-tls"}
+    test_pod = of_kind(objs, "Pod")[0]["spec"]
+    command = test_pod["containers"][0]["command"]
+    assert "--token-file" in command and "--ca" in command
+    assert {v["secret"]["secretName"] for v in test_pod["volumes"] if "secret" in v} == {
+        "t-rlhf-grpc-tokens",
+        "t-rlhf-grpc-tls",
+    }
+    assert not of_kind(objs, "Secret"), "the chart creates no Secret"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["grpc"]["auth"]["enabled"] is True and values["grpc"]["tls"]["enabled"] is True
+    assert values["grpc"]["auth"]["allowWithoutTLS"] is False
+    assert values["networkPolicy"]["allowExternal"] is False
+
+
+def test_existing_secret_names_override_the_defaults() -> None:
+    objs = render((), ("grpc.auth.existingSecret=tok", "grpc.tls.existingSecret=cert"))
+    spec = by_name(objs, "Deployment", "t-rlhf-reward")["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    assert secrets == {"auth-tokens": "tok", "grpc-tls": "cert"}
+
+
+def test_auth_without_tls_is_refused_with_the_values_to_set() -> None:
+    err = render_error("grpc.tls.enabled=false")
+    assert "grpc.auth.enabled=true with grpc.tls.enabled=false" in err
+    assert "clear text" in err
+    for value in ("grpc.tls.enabled=true", "grpc.auth.allowWithoutTLS=true"):
+        assert value in err
+
+
+def test_auth_without_tls_renders_when_explicitly_allowed() -> None:
+    objs = render((), ("grpc.tls.enabled=false", "grpc.auth.allowWithoutTLS=true"))
+    dep = by_name(objs, "Deployment", "t-rlhf-trainer")
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(container)
+    assert env["RLHF_GRPC__AUTH_ENABLED"] == "true"
+    assert not any(k.startswith("RLHF_GRPC__TLS") for k in env)
+    assert container["readinessProbe"]["grpc"] == {"port": 50051}  # plaintext: native probe
+    notes = helm(
+        "install", "t", str(CHART), "-n", "ml", "--dry-run=client",
+        "--set", "grpc.tls.enabled=false", "--set", "grpc.auth.allowWithoutTLS=true",
+    ).stdout  # fmt: skip
+    assert "gRPC TLS is off" in notes and "clear text" in notes
+    # Both off renders too (with the NOTES warning); TLS alone needs no flag.
+    assert render((), ("grpc.tls.enabled=false", "grpc.auth.enabled=false"))
+    assert render((), ("grpc.auth.enabled=false",))
 
 
 HARDENED = {
@@ -192,7 +249,7 @@ def test_every_container_is_hardened_with_resources(variant: str) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_deployments_have_three_probes(variant: str) -> None:
     objs = render(VARIANTS[variant])
-    tls = variant == "external-kafka-tls-sasl"
+    tls = True  # on by default and in every ci variant
     for dep in of_kind(objs, "Deployment"):
         component = dep["metadata"]["labels"]["app.kubernetes.io/component"]
         for container in dep["spec"]["template"]["spec"]["containers"]:
@@ -445,6 +502,79 @@ def test_network_policies_cover_every_pod_and_only_declared_paths() -> None:
     assert {443, 6443} <= {p["port"] for r in trainer["spec"]["egress"] for p in r.get("ports", [])}
 
 
+def _egress_kinds(policy: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The policy's egress rules by what they reach (each rule must name its ports)."""
+    kinds = {}
+    for rule in policy["spec"]["egress"]:
+        ports = {p["port"] for p in rule["ports"]}  # a rule without ports would open all
+        kind = {
+            frozenset({53}): "dns",
+            frozenset({9092, 9093}): "kafka",
+            frozenset({443, 6443}): "kube-api",
+            frozenset({8000, 8001}): "triton",
+        }[frozenset(ports)]
+        kinds[kind] = rule
+    return kinds
+
+
+def test_default_egress_is_dns_kafka_and_the_api_server_only() -> None:
+    objs = render()
+    for name in SERVICES:
+        policy = by_name(objs, "NetworkPolicy", f"t-rlhf-{name}")
+        kinds = _egress_kinds(policy)
+        expected = {"dns", "kafka"} | {"trainer": {"kube-api"}, "inference": {"triton"}}.get(
+            name, set()
+        )
+        assert set(kinds) == expected, name
+        assert len(policy["spec"]["egress"]) == len(expected), name
+        dns = kinds["dns"]["to"][0]
+        assert dns["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": "kube-system"
+        }
+        assert dns["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+        # The default bootstrap kafka-kafka-bootstrap.kafka.svc:9092: the kafka namespace only.
+        assert kinds["kafka"]["to"] == [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kafka"}}}
+        ]
+        grpc_in, metrics_in = policy["spec"]["ingress"]
+        assert grpc_in["ports"] == [{"port": 50051, "protocol": "TCP"}]
+        assert {"t-rlhf-client": "true"} in [
+            p["podSelector"]["matchLabels"] for p in grpc_in["from"]
+        ]
+        assert metrics_in["ports"] == [{"port": 9090, "protocol": "TCP"}]  # scrapes: ingress
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "namespaces"),
+    [
+        ("a.kafka.svc:9092", ["kafka"]),
+        ("b-0.brokers.kafka.svc.cluster.local:9093\\,a.other.svc:9092", ["kafka", "other"]),
+        ("b-1.msk.eu-west-1.amazonaws.com:9096\\,a.kafka.svc:9092", None),
+        ("kafka:9092", None),
+    ],
+)
+def test_kafka_egress_peers_follow_in_cluster_bootstrap_servers(
+    bootstrap: str, namespaces: list[str] | None
+) -> None:
+    objs = render((), (f"kafka.bootstrapServers={bootstrap}",))
+    rule = _egress_kinds(by_name(objs, "NetworkPolicy", "t-rlhf-reward"))["kafka"]
+    if namespaces is None:  # outside the cluster: limited by port only (NOTES say so)
+        assert "to" not in rule
+    else:
+        assert [
+            p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in rule["to"]
+        ] == namespaces
+    explicit = render(
+        (),
+        (
+            f"kafka.bootstrapServers={bootstrap}",
+            "networkPolicy.kafkaPeers[0].ipBlock.cidr=10.1.0.0/16",
+        ),
+    )
+    rule = _egress_kinds(by_name(explicit, "NetworkPolicy", "t-rlhf-reward"))["kafka"]
+    assert rule["to"] == [{"ipBlock": {"cidr": "10.1.0.0/16"}}]
+
+
 def test_locked_down_variant_admits_only_labelled_clients_and_reaches_only_the_brokers() -> None:
     objs = render(VARIANTS["external-kafka-tls-sasl"])
     policy = by_name(objs, "NetworkPolicy", "t-rlhf-dataprep")
@@ -561,7 +691,17 @@ def test_notes_render_with_endpoints_and_warnings() -> None:
     assert "helm test t -n ml" in notes
     for name in SERVICES:
         assert f"t-rlhf-{name}.ml.svc:50051" in notes
-    assert "gRPC authentication is off" in notes
+    assert "gRPC authentication is off" not in notes
+    # The Secrets the operator creates, with the DNS names the certificate needs.
+    assert "t-rlhf-grpc-tokens  key tokens" in notes
+    assert "t-rlhf-grpc-tls" in notes and "t-rlhf-inference.ml.svc" in notes
+    assert "t-rlhf-client=true" in notes
+    assert "networkPolicy.kubeApiPeers" in notes
+    auth_off = helm(
+        "install", "t", str(CHART), "-n", "ml", "--dry-run=client",
+        "--set", "grpc.auth.enabled=false",
+    ).stdout  # fmt: skip
+    assert "gRPC authentication is off" in auth_off
     locked = helm(
         "install", "t", str(CHART), "-n", "ml", "--dry-run=client",
         "-f", str(CHART / "ci" / "external-kafka-tls-sasl-values.yaml"),

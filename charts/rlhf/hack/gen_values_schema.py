@@ -219,7 +219,14 @@ schema = {
             "grpc": obj(
                 {
                     "port": PORT,
-                    "auth": obj({"enabled": B, "existingSecret": S, "tokensKey": S}),
+                    "auth": obj(
+                        {
+                            "enabled": B,
+                            "existingSecret": S,
+                            "tokensKey": S,
+                            "allowWithoutTLS": B,
+                        }
+                    ),
                     "tls": obj({"enabled": B, "existingSecret": S, "requireClientCert": B}),
                 }
             ),

@@ -113,6 +113,46 @@ An image reference. Call with (dict "root" $ "registry" r "repository" repo "tag
 {{- default (include "rlhf.componentName" (dict "root" . "component" "models")) .Values.triton.modelRepository.pvc.existingClaim -}}
 {{- end -}}
 
+{{/* Secret with the gRPC bearer tokens: grpc.auth.existingSecret, else <fullname>-grpc-tokens. */}}
+{{- define "rlhf.grpcAuthSecretName" -}}
+{{- default (include "rlhf.componentName" (dict "root" . "component" "grpc-tokens")) .Values.grpc.auth.existingSecret -}}
+{{- end -}}
+
+{{/* Secret with the gRPC server certificate: grpc.tls.existingSecret, else <fullname>-grpc-tls. */}}
+{{- define "rlhf.grpcTlsSecretName" -}}
+{{- default (include "rlhf.componentName" (dict "root" . "component" "grpc-tls")) .Values.grpc.tls.existingSecret -}}
+{{- end -}}
+
+{{/*
+Peers of the services' Kafka egress rule (a NetworkPolicyPeer list, or nothing for any
+address): networkPolicy.kafkaPeers, else the namespaces of the bootstrap servers when
+every one is an in-cluster name (<service>.<namespace>.svc[.<cluster domain>]).
+*/}}
+{{- define "rlhf.networkPolicy.kafkaPeers" -}}
+{{- if .Values.networkPolicy.kafkaPeers -}}
+{{- toYaml .Values.networkPolicy.kafkaPeers -}}
+{{- else -}}
+{{- $namespaces := list -}}
+{{- $outside := false -}}
+{{- range $server := splitList "," .Values.kafka.bootstrapServers -}}
+{{- $host := regexReplaceAll ":[0-9]+$" (trim $server) "" | lower -}}
+{{- $suffix := regexFind "\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?\\.svc(\\.[-a-z0-9.]+)?$" $host -}}
+{{- if $suffix -}}
+{{- $namespaces = append $namespaces (index (splitList "." $suffix) 1) -}}
+{{- else -}}
+{{- $outside = true -}}
+{{- end -}}
+{{- end -}}
+{{- if not $outside -}}
+{{- range $ns := uniq $namespaces }}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ $ns }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* True ("true") when the trainer launches Jobs and so needs API access. */}}
 {{- define "rlhf.kubernetesExecutor" -}}
 {{- if and .Values.services.trainer.enabled (eq .Values.trainingJobs.executor "kubernetes") -}}true{{- end -}}
@@ -120,11 +160,8 @@ An image reference. Call with (dict "root" $ "registry" r "repository" repo "tag
 
 {{/* Checks that fail the render with a message naming the value to fix. */}}
 {{- define "rlhf.validate" -}}
-{{- if and .Values.grpc.auth.enabled (not .Values.grpc.auth.existingSecret) -}}
-{{- fail "grpc.auth.enabled=true needs grpc.auth.existingSecret (a Secret with one bearer token per line)" -}}
-{{- end -}}
-{{- if and .Values.grpc.tls.enabled (not .Values.grpc.tls.existingSecret) -}}
-{{- fail "grpc.tls.enabled=true needs grpc.tls.existingSecret (a kubernetes.io/tls Secret; ca.crt too for probes)" -}}
+{{- if and .Values.grpc.auth.enabled (not .Values.grpc.tls.enabled) (not .Values.grpc.auth.allowWithoutTLS) -}}
+{{- fail "grpc.auth.enabled=true with grpc.tls.enabled=false would send the bearer tokens in clear text: set grpc.tls.enabled=true (Secret grpc.tls.existingSecret), or set grpc.auth.allowWithoutTLS=true to accept plaintext tokens" -}}
 {{- end -}}
 {{- if and (hasPrefix "SASL" .Values.kafka.securityProtocol) (not .Values.kafka.sasl.mechanism) -}}
 {{- fail (printf "kafka.securityProtocol=%s needs kafka.sasl.mechanism" .Values.kafka.securityProtocol) -}}

@@ -332,13 +332,13 @@ spec:
         {{- if $v.grpc.auth.enabled }}
         - name: auth-tokens
           secret:
-            secretName: {{ $v.grpc.auth.existingSecret }}
+            secretName: {{ include "rlhf.grpcAuthSecretName" $root }}
             defaultMode: 0440
         {{- end }}
         {{- if $v.grpc.tls.enabled }}
         - name: grpc-tls
           secret:
-            secretName: {{ $v.grpc.tls.existingSecret }}
+            secretName: {{ include "rlhf.grpcTlsSecretName" $root }}
             defaultMode: 0440
         {{- end }}
         {{- if $v.kafka.tls.caSecret }}
@@ -506,7 +506,7 @@ spec:
             matchLabels:
               {{- include "rlhf.selectorLabels" (dict "root" $root "component" "test") | nindent 14 }}
       {{- end }}
-    # Prometheus.
+    # Prometheus scrapes (ingress only: the services push nothing).
     - ports:
         - port: {{ $v.metrics.port }}
           protocol: TCP
@@ -522,9 +522,9 @@ spec:
         - port: {{ . }}
           protocol: TCP
         {{- end }}
-      {{- with $v.networkPolicy.kafkaPeers }}
+      {{- with (include "rlhf.networkPolicy.kafkaPeers" $root | trim) }}
       to:
-        {{- toYaml . | nindent 8 }}
+        {{- . | nindent 8 }}
       {{- end }}
     {{- if and (eq $name "inference") $v.triton.enabled }}
     # Triton: HTTP and gRPC.
