@@ -381,9 +381,10 @@ def format_storage(jvm: list[str], tool_class: str, props_file: Path, cluster_id
 def _random_cluster_id() -> str:
     """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars).
 
-    Like Kafka's own ``Uuid.randomUuid()``, ids that begin with ``-`` (1 in 64 draws)
-    are drawn again, so the id never looks like a command-line option to any tool it
-    is handed to; the all-zero id, reserved by Kafka, is never returned either.
+    An id that does not begin with a letter or digit (``-`` or ``_``, 2 draws in 64) is
+    drawn again, as Kafka's own ``Uuid.randomUuid()`` redraws ids that begin with
+    ``-``: the id never looks like a command-line option to a tool it is handed to.
+    The all-zero id, reserved by Kafka, is never returned either.
     """
     import base64
 
