@@ -64,3 +64,39 @@ def test_unknown_pipeline_and_bad_yaml(tmp_path: Path):
     good = tmp_path / "mine.yaml"
     good.write_text(yaml.safe_dump(_minimal()))
     assert load_pipeline(good).name == "p"
+
+
+def test_a_spec_whose_gates_are_all_off_is_rejected(tmp_path: Path):
+    spec = _minimal()
+    spec["gates"] = {"accuracy_not_worse": False, "robustness_not_worse": False}
+    with pytest.raises(PipelineError, match="gates: no enabled gate applies"):
+        parse_pipeline(spec)
+    # Gates that are on but read nothing this pipeline produces are as good as off.
+    spec["gates"] = {"accuracy_not_worse": False, "reward_up": True, "min_win_rate": 0.5}
+    with pytest.raises(PipelineError, match="gates: no enabled gate applies"):
+        parse_pipeline(spec)
+    spec["gates"] = {"accuracy_not_worse": True}
+    assert parse_pipeline(spec).applicable_gates() == ["accuracy_not_worse"]
+
+
+def test_every_shipped_generation_pipeline_gates_fluency():
+    for name in available_pipelines():
+        spec = load_pipeline(name)
+        if any(s.kind in ("ppo", "rloo", "grpo", "dpo") for s in spec.stages):
+            gates = spec.applicable_gates()
+            assert {"max_ref_perplexity_ratio", "min_distinct_2"} <= set(gates), name
+
+
+def test_pipeline_validate_command_fails_on_gates_off(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from rlhf.cli import _register_subcommands, app
+
+    spec = _minimal()
+    spec["gates"] = {"accuracy_not_worse": False, "robustness_not_worse": False}
+    path = tmp_path / "off.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    _register_subcommands()
+    result = CliRunner().invoke(app, ["pipeline", "validate", str(path)])
+    assert result.exit_code != 0
+    assert "gates" in result.output

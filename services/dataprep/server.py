@@ -263,7 +263,8 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
         if decision is None:
             return
         claimed = self.feedback.claimed(decision.window_id)
-        summary = feedback_dataset(claimed, self.datasets_dir / "feedback", decision.window_id)
+        window_dir = self.datasets_dir / "feedback" / decision.window_id
+        summary = feedback_dataset(claimed, window_dir.parent, decision.window_id)
         request = events_pb2.RetrainRequested(
             run_id=f"retrain-{decision.window_id}",
             stage="retrain",
@@ -274,11 +275,15 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
             base_version=feedback.model_version,
             profile=self._profile(feedback.pipeline),
         )
-        if summary is not None:
-            request.feedback_dataset.uri = (
-                f"file://{self.datasets_dir / 'feedback' / decision.window_id}"
-            )
-            request.feedback_dataset.kind = "dataset"
+        window = request.window
+        window.window_id = decision.window_id
+        window.counts.update(summary["counts"])
+        window.feedback_ids.extend(decision.feedback_ids)
+        if summary["splits"]:
+            for ref in (request.feedback_dataset, window.dataset):
+                ref.uri, ref.kind = f"file://{window_dir}", "dataset"
+        else:  # the round still runs, retrains nothing and reports why
+            log.warning("feedback window %s: %s", decision.window_id, summary["reason"])
         log.info("retrain requested for %s: %s", feedback.pipeline, decision.reason)
         self.ctx.publish(TOPIC_RETRAIN_REQUESTED, request, key=feedback.pipeline)
 

@@ -153,10 +153,12 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         bus: Any | None = None,
         state_dir: Path | None = None,
         max_workers: int = 64,
+        registry: Any | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
         self.bus = bus
+        self.registry = registry  # a ModelRegistry: versions feedback may name
         self.feedback = FeedbackLedger(state_dir / "feedback_ids.txt" if state_dir else None)
         # Blocking work (the durable feedback publish) runs here, off the event loop.
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="triton-call")
@@ -367,6 +369,19 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             scores=[o.reward for o in outputs], model_version=served.version
         )
 
+    def _known_version(self, version: str) -> bool:
+        if self.engine.versions.has_served(version):
+            return True
+        if self.registry is None:
+            return False
+        from rlhf.registry import ModelNotFound
+
+        try:
+            self.registry.get(version)
+        except ModelNotFound:
+            return False
+        return True
+
     async def RecordFeedback(self, request, context):  # noqa: N802, ANN001, ANN201
         require(request, "request_id", "model_version")
         check(
@@ -381,8 +396,25 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             check(1 <= request.rating <= 5, "rating", f"must be in 1..5 (got {request.rating})")
         if request.kind == events_pb2.FEEDBACK_KIND_PREFERENCE:
             require(request, "chosen", "rejected")
-        if request.kind == events_pb2.FEEDBACK_KIND_LABEL:
+            check(
+                request.chosen.strip() != request.rejected.strip(),
+                "rejected",
+                "must differ from chosen (a preference needs two different responses)",
+            )
+        elif request.kind == events_pb2.FEEDBACK_KIND_LABEL:
             require(request, "label")
+            check(
+                (request.prompt or request.response).strip(),
+                "prompt",
+                "is required: the text the corrected label belongs to",
+            )
+        else:  # thumbs and ratings judge a response
+            check(request.response.strip(), "response", "must not be empty")
+        check(
+            self._known_version(request.model_version),
+            "model_version",
+            f"unknown model version {request.model_version[:80]!r}",
+        )
         if self.bus is None:
             raise self._unavailable(context, "no event bus is configured for feedback")
         feedback_id = request.feedback_id or uuid.uuid4().hex
@@ -508,7 +540,10 @@ def build_inference_service(settings: InferenceSettings, bus: Any | None = None)
 
             bus = create_bus(settings, source="inference")
         state_dir = Path(settings.artifact_dir) / "state" / "inference"
-        service = InferenceService(engine, settings.serving, bus, state_dir)
+        from rlhf.registry import ModelRegistry
+
+        registry = ModelRegistry(Path(settings.artifact_dir) / "registry")
+        service = InferenceService(engine, settings.serving, bus, state_dir, registry=registry)
         if settings.serving.subscribe_promotions:
             bus.subscribe(TOPIC_MODEL_PROMOTED, CONSUMER_GROUP, service._on_promoted_event)
         if owns_bus:

@@ -14,7 +14,9 @@ import logging
 import threading
 from pathlib import Path
 
-from rlhf.engine.data import LabeledText, load_dataset
+from google.protobuf import json_format
+
+from rlhf.engine.data import LabeledText, PreferencePair, load_dataset
 from rlhf.pipelines import PipelineError, load_pipeline
 from rlhf.registry import ModelNotFound
 from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
@@ -91,7 +93,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         payload: events_pb2.RetrainRequested = event.payload
         spec = load_pipeline(payload.pipeline, quick=payload.profile == "quick")
         retrained = [spec.stage(n) for n in spec.retrain.stages]
-        if not any(s.kind == "classifier" for s in retrained):
+        if not any(s.kind in ("classifier", "reward") for s in retrained):
             return
         self._submit(
             "retrain",
@@ -103,6 +105,9 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
                 "feedback": str(uri_path(payload.feedback_dataset.uri))
                 if payload.feedback_dataset.uri
                 else "",
+                "window": json_format.MessageToDict(
+                    payload.window, preserving_proto_field_name=True
+                ),
             },
         )
 
@@ -184,8 +189,19 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         return {"versions": {k: v.version for k, v in versions.items()}}
 
     def _finetune_classifier(
-        self, ctx: RunContext, parent_version: str, extra: list[LabeledText], stage_label: str
+        self,
+        ctx: RunContext,
+        parent_version: str,
+        extra: list[LabeledText],
+        stage_label: str,
+        *,
+        extra_weight: float | None = None,
+        pairs: list[PreferencePair] | None = None,
+        window: common_pb2.FeedbackWindow | None = None,
     ) -> tuple[common_pb2.ModelVersion, dict]:
+        """Continue training a classifier on its data plus `extra` (adversarial examples
+        appended, or feedback labels mixed in as `extra_weight` of the data), then, with
+        preference `pairs`, a Bradley-Terry pass on its positive log-odds."""
         params = ctx.params
         spec = load_pipeline(ctx.record.pipeline, quick=params.get("profile") == "quick")
         parent = self.ctx.registry.get(parent_version)
@@ -200,8 +216,15 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
             report=ctx.report,
             init_dir=uri_path(parent.artifact.uri),
             extra_train=extra,
+            extra_weight=extra_weight,
         )
         metrics = dict(result.metrics)
+        model_dir = result.model_dir
+        if pairs:
+            model_dir, pair_metrics = self._tune_on_pairs(
+                ctx, spec, model_dir, pairs, f"{stage.name}-{stage_label}-pairs"
+            )
+            metrics |= pair_metrics
         metrics["classifier_accuracy"] = metrics.get("accuracy", 0.0)
         metrics["classifier_accuracy_baseline"] = parent.lineage.metrics.get(
             "accuracy", metrics["classifier_accuracy"]
@@ -209,15 +232,37 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         model = self.ctx.registry.register(
             parent.name,
             "classifier",
-            f"file://{result.model_dir}",
+            f"file://{model_dir}",
             run_id=params["pipeline_run"],
             pipeline=spec.name,
             parent_version=parent.version,
             datasets=list(parent.lineage.datasets),
             config=stage.config,
             metrics=metrics,
+            feedback_windows=[window] if window is not None else [],
         )
         return model, metrics
+
+    def _tune_on_pairs(
+        self, ctx: RunContext, spec, model_dir: Path, pairs: list[PreferencePair], label: str
+    ) -> tuple[Path, dict[str, float]]:
+        """One Bradley-Terry epoch over feedback pairs on a classifier or reward model."""
+        from rlhf.engine.classifier import load_classifier
+        from rlhf.engine.reward_training import RewardModelTrainConfig, train_reward_model
+
+        model = load_classifier(model_dir, device=self.ctx.settings.device)
+        out_dir = self._out_dir(ctx, label)
+        config = RewardModelTrainConfig(
+            device=self.ctx.settings.device,
+            checkpoint_dir=str(out_dir / "run"),
+            backbone=spec.models.classifier,
+            epochs=1.0,
+            lr=1e-5,
+            max_length=model.max_length,
+        )
+        result = train_reward_model(config, pairs, model=model)
+        saved = result.classifier.save(out_dir / "model")
+        return Path(saved), {"feedback_pairs": float(len(pairs))}
 
     def _harden_work(self, ctx: RunContext) -> dict:
         if not ctx.params["adversarial"]:
@@ -234,19 +279,83 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         return {"version": model.version, "adversarial_examples": len(extra)}
 
     def _retrain_work(self, ctx: RunContext) -> dict:
+        """A retraining round: the promoted classifier (labels from corrected labels,
+        thumbs and ratings, mixed in by the spec's feedback weight; then preference
+        pairs) or the promoted pairwise reward model (preference pairs)."""
+        from rlhf.workflows.feedback import load_window
+
         pipeline = ctx.record.pipeline
-        current = self.ctx.registry.promoted(f"{pipeline}-classifier") or self.ctx.registry.latest(
-            f"{pipeline}-classifier"
+        spec = load_pipeline(pipeline, quick=ctx.params.get("profile") == "quick")
+        window = (
+            json_format.ParseDict(ctx.params["window"], common_pb2.FeedbackWindow())
+            if ctx.params.get("window")
+            else None
+        )
+        feedback = ctx.params.get("feedback")
+        data = load_window(Path(feedback)) if feedback else None
+        if data is None or not data.usable:
+            reason = "the feedback window holds no usable record"
+            ctx.record.message = reason
+            log.warning("%s: %s; nothing retrained", pipeline, reason)
+            return {"retrained": False, "reason": reason}
+        weight = spec.retrain.feedback_weight
+        retrained = {spec.stage(n).kind for n in spec.retrain.stages}
+        if "classifier" in retrained:
+            current = self.ctx.registry.promoted(
+                f"{pipeline}-classifier"
+            ) or self.ctx.registry.latest(f"{pipeline}-classifier")
+            if current is None:
+                raise ModelNotFound(f"{pipeline}-classifier")
+            model, metrics = self._finetune_classifier(
+                ctx,
+                current.version,
+                data.labels,
+                "retrain",
+                extra_weight=weight,
+                pairs=data.preferences,
+                window=window,
+            )
+        else:  # a pairwise reward model, tuned on the window's preference pairs
+            model, metrics = self._retrain_pairwise(ctx, spec, data.preferences, weight, window)
+        self._publish_ready(ctx, model, metrics, "retrain")
+        return {
+            "version": model.version,
+            "feedback_examples": len(data.labels),
+            "feedback_pairs": len(data.preferences),
+        }
+
+    def _retrain_pairwise(self, ctx: RunContext, spec, pairs, weight: float, window):
+        current = self.ctx.registry.promoted(f"{spec.name}-reward") or self.ctx.registry.latest(
+            f"{spec.name}-reward"
         )
         if current is None:
-            raise ModelNotFound(f"{pipeline}-classifier")
-        extra: list[LabeledText] = []
-        feedback = ctx.params.get("feedback")
-        if feedback and (Path(feedback) / "labels").exists():
-            extra = list(load_dataset(Path(feedback) / "labels")["train"])
-        model, metrics = self._finetune_classifier(ctx, current.version, extra, "retrain")
-        self._publish_ready(ctx, model, metrics, "retrain")
-        return {"version": model.version, "feedback_examples": len(extra)}
+            raise ModelNotFound(f"{spec.name}-reward")
+        stage = next(s for s in spec.stages if s.kind == "reward")
+        result = stages.train_reward_stage(
+            spec,
+            stage,
+            self._datasets(spec.name),
+            self._out_dir(ctx, f"{stage.name}-retrain"),
+            device=self.ctx.settings.device,
+            report=ctx.report,
+            init_dir=uri_path(current.artifact.uri),
+            extra_pairs=pairs,
+            feedback_weight=weight,
+        )
+        metrics = dict(result.metrics)
+        model = self.ctx.registry.register(
+            current.name,
+            "reward",
+            f"file://{result.model_dir}",
+            run_id=ctx.params["pipeline_run"],
+            pipeline=spec.name,
+            parent_version=current.version,
+            datasets=list(current.lineage.datasets),
+            config=stage.config,
+            metrics=metrics,
+            feedback_windows=[window] if window is not None else [],
+        )
+        return model, metrics
 
     def _publish_ready(self, ctx: RunContext, model, metrics: dict, stage: str) -> None:
         judge = self.ctx.registry.latest(f"{ctx.record.pipeline}-judge")

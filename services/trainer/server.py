@@ -19,6 +19,9 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
 
 from rlhf.pipelines import PipelineError, PipelineSpec, load_pipeline
 from rlhf.registry import ModelNotFound
@@ -89,6 +92,8 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
     def __init__(self, ctx: ServiceContext, wait_timeout_s: float = 3600) -> None:
         self.ctx = ctx
         self.state = PipelineState(ctx.state_dir / "pipelines.json")
+        # retraining round (its run id) -> the feedback window it was triggered by
+        self.windows = PipelineState(ctx.state_dir / "retrain-windows.json")
         self.wait_timeout_s = wait_timeout_s
         ctx.subscribe(TOPIC_DATASET_PREPARED, self.on_dataset_prepared)
         ctx.subscribe(TOPIC_REWARD_MODEL_READY, self.on_reward_model_ready)
@@ -157,6 +162,10 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
 
     def on_retrain_requested(self, event) -> None:
         payload: events_pb2.RetrainRequested = event.payload
+        self.windows.update(
+            payload.run_id,
+            window=json_format.MessageToDict(payload.window, preserving_proto_field_name=True),
+        )
         spec = load_pipeline(payload.pipeline, quick=payload.profile == "quick")
         retrained = [spec.stage(name) for name in spec.retrain.stages]
         if any(s.kind == "classifier" for s in retrained):
@@ -243,6 +252,13 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         if policy_stage is None:  # a classification pipeline: the classifier is the product
             return self._promote_classifier(ctx, spec, state)
         name = f"{spec.name}-policy"
+        window, feedback = self._feedback_window(params)
+        if params.get("retrain") and window is not None and not feedback.usable:
+            reason = feedback.why_unusable(len(window.feedback_ids))
+            log.warning("%s: window %s retrains nothing: %s", spec.name, window.window_id, reason)
+            ctx.record.message = f"feedback window {window.window_id}: {reason}"
+            return {"retrained": False, "window": window.window_id, "reason": reason}
+        weight = spec.retrain.feedback_weight if params.get("retrain") else 0.0
         promoted = self.ctx.registry.promoted(name)
         if params.get("retrain") and promoted is not None:
             start_dir, parent = str(uri_path(promoted.artifact.uri)), promoted.version
@@ -264,6 +280,9 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                 policy_dir=start_dir,
                 device=self.ctx.settings.device,
                 report=ctx.report,
+                extra_pairs=feedback.preferences,
+                feedback_weight=weight,
+                scorer_dir=uri_path(reward.artifact.uri) if reward else None,
             )
         else:
             if reward is None:
@@ -278,6 +297,8 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                 judge_dir=uri_path(judge.artifact.uri) if judge else None,
                 device=self.ctx.settings.device,
                 report=ctx.report,
+                extra_prompts=feedback.prompts,
+                feedback_weight=weight,
             )
         metrics = dict(result.metrics)
         if not params.get("retrain"):
@@ -305,6 +326,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             config=policy_stage.config,
             metrics=metrics,
             gates=gates,
+            feedback_windows=[window] if window is not None else [],
         )
         ready = events_pb2.PolicyCheckpointReady(
             run_id=params["pipeline_run"],
@@ -320,15 +342,34 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                 self._promote(ctx, spec, reward.version)
             self._promote(ctx, spec, candidate.version)
         else:
-            failed = sorted(k for k, ok in gates.items() if not ok)
-            log.warning("%s not promoted: gates failed: %s", candidate.version, failed)
+            failed = stages.failed_gates(gates, metrics)
+            log.warning("%s kept, not promoted: gates failed: %s", candidate.version, failed)
+            ctx.record.message = f"{candidate.version} not promoted: {failed}"
         return {
             "version": candidate.version,
             "promoted": promoted_now,
             "gates": gates,
+            "failed_gates": stages.failed_gates(gates, metrics),
             "metrics": metrics,
             "samples": result.samples,
+            "feedback": dict(window.counts) if window is not None else {},
         }
+
+    def _feedback_window(self, params: dict) -> tuple[common_pb2.FeedbackWindow | None, Any]:
+        """The feedback window behind a retraining round and its records (empty for a
+        first round, or a round whose window data prep found nothing usable in)."""
+        from rlhf.workflows.feedback import FeedbackWindowData, load_window
+
+        empty = FeedbackWindowData([], [], [], {}, {})
+        if not params.get("retrain"):
+            return None, empty
+        saved = self.windows.get(params["pipeline_run"]).get("window")
+        if not saved:
+            return None, empty
+        window = json_format.ParseDict(saved, common_pb2.FeedbackWindow())
+        if not window.dataset.uri:
+            return window, empty
+        return window, load_window(uri_path(window.dataset.uri))
 
     def _promote_classifier(self, ctx: RunContext, spec: PipelineSpec, state: dict) -> dict:
         """Gate and promote the (hardened / retrained) classifier of a pipeline without a

@@ -84,14 +84,69 @@ class Stage(_Strict):
 
 
 class Gates(_Strict):
-    """Promotion gates; a candidate failing any enabled gate is kept, not promoted."""
+    """Promotion gates; a candidate failing any enabled gate is kept, not promoted.
+
+    Each gate applies to the stages that produce its inputs (see `GATE_STAGES`); a spec
+    none of whose enabled gates applies to its stages fails validation, so no pipeline
+    promotes unchecked. Generation gates judge what a user would read: perplexity of
+    the candidate's samples under the frozen reference over that of the reference's own
+    samples (fluency), distinct-2 (diversity), repeated trigrams and empty answers.
+    """
 
     reward_up: bool = True
     kl_budget: float | None = Field(8.0, gt=0, description="max mean KL nats/sequence")
     judge_not_worse: bool = True
     robustness_not_worse: bool = True
     accuracy_not_worse: bool = True
+    max_ref_perplexity_ratio: float | None = Field(
+        1.5, gt=0, description="max perplexity of candidate samples / reference samples"
+    )
+    min_distinct_2: float | None = Field(
+        0.5, ge=0, le=1, description="min distinct bigrams / bigrams over the samples"
+    )
+    max_repetition_rate: float | None = Field(
+        0.2, ge=0, le=1, description="max share of a sample's trigrams seen earlier in it"
+    )
+    max_empty_rate: float | None = Field(
+        0.1, ge=0, le=1, description="max share of samples with an empty continuation"
+    )
+    pairwise_not_worse: bool = Field(
+        True, description="held-out pairwise accuracy (DPO, pairwise reward) not worse"
+    )
+    min_win_rate: float | None = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="min win rate against the serving version, scored by a reward model "
+        "the candidate was not trained on (DPO)",
+    )
     tolerance: float = Field(0.0, ge=0, description="slack allowed on 'not worse' gates")
+
+    def enabled(self) -> list[str]:
+        """Names of the gates switched on."""
+        return [
+            name
+            for name in GATE_STAGES
+            if getattr(self, name) is not None and getattr(self, name) is not False
+        ]
+
+
+RL_STAGE_KINDS = {"ppo", "rloo", "grpo"}
+GENERATION_KINDS = RL_STAGE_KINDS | {"dpo"}
+#: Which stage kinds produce the inputs of each gate.
+GATE_STAGES: dict[str, set[str]] = {
+    "reward_up": RL_STAGE_KINDS,
+    "kl_budget": GENERATION_KINDS,
+    "judge_not_worse": RL_STAGE_KINDS,  # with a judge stage as well
+    "robustness_not_worse": {"adversarial"},
+    "accuracy_not_worse": {"classifier"},
+    "max_ref_perplexity_ratio": GENERATION_KINDS,
+    "min_distinct_2": GENERATION_KINDS,
+    "max_repetition_rate": GENERATION_KINDS,
+    "max_empty_rate": GENERATION_KINDS,
+    "pairwise_not_worse": {"dpo", "reward"},
+    "min_win_rate": {"dpo"},  # with a reward stage as the independent scorer
+}
 
 
 class RetrainTrigger(_Strict):
@@ -108,6 +163,13 @@ class Retrain(_Strict):
     trigger: RetrainTrigger = Field(default_factory=RetrainTrigger)
     # Stages re-run in a retraining round (names from `stages`).
     stages: list[str] = Field(default_factory=list)
+    feedback_weight: float = Field(
+        0.3,
+        ge=0,
+        lt=1,
+        description="share of a retraining round's training data drawn from the feedback "
+        "window (repeated as needed); the rest is the stage's base data",
+    )
 
 
 class Serving(_Strict):
@@ -141,7 +203,24 @@ class PipelineSpec(_Strict):
         for name in self.retrain.stages:
             if name not in names:
                 raise ValueError(f"retrain.stages: {name!r} is not a stage name ({names})")
+        if not self.applicable_gates():
+            enabled = self.gates.enabled()
+            raise ValueError(
+                "gates: no enabled gate applies to this pipeline's stages "
+                f"({sorted({s.kind for s in self.stages})}), so every candidate would be "
+                f"promoted unchecked; enabled: {enabled or 'none'}"
+            )
         return self
+
+    def applicable_gates(self) -> list[str]:
+        """Enabled gates whose inputs some stage of this pipeline produces."""
+        kinds = {stage.kind for stage in self.stages}
+        applicable = [name for name in self.gates.enabled() if GATE_STAGES[name] & kinds]
+        if "judge" not in kinds and "judge_not_worse" in applicable:
+            applicable.remove("judge_not_worse")
+        if "reward" not in kinds and "min_win_rate" in applicable:
+            applicable.remove("min_win_rate")
+        return applicable
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:

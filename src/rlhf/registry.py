@@ -56,6 +56,7 @@ class ModelRegistry:
         config: dict[str, Any] | None = None,
         metrics: dict[str, float] | None = None,
         gates: dict[str, bool] | None = None,
+        feedback_windows: list[common_pb2.FeedbackWindow] | None = None,
     ) -> common_pb2.ModelVersion:
         """Record a new version of `name` and return it (not promoted)."""
         if not _NAME.match(name):
@@ -79,6 +80,7 @@ class ModelRegistry:
             lineage.config_json = json.dumps(config or {}, sort_keys=True, default=str)
             lineage.datasets.extend(datasets or [])
             lineage.metrics.update({k: float(v) for k, v in (metrics or {}).items()})
+            lineage.feedback_windows.extend(feedback_windows or [])
             model.gates.update(gates or {})
             model.created_at.FromDatetime(datetime.now(UTC))
             self._write(model)

@@ -111,3 +111,15 @@ def test_held_out_judge_flags_disagreement():
     assert judge.evaluate(texts)["judge_positive_rate"] == 0.5
     # A reward that calls everything positive agrees with the judge only half the time.
     assert judge.agreement([1.0, 1.0, 1.0, 1.0], texts) == 0.5
+
+
+def test_repetition_rate_and_text_quality():
+    from rlhf.engine.evaluation import repetition_rate, text_quality
+
+    assert repetition_rate(["the film was good and the cast was fine"]) == 0.0
+    looping = "great great great great great great"  # 4 trigrams, 1 distinct
+    assert repetition_rate([looping]) == pytest.approx(0.75)
+    assert repetition_rate(["好好好好好"], tokenize=list) == pytest.approx(2 / 3)
+    quality = text_quality(["a fine film", "", "好 电影 好 电影 好 电影"])
+    assert quality["empty_rate"] == pytest.approx(1 / 3)
+    assert 0 < quality["distinct_2"] < 1 and quality["repetition_rate"] > 0

@@ -132,6 +132,14 @@ BAD_REQUESTS = [
     ("RecordFeedback", FEEDBACK(request_id="r", model_version="v"), INVALID, "kind"),
     ("RecordFeedback", FEEDBACK(request_id="r", model_version="v",
                                 kind=events_pb2.FEEDBACK_KIND_RATING, rating=9), INVALID, "rating"),
+    ("RecordFeedback", FEEDBACK(request_id="r", model_version="policy-v9", response="ok",
+                                kind=events_pb2.FEEDBACK_KIND_THUMBS), INVALID, "model_version"),
+    ("RecordFeedback", FEEDBACK(request_id="r", model_version="policy-v1", prompt="p",
+                                kind=events_pb2.FEEDBACK_KIND_PREFERENCE, chosen="same",
+                                rejected="same"), INVALID, "rejected"),
+    ("RecordFeedback", FEEDBACK(request_id="r", model_version="policy-v1", response=" ",
+                                kind=events_pb2.FEEDBACK_KIND_RATING, rating=4), INVALID,
+     "response"),
 ]  # fmt: skip
 
 

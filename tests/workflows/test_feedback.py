@@ -87,4 +87,77 @@ def test_feedback_becomes_versioned_dataset(tmp_path):
     assert labels["splits"]["train"]["count"] == 5
     assert labels["version"].startswith("sha256:")
     assert summary["splits"]["preferences"]["splits"]["train"]["count"] == 1
-    assert feedback_dataset([], tmp_path, "empty") is None
+    assert feedback_dataset([], tmp_path, "empty")["splits"] == {}
+
+
+def _feedback(i: int, kind, **fields):
+    return events_pb2.FeedbackRecorded(
+        feedback_id=f"k-{i}", pipeline="chat", model_version="p-v1", kind=kind, **fields
+    )
+
+
+def test_every_kind_of_feedback_becomes_training_data(tmp_path):
+    from rlhf.engine.data import LabeledText, PreferencePair
+    from rlhf.workflows.feedback import load_window
+
+    K = events_pb2
+    events = [
+        _feedback(0, K.FEEDBACK_KIND_THUMBS, prompt="The film", response="The film was great",
+                  thumbs_up=True),
+        _feedback(1, K.FEEDBACK_KIND_RATING, prompt="The plot", response="The plot dragged",
+                  rating=1),
+        _feedback(2, K.FEEDBACK_KIND_RATING, prompt="The plot", response="The plot was ok",
+                  rating=3),  # neutral: no label, but the prompt still counts
+        _feedback(3, K.FEEDBACK_KIND_PREFERENCE, prompt="Hi", chosen="Hello!", rejected="go"),
+        _feedback(4, K.FEEDBACK_KIND_PREFERENCE, prompt="Hi", chosen="same", rejected="same"),
+        _feedback(5, K.FEEDBACK_KIND_LABEL, prompt="a dull movie", label="negative"),
+    ]  # fmt: skip
+    summary = feedback_dataset(events, tmp_path, "w1")
+    assert summary["counts"] == {
+        "thumbs": 1, "rating": 1, "preference": 1, "label": 1, "prompt": 3
+    }  # fmt: skip
+    assert set(summary["splits"]) == {"labels", "preferences", "prompts"}
+    data = load_window(tmp_path / "w1")
+    assert data.labels == [
+        LabeledText("The film was great", "positive"),
+        LabeledText("The plot dragged", "negative"),
+        LabeledText("a dull movie", "negative"),
+    ]
+    assert data.preferences == [PreferencePair("Hi", "Hello!", "go")]
+    assert data.prompts == ["The film", "The plot", "Hi"]
+
+
+def test_a_window_with_nothing_usable_says_why(tmp_path):
+    events = [
+        _feedback(0, events_pb2.FEEDBACK_KIND_RATING, response="meh", rating=3),
+        _feedback(1, events_pb2.FEEDBACK_KIND_THUMBS, response="", thumbs_up=True),
+    ]
+    summary = feedback_dataset(events, tmp_path, "w2")
+    assert summary["splits"] == {}
+    assert "none of the window's 2 feedback records is usable" in summary["reason"]
+    assert "1 thumbs without a response" in summary["reason"]
+
+
+def test_mix_gives_feedback_its_share():
+    from rlhf.workflows.feedback import mix
+
+    base, feedback = list(range(90)), ["f1", "f2"]
+    mixed = mix(base, feedback, 0.25)
+    assert mixed[:90] == base and len(mixed) == 120  # 30 of 120 = 0.25
+    assert sorted(set(mixed[90:])) == ["f1", "f2"]
+    assert mix(base, feedback, 0.0) == base
+    assert mix([], feedback, 0.5) == feedback
+    assert sorted(mix(base, feedback, 0.001)[90:]) == feedback  # every record at least once
+
+
+def test_a_window_larger_than_sqlites_variable_limit_is_claimed(tmp_path):
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    rows = [(f"big-{i}", "classify", "clf-v1", 4, "{}", 0.0, float(i)) for i in range(40_000)]
+    with store._lock:  # one transaction: 40,000 separate fsyncs would take minutes
+        store._db.execute("BEGIN")
+        store._db.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, NULL)", rows)
+        store._db.execute("COMMIT")
+    decision = store.evaluate("classify", RetrainTrigger(count=50, window_s=3600), now=10.0)
+    assert decision is not None and len(decision.feedback_ids) == 40_000
+    assert len(store.claimed(decision.window_id)) == 40_000
+    assert store.pending("classify") == []

@@ -146,6 +146,36 @@ def distinct_n(texts: Sequence[str], n: int = 2, tokenize=None) -> float:
     return len(unique) / total if total else 0.0
 
 
+def repetition_rate(texts: Sequence[str], n: int = 3, tokenize=None) -> float:
+    """Mean over texts of the share of n-grams already seen earlier in the same text.
+
+    0 for text that never repeats itself; a policy stuck in a loop ("great great great
+    ...") approaches 1. Texts shorter than n words count as 0.
+    """
+    tokenize = tokenize or str.split
+    rates = []
+    for text in texts:
+        tokens = tokenize(text)
+        grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+        rates.append(1 - len(set(grams)) / len(grams) if grams else 0.0)
+    return sum(rates) / len(rates) if rates else 0.0
+
+
+def text_quality(responses: Sequence[str]) -> dict[str, float]:
+    """What a reader would notice in generated responses: diversity (distinct-2 over
+    all of them), self-repetition (trigrams) and empty answers. Words are split as in
+    `pretokenize` (CJK per character), so the figures mean the same in both languages."""
+    from rlhf.engine.tokenization import pretokenize
+
+    return {
+        "distinct_2": distinct_n(responses, 2, tokenize=pretokenize),
+        "repetition_rate": repetition_rate(responses, 3, tokenize=pretokenize),
+        "empty_rate": (
+            sum(not pretokenize(r) for r in responses) / len(responses) if responses else 0.0
+        ),
+    }
+
+
 def bleu(
     hypotheses: Sequence[str],
     references: Sequence[str] | Sequence[Sequence[str]],

@@ -116,6 +116,16 @@ def reward_model_from_backbone(
     return classifier_from_backbone(backbone, REWARD_LABELS, max_length, seed=seed)
 
 
+def reward_from_logits(logits: torch.Tensor, positive_index: int) -> torch.Tensor:
+    """r(text): the single logit of a reward model, or a classifier's log-odds of its
+    positive class (as `TextClassifier.positive_scores`), so preference pairs can also
+    tune a sentiment classifier that serves as a policy's reward."""
+    if logits.shape[1] == 1:
+        return logits[:, 0]
+    others = torch.cat([logits[:, :positive_index], logits[:, positive_index + 1 :]], dim=1)
+    return logits[:, positive_index] - torch.logsumexp(others, dim=1)
+
+
 def train_reward_model(
     config: RewardModelTrainConfig,
     train: Sequence[PreferencePair],
@@ -124,6 +134,9 @@ def train_reward_model(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train a Bradley-Terry reward model; metrics include pairwise_accuracy on `eval`.
+
+    `model` may be a single-logit reward model or a classifier (its positive log-odds
+    are the reward): fine-tuning a sentiment reward classifier on preference pairs.
 
     Checkpoint/resume, time budget and bf16 autocast work as in `train_classifier`.
     """
@@ -136,8 +149,6 @@ def train_reward_model(
     if model is None:
         texts = [t for p in train[:1000] for t in pair_texts(p)]
         model = reward_model_from_backbone(config.backbone, config.max_length, config.seed, texts)
-    if model.num_labels != 1:
-        raise ValueError(f"a reward model has one output, this model has {model.num_labels}")
     model.to(config.device)
     model.max_length = config.max_length
     net, device = model.model, model.device
@@ -155,7 +166,7 @@ def train_reward_model(
         # One forward over [chosen; rejected] so both halves see the same dropout regime.
         sequences = [chosen[i] for i in indices] + [rejected[i] for i in indices]
         batch = {k: v.to(device) for k, v in pad_batch(sequences, pad_id).items()}
-        rewards = net(**batch).logits[:, 0].float()
+        rewards = reward_from_logits(net(**batch).logits.float(), model.positive_index)
         r_chosen, r_rejected = rewards[: len(indices)], rewards[len(indices) :]
         loss = -nn.functional.logsigmoid(r_chosen - r_rejected).mean()
         if config.margin_l2:

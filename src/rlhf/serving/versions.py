@@ -99,6 +99,15 @@ class VersionManager:
         with self._lock:
             return [v for route in self._routes.values() for v in route.live()]
 
+    def has_served(self, version: str) -> bool:
+        """Whether this process serves or has served `version` (feedback may name a
+        version replaced since the response was given)."""
+        with self._lock:
+            return any(
+                version in route.history or any(v.version == version for v in route.live())
+                for route in self._routes.values()
+            )
+
     def route_of(self, name: str) -> ModelRoute:
         with self._lock:
             if name not in self._routes:

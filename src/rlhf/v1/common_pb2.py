@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14rlhf/v1/common.proto\x12\x07rlhf.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"L\n\x0b\x41rtifactRef\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"\xeb\x02\n\tRunStatus\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12 \n\x05state\x18\x02 \x01(\x0e\x32\x11.rlhf.v1.RunState\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x05 \x01(\x03\x12\x30\n\x07metrics\x18\x06 \x03(\x0b\x32\x1f.rlhf.v1.RunStatus.MetricsEntry\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\'\n\tartifacts\x18\x08 \x03(\x0b\x32\x14.rlhf.v1.ArtifactRef\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xfe\x01\n\x07Lineage\x12&\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x14.rlhf.v1.ArtifactRef\x12\x16\n\x0eparent_version\x18\x02 \x01(\t\x12\x1c\n\x14reward_model_version\x18\x03 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12.\n\x07metrics\x18\x05 \x03(\x0b\x32\x1d.rlhf.v1.Lineage.MetricsEntry\x12\x0e\n\x06run_id\x18\x06 \x01(\t\x12\x10\n\x08pipeline\x18\x07 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xbb\x02\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12 \n\x04kind\x18\x03 \x01(\x0e\x32\x12.rlhf.v1.ModelKind\x12&\n\x08\x61rtifact\x18\x04 \x01(\x0b\x32\x14.rlhf.v1.ArtifactRef\x12!\n\x07lineage\x18\x05 \x01(\x0b\x32\x10.rlhf.v1.Lineage\x12\x10\n\x08promoted\x18\x06 \x01(\x08\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x05gates\x18\x08 \x03(\x0b\x32 .rlhf.v1.ModelVersion.GatesEntry\x1a,\n\nGatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01*\x9b\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x05*p\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11MODEL_KIND_POLICY\x10\x01\x12\x15\n\x11MODEL_KIND_REWARD\x10\x02\x12\x19\n\x15MODEL_KIND_CLASSIFIER\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14rlhf/v1/common.proto\x12\x07rlhf.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"L\n\x0b\x41rtifactRef\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"\xeb\x02\n\tRunStatus\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12 \n\x05state\x18\x02 \x01(\x0e\x32\x11.rlhf.v1.RunState\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x05 \x01(\x03\x12\x30\n\x07metrics\x18\x06 \x03(\x0b\x32\x1f.rlhf.v1.RunStatus.MetricsEntry\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\'\n\tartifacts\x18\x08 \x03(\x0b\x32\x14.rlhf.v1.ArtifactRef\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb1\x02\n\x07Lineage\x12&\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x14.rlhf.v1.ArtifactRef\x12\x16\n\x0eparent_version\x18\x02 \x01(\t\x12\x1c\n\x14reward_model_version\x18\x03 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12.\n\x07metrics\x18\x05 \x03(\x0b\x32\x1d.rlhf.v1.Lineage.MetricsEntry\x12\x0e\n\x06run_id\x18\x06 \x01(\t\x12\x10\n\x08pipeline\x18\x07 \x01(\t\x12\x31\n\x10\x66\x65\x65\x64\x62\x61\x63k_windows\x18\x08 \x03(\x0b\x32\x17.rlhf.v1.FeedbackWindow\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xc4\x01\n\x0e\x46\x65\x65\x64\x62\x61\x63kWindow\x12\x11\n\twindow_id\x18\x01 \x01(\t\x12\x33\n\x06\x63ounts\x18\x02 \x03(\x0b\x32#.rlhf.v1.FeedbackWindow.CountsEntry\x12%\n\x07\x64\x61taset\x18\x03 \x01(\x0b\x32\x14.rlhf.v1.ArtifactRef\x12\x14\n\x0c\x66\x65\x65\x64\x62\x61\x63k_ids\x18\x04 \x03(\t\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xbb\x02\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12 \n\x04kind\x18\x03 \x01(\x0e\x32\x12.rlhf.v1.ModelKind\x12&\n\x08\x61rtifact\x18\x04 \x01(\x0b\x32\x14.rlhf.v1.ArtifactRef\x12!\n\x07lineage\x18\x05 \x01(\x0b\x32\x10.rlhf.v1.Lineage\x12\x10\n\x08promoted\x18\x06 \x01(\x08\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x05gates\x18\x08 \x03(\x0b\x32 .rlhf.v1.ModelVersion.GatesEntry\x1a,\n\nGatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01*\x9b\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x05*p\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11MODEL_KIND_POLICY\x10\x01\x12\x15\n\x11MODEL_KIND_REWARD\x10\x02\x12\x19\n\x15MODEL_KIND_CLASSIFIER\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNSTATUS_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_LINEAGE_METRICSENTRY']._loaded_options = None
   _globals['_LINEAGE_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_FEEDBACKWINDOW_COUNTSENTRY']._loaded_options = None
+  _globals['_FEEDBACKWINDOW_COUNTSENTRY']._serialized_options = b'8\001'
   _globals['_MODELVERSION_GATESENTRY']._loaded_options = None
   _globals['_MODELVERSION_GATESENTRY']._serialized_options = b'8\001'
-  _globals['_RUNSTATE']._serialized_start=1086
-  _globals['_RUNSTATE']._serialized_end=1241
-  _globals['_MODELKIND']._serialized_start=1243
-  _globals['_MODELKIND']._serialized_end=1355
+  _globals['_RUNSTATE']._serialized_start=1336
+  _globals['_RUNSTATE']._serialized_end=1491
+  _globals['_MODELKIND']._serialized_start=1493
+  _globals['_MODELKIND']._serialized_end=1605
   _globals['_ARTIFACTREF']._serialized_start=66
   _globals['_ARTIFACTREF']._serialized_end=142
   _globals['_RUNSTATUS']._serialized_start=145
@@ -49,11 +51,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNSTATUS_METRICSENTRY']._serialized_start=462
   _globals['_RUNSTATUS_METRICSENTRY']._serialized_end=508
   _globals['_LINEAGE']._serialized_start=511
-  _globals['_LINEAGE']._serialized_end=765
+  _globals['_LINEAGE']._serialized_end=816
   _globals['_LINEAGE_METRICSENTRY']._serialized_start=462
   _globals['_LINEAGE_METRICSENTRY']._serialized_end=508
-  _globals['_MODELVERSION']._serialized_start=768
-  _globals['_MODELVERSION']._serialized_end=1083
-  _globals['_MODELVERSION_GATESENTRY']._serialized_start=1039
-  _globals['_MODELVERSION_GATESENTRY']._serialized_end=1083
+  _globals['_FEEDBACKWINDOW']._serialized_start=819
+  _globals['_FEEDBACKWINDOW']._serialized_end=1015
+  _globals['_FEEDBACKWINDOW_COUNTSENTRY']._serialized_start=970
+  _globals['_FEEDBACKWINDOW_COUNTSENTRY']._serialized_end=1015
+  _globals['_MODELVERSION']._serialized_start=1018
+  _globals['_MODELVERSION']._serialized_end=1333
+  _globals['_MODELVERSION_GATESENTRY']._serialized_start=1289
+  _globals['_MODELVERSION_GATESENTRY']._serialized_end=1333
 # @@protoc_insertion_point(module_scope)

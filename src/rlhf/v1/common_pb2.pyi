@@ -80,7 +80,7 @@ class RunStatus(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., stage: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., message: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[ArtifactRef, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Lineage(_message.Message):
-    __slots__ = ("datasets", "parent_version", "reward_model_version", "config_json", "metrics", "run_id", "pipeline")
+    __slots__ = ("datasets", "parent_version", "reward_model_version", "config_json", "metrics", "run_id", "pipeline", "feedback_windows")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class Lineage(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     datasets: _containers.RepeatedCompositeFieldContainer[ArtifactRef]
     parent_version: str
     reward_model_version: str
@@ -102,7 +103,27 @@ class Lineage(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     run_id: str
     pipeline: str
-    def __init__(self, datasets: _Optional[_Iterable[_Union[ArtifactRef, _Mapping]]] = ..., parent_version: _Optional[str] = ..., reward_model_version: _Optional[str] = ..., config_json: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., run_id: _Optional[str] = ..., pipeline: _Optional[str] = ...) -> None: ...
+    feedback_windows: _containers.RepeatedCompositeFieldContainer[FeedbackWindow]
+    def __init__(self, datasets: _Optional[_Iterable[_Union[ArtifactRef, _Mapping]]] = ..., parent_version: _Optional[str] = ..., reward_model_version: _Optional[str] = ..., config_json: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., run_id: _Optional[str] = ..., pipeline: _Optional[str] = ..., feedback_windows: _Optional[_Iterable[_Union[FeedbackWindow, _Mapping]]] = ...) -> None: ...
+
+class FeedbackWindow(_message.Message):
+    __slots__ = ("window_id", "counts", "dataset", "feedback_ids")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    WINDOW_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_IDS_FIELD_NUMBER: _ClassVar[int]
+    window_id: str
+    counts: _containers.ScalarMap[str, int]
+    dataset: ArtifactRef
+    feedback_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, window_id: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., dataset: _Optional[_Union[ArtifactRef, _Mapping]] = ..., feedback_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
     __slots__ = ("version", "name", "kind", "artifact", "lineage", "promoted", "created_at", "gates")

@@ -201,7 +201,7 @@ class FeedbackRecorded(_message.Message):
     def __init__(self, feedback_id: _Optional[str] = ..., stage: _Optional[str] = ..., pipeline: _Optional[str] = ..., model_version: _Optional[str] = ..., kind: _Optional[_Union[FeedbackKind, str]] = ..., prompt: _Optional[str] = ..., response: _Optional[str] = ..., thumbs_up: _Optional[bool] = ..., rating: _Optional[int] = ..., chosen: _Optional[str] = ..., rejected: _Optional[str] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class RetrainRequested(_message.Message):
-    __slots__ = ("run_id", "stage", "pipeline", "reason", "feedback_dataset", "feedback_count", "window_id", "base_version", "profile")
+    __slots__ = ("run_id", "stage", "pipeline", "reason", "feedback_dataset", "feedback_count", "window_id", "base_version", "profile", "window")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +211,7 @@ class RetrainRequested(_message.Message):
     WINDOW_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     stage: str
     pipeline: str
@@ -220,4 +221,5 @@ class RetrainRequested(_message.Message):
     window_id: str
     base_version: str
     profile: str
-    def __init__(self, run_id: _Optional[str] = ..., stage: _Optional[str] = ..., pipeline: _Optional[str] = ..., reason: _Optional[str] = ..., feedback_dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., feedback_count: _Optional[int] = ..., window_id: _Optional[str] = ..., base_version: _Optional[str] = ..., profile: _Optional[str] = ...) -> None: ...
+    window: _common_pb2.FeedbackWindow
+    def __init__(self, run_id: _Optional[str] = ..., stage: _Optional[str] = ..., pipeline: _Optional[str] = ..., reason: _Optional[str] = ..., feedback_dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., feedback_count: _Optional[int] = ..., window_id: _Optional[str] = ..., base_version: _Optional[str] = ..., profile: _Optional[str] = ..., window: _Optional[_Union[_common_pb2.FeedbackWindow, _Mapping]] = ...) -> None: ...

@@ -44,6 +44,15 @@ CREATE TABLE IF NOT EXISTS retrain_requests (
 """
 
 
+# SQLite caps the variables of one statement (32,766 by default): windows of any size
+# are claimed in chunks inside one transaction.
+_SQL_CHUNK = 500
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i : i + _SQL_CHUNK] for i in range(0, len(ids), _SQL_CHUNK)]
+
+
 @dataclass(frozen=True)
 class TriggerDecision:
     window_id: str
@@ -115,11 +124,12 @@ class FeedbackStore:
                 if decision is None:
                     self._db.execute("ROLLBACK")
                     return None
-                marks = ",".join("?" * len(decision.feedback_ids))
-                self._db.execute(
-                    f"UPDATE feedback SET window_id = ? WHERE feedback_id IN ({marks})",
-                    (window_id, *decision.feedback_ids),
-                )
+                for chunk in _chunks(decision.feedback_ids):
+                    marks = ",".join("?" * len(chunk))
+                    self._db.execute(
+                        f"UPDATE feedback SET window_id = ? WHERE feedback_id IN ({marks})",
+                        (window_id, *chunk),
+                    )
                 confidences = self._confidences(decision.feedback_ids)
                 self._db.execute(
                     "INSERT INTO retrain_requests VALUES (?, ?, ?, ?, ?, ?)",
@@ -169,12 +179,16 @@ class FeedbackStore:
         return None
 
     def _confidences(self, ids: list[str]) -> list[float]:
-        marks = ",".join("?" * len(ids))
-        rows = self._db.execute(
-            f"SELECT confidence FROM feedback WHERE feedback_id IN ({marks}) AND confidence > 0",
-            ids,
-        ).fetchall()
-        return [row[0] for row in rows]
+        confidences = []
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT confidence FROM feedback WHERE feedback_id IN ({marks}) "
+                "AND confidence > 0",
+                chunk,
+            ).fetchall()
+            confidences += [row[0] for row in rows]
+        return confidences
 
     def claimed(self, window_id: str) -> list[events_pb2.FeedbackRecorded]:
         rows = self._db.execute(
@@ -187,40 +201,109 @@ class FeedbackStore:
         self._db.close()
 
 
-def feedback_dataset(
-    events: list[events_pb2.FeedbackRecorded], out_dir: Path, name: str
-) -> dict | None:
-    """Turn claimed feedback into a versioned dataset; returns its manifest.
+#: Feedback kinds by the names used in lineage and reports.
+KIND_NAMES = {
+    events_pb2.FEEDBACK_KIND_THUMBS: "thumbs",
+    events_pb2.FEEDBACK_KIND_RATING: "rating",
+    events_pb2.FEEDBACK_KIND_PREFERENCE: "preference",
+    events_pb2.FEEDBACK_KIND_LABEL: "label",
+}
+#: Label of the records in a window's `prompts` split (prompts carry no label).
+PROMPT_LABEL = "prompt"
 
-    Corrected labels become labelled texts, preferences become pairs, thumbs and ratings
-    become labelled responses (up / rating >= 4 positive, down / rating <= 2 negative).
-    Splits: `labels` and/or `preferences`. Returns None when nothing is usable.
+
+@dataclass
+class FeedbackWindowData:
+    """What one claimed window gives training, split by what each record teaches."""
+
+    labels: list[LabeledText]
+    preferences: list[PreferencePair]
+    prompts: list[str]
+    counts: dict[str, int]
+    skipped: dict[str, int]
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.labels or self.preferences or self.prompts)
+
+    def why_unusable(self, total: int) -> str:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
+        return f"none of the window's {total} feedback records is usable ({reasons or 'empty'})"
+
+
+def window_data(events: list[events_pb2.FeedbackRecorded]) -> FeedbackWindowData:
+    """Sort claimed feedback by what it teaches.
+
+    - a corrected label -> a labelled text (the classifier / reward model);
+    - thumbs and ratings -> labelled responses (up / 4-5 positive, down / 1-2 negative;
+      a 3 says nothing about the label);
+    - a preferred-of-two -> a preference pair (pairwise reward model, DPO);
+    - every prompt of a generation (thumbs, rating, preference) -> the RL prompt pool.
     """
     labels: list[LabeledText] = []
     pairs: list[PreferencePair] = []
+    prompts: dict[str, None] = {}  # ordered and unique
+    counts = dict.fromkeys([*KIND_NAMES.values(), PROMPT_LABEL], 0)
+    skipped: dict[str, int] = {}
+
+    def skip(why: str) -> None:
+        skipped[why] = skipped.get(why, 0) + 1
+
     for event in events:
-        if event.kind == events_pb2.FEEDBACK_KIND_LABEL and event.label:
-            labels.append(LabeledText(event.prompt or event.response, event.label))
-        elif event.kind == events_pb2.FEEDBACK_KIND_PREFERENCE and event.chosen:
-            pairs.append(PreferencePair(event.prompt, event.chosen, event.rejected))
-        elif event.kind == events_pb2.FEEDBACK_KIND_THUMBS and event.response:
-            labels.append(
-                LabeledText(event.response, "positive" if event.thumbs_up else "negative")
-            )
-        elif (
-            event.kind == events_pb2.FEEDBACK_KIND_RATING
-            and event.response
-            and event.rating != 3  # a neutral rating says nothing about the label
-        ):
-            label = "positive" if event.rating >= 4 else "negative"
-            labels.append(LabeledText(event.response, label))
+        kind = event.kind
+        if kind == events_pb2.FEEDBACK_KIND_LABEL:
+            text = event.prompt or event.response
+            if event.label and text.strip():
+                labels.append(LabeledText(text, event.label))
+                counts["label"] += 1
+            else:
+                skip("labels without text or label")
+            continue
+        if kind == events_pb2.FEEDBACK_KIND_PREFERENCE:
+            if event.chosen.strip() and event.rejected.strip() and event.chosen != event.rejected:
+                pairs.append(PreferencePair(event.prompt, event.chosen, event.rejected))
+                counts["preference"] += 1
+            else:
+                skip("preferences without two different responses")
+        elif kind == events_pb2.FEEDBACK_KIND_THUMBS:
+            if event.response.strip():
+                labels.append(
+                    LabeledText(event.response, "positive" if event.thumbs_up else "negative")
+                )
+                counts["thumbs"] += 1
+            else:
+                skip("thumbs without a response")
+        elif kind == events_pb2.FEEDBACK_KIND_RATING:
+            if event.response.strip() and 1 <= event.rating <= 5 and event.rating != 3:
+                label = "positive" if event.rating >= 4 else "negative"
+                labels.append(LabeledText(event.response, label))
+                counts["rating"] += 1
+            else:
+                skip("neutral or invalid ratings")
+        else:
+            skip("records of an unknown kind")
+            continue
+        if event.prompt.strip() and event.prompt not in prompts:
+            prompts[event.prompt] = None
+            counts["prompt"] += 1
+    return FeedbackWindowData(labels, pairs, list(prompts), counts, skipped)
+
+
+def feedback_dataset(events: list[events_pb2.FeedbackRecorded], out_dir: Path, name: str) -> dict:
+    """Turn claimed feedback into a versioned dataset under `out_dir/name`.
+
+    Splits (each its own prepared dataset): `labels`, `preferences`, `prompts`. Returns
+    a summary: `counts` of usable records by kind, `splits` (manifests; empty when
+    nothing is usable), `count` (records claimed) and `reason` when nothing is usable.
+    """
+    data = window_data(events)
     splits: dict[str, list] = {}
-    if labels:
-        splits["labels"] = labels
-    if pairs:
-        splits["preferences"] = pairs
-    if not splits:
-        return None
+    if data.labels:
+        splits["labels"] = data.labels
+    if data.preferences:
+        splits["preferences"] = data.preferences
+    if data.prompts:
+        splits["prompts"] = [LabeledText(p, PROMPT_LABEL) for p in data.prompts]
     manifests = {}
     for split, records in splits.items():
         target = out_dir / name / split
@@ -228,7 +311,48 @@ def feedback_dataset(
             target, {"train": records}, name=f"{name}-{split}", metadata={"source": "feedback"}
         )
         manifests[split]["path"] = str(target)
-    summary = {"splits": manifests, "count": len(events)}
+    summary: dict = {"splits": manifests, "count": len(events), "counts": data.counts}
+    if not data.usable:
+        summary["reason"] = data.why_unusable(len(events))
     (out_dir / name).mkdir(parents=True, exist_ok=True)
     (out_dir / name / "feedback.json").write_text(json.dumps(summary, default=str))
     return summary
+
+
+def load_window(directory: Path) -> FeedbackWindowData:
+    """The records of a feedback dataset written by `feedback_dataset`."""
+    from rlhf.engine.data import load_dataset
+
+    def split(name: str) -> list:
+        path = Path(directory) / name
+        return list(load_dataset(path)["train"]) if (path / "manifest.json").exists() else []
+
+    summary_file = Path(directory) / "feedback.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    return FeedbackWindowData(
+        labels=split("labels"),
+        preferences=split("preferences"),
+        prompts=[r.text for r in split("prompts")],
+        counts=summary.get("counts", {}),
+        skipped={},
+    )
+
+
+def mix(base: list, feedback: list, weight: float, seed: int = 0) -> list:
+    """Base records plus feedback records making up `weight` of the result.
+
+    Feedback is small next to most base sets, so it is repeated (a seeded shuffle,
+    cycled) until it is `weight / (1 - weight)` times the base; with no base data the
+    feedback alone is returned, with weight 0 the base alone.
+    """
+    import random
+
+    if not feedback or weight <= 0:
+        return list(base)
+    if not base:
+        return list(feedback)
+    wanted = max(len(feedback), round(weight / (1 - weight) * len(base)))
+    order = list(feedback)
+    random.Random(seed).shuffle(order)
+    repeated = [order[i % len(order)] for i in range(wanted)]
+    return list(base) + repeated

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,12 +106,20 @@ def train_classifier_stage(
     report: Report = _no_report,
     init_dir: Path | None = None,
     extra_train: Sequence[LabeledText] = (),
+    extra_weight: float | None = None,
 ) -> StageResult:
-    """Train (or, with init_dir, continue training) a classifier; saves to out_dir/model."""
+    """Train (or, with init_dir, continue training) a classifier; saves to out_dir/model.
+
+    `extra_train` is appended as is (adversarial examples), or with `extra_weight` mixed
+    in as that share of the training data (feedback; see `workflows.feedback.mix`)."""
     from rlhf.engine import classifier as C
+    from rlhf.workflows.feedback import mix
 
     train, evaluation = classifier_data(spec, stage, datasets)
-    train = train + list(extra_train)
+    if extra_weight is None:
+        train = train + list(extra_train)
+    else:
+        train = mix(train, list(extra_train), extra_weight)
     config = stage_config(
         C.ClassifierTrainConfig,
         stage,
@@ -171,18 +180,25 @@ def evaluate_policy(
     reference: Any,
     tokenizer: Any,
     prompts: Sequence[str],
-    reward_fn: Callable[[list[str]], torch.Tensor],
+    reward_fn: Callable[[list[str]], torch.Tensor] | None,
     judge: Any | None,
     *,
     max_new_tokens: int,
     batch_size: int = 16,
     seed: int = 1234,
-    samples: int = 3,
+    samples: int | None = 3,
+    chat_template: bool = False,
 ) -> tuple[dict[str, float], list[dict[str, str]]]:
-    """Mean reward, judge positive rate and KL(policy || reference) on held-out prompts.
+    """What the policy writes for held-out prompts, measured as a gate reads it.
 
-    KL per sequence is the sum over generated tokens of log pi - log pi_ref for tokens
-    sampled from pi (an unbiased estimate), averaged over prompts.
+    - `reward` (when reward_fn is given) and `judge_positive_rate` (when a judge is);
+    - `kl_per_sequence`: the sum over generated tokens of log pi - log pi_ref for tokens
+      sampled from pi (an unbiased estimate of KL(pi || pi_ref)), averaged over prompts;
+    - `ref_perplexity`: exp of the mean per-token negative log-likelihood of the samples
+      under the frozen reference: text the reference finds unlikely (gibberish) scores
+      high. Divided by the same figure for the reference's own samples it is the
+      fluency ratio that the promotion gate bounds;
+    - `distinct_2`, `repetition_rate`, `empty_rate` of the responses (text_quality).
     """
     from rlhf.engine.algorithms.rollout import (
         decode_responses,
@@ -190,11 +206,13 @@ def evaluate_policy(
         rollout_logprobs,
         sample,
     )
+    from rlhf.engine.evaluation import text_quality
 
     device = next(policy.parameters()).device
     use_autocast = device.type == "cpu"
-    ids = encode_prompts(tokenizer, prompts, False, 64)
-    rewards, positives, kls, texts = [], [], [], []
+    ids = encode_prompts(tokenizer, prompts, chat_template and bool(tokenizer.chat_template), 64)
+    rewards, positives, kls, texts, responses = [], [], [], [], []
+    ref_nll, ref_tokens = 0.0, 0.0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for start in range(0, len(ids), batch_size):
@@ -207,25 +225,45 @@ def evaluate_policy(
             )
             logp = rollout_logprobs(policy, rollout, use_autocast)
             ref_logp = rollout_logprobs(reference, rollout, use_autocast)
-            kls.extend(((logp - ref_logp) * rollout.response_mask).sum(1).tolist())
-            responses = decode_responses(tokenizer, rollout)
+            mask = rollout.response_mask
+            kls.extend(((logp - ref_logp) * mask).sum(1).tolist())
+            ref_nll -= float((ref_logp.float() * mask).sum())
+            ref_tokens += float(mask.sum())
+            batch_responses = decode_responses(tokenizer, rollout)
             full = [
-                p + r for p, r in zip(prompts[start : start + batch_size], responses, strict=True)
+                p + r
+                for p, r in zip(prompts[start : start + batch_size], batch_responses, strict=True)
             ]
-            rewards.extend(torch.as_tensor(reward_fn(full)).float().tolist())
+            if reward_fn is not None:
+                rewards.extend(torch.as_tensor(reward_fn(full)).float().tolist())
             if judge is not None:
                 positives.extend(p.label == "positive" for p in judge.predict(full))
             texts.extend(full)
-    metrics = {
-        "reward": sum(rewards) / len(rewards),
-        "kl_per_sequence": sum(kls) / len(kls),
-    }
+            responses.extend(batch_responses)
+    metrics = {"kl_per_sequence": sum(kls) / len(kls)}
+    if rewards:
+        metrics["reward"] = sum(rewards) / len(rewards)
     if positives:
         metrics["judge_positive_rate"] = sum(positives) / len(positives)
+    metrics["ref_perplexity"] = math.exp(ref_nll / ref_tokens) if ref_tokens else float("inf")
+    metrics |= text_quality(responses)
     shown = [
-        {"prompt": p, "text": t} for p, t in zip(prompts[:samples], texts[:samples], strict=True)
-    ]
+        {"prompt": p, "text": t, "response": r}
+        for p, t, r in zip(prompts, texts, responses, strict=True)
+    ][:samples]
     return metrics, shown
+
+
+def compare_generations(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Gate inputs from two `evaluate_policy` passes over the same prompts: the start
+    policy (the frozen reference) and the candidate."""
+    metrics = {f"{k}_before": v for k, v in before.items()}
+    metrics |= {f"{k}_after": v for k, v in after.items()}
+    metrics["kl_per_sequence"] = after["kl_per_sequence"]
+    metrics["ref_perplexity_ratio"] = after["ref_perplexity"] / before["ref_perplexity"]
+    for key in ("distinct_2", "repetition_rate", "empty_rate"):
+        metrics[key] = after[key]
+    return metrics
 
 
 def rl_stage(
@@ -240,13 +278,19 @@ def rl_stage(
     device: str = "cpu",
     report: Report = _no_report,
     eval_prompts: int = 64,
+    extra_prompts: Sequence[str] = (),
+    feedback_weight: float = 0.0,
 ) -> StageResult:
     """PPO / RLOO / GRPO on prompt openings, rewarded by a classifier; measures reward,
-    judge positive rate and KL before and after on held-out prompts."""
+    judge positive rate, KL and fluency before and after on held-out prompts.
+
+    `extra_prompts` (prompts seen in production) join the prompt pool as
+    `feedback_weight` of it (see `workflows.feedback.mix`)."""
     import copy
 
     from rlhf.engine.classifier import load_classifier
     from rlhf.engine.models import load_policy, load_tokenizer
+    from rlhf.workflows.feedback import mix
 
     key = stage.data or next(iter(datasets))
     dataset = load_dataset(datasets[key])
@@ -257,6 +301,7 @@ def rl_stage(
         words,
         spec.language,
     )[:eval_prompts]
+    train_prompts = mix(train_prompts, list(extra_prompts), feedback_weight)
     if not train_prompts or not held_out:
         raise PipelineError(f"stages.{stage.name}: no prompts in dataset {key!r}")
 
@@ -306,9 +351,8 @@ def rl_stage(
     model_dir = out_dir / "model"
     trained.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    metrics = {f"{k}_before": v for k, v in before.items()}
-    metrics |= {f"{k}_after": v for k, v in after.items()}
-    metrics["kl_per_sequence"] = after["kl_per_sequence"]
+    metrics = compare_generations(before, after)
+    metrics["train_prompts"] = float(len(train_prompts))
     metrics["steps"] = float(getattr(result, "steps", config.total_steps))
     metrics["stopped_on_kl_budget"] = float(bool(getattr(result, "stopped_on_budget", False)))
     samples = [
@@ -343,7 +387,51 @@ def evaluate_gates(gates: Gates, metrics: dict[str, float]) -> dict[str, bool]:
         results["accuracy_not_worse"] = (
             metrics["classifier_accuracy"] >= metrics["classifier_accuracy_baseline"] - tol
         )
+    # What a user would read: fluent (the reference does not find it much less likely
+    # than its own text), diverse, not looping, not empty.
+    bounds = {
+        "max_ref_perplexity_ratio": ("ref_perplexity_ratio", "fluency", max),
+        "min_distinct_2": ("distinct_2", "distinct_2", min),
+        "max_repetition_rate": ("repetition_rate", "repetition", max),
+        "max_empty_rate": ("empty_rate", "empty_answers", max),
+    }
+    for field_name, (metric, gate, kind) in bounds.items():
+        limit = getattr(gates, field_name)
+        if limit is not None and metric in metrics:
+            value = metrics[metric]
+            results[gate] = value <= limit if kind is max else value >= limit
+    pairwise = {"pairwise_accuracy_before", "pairwise_accuracy_after"}
+    if gates.pairwise_not_worse and pairwise <= metrics.keys():
+        results["pairwise_not_worse"] = (
+            metrics["pairwise_accuracy_after"] >= metrics["pairwise_accuracy_before"] - tol
+        )
+    if gates.min_win_rate is not None and "win_rate" in metrics:
+        results["win_rate"] = metrics["win_rate"] >= gates.min_win_rate - tol
     return results
+
+
+def failed_gates(gates: dict[str, bool], metrics: dict[str, float]) -> str:
+    """One line naming each failed gate with the numbers it read."""
+    inputs = {
+        "reward_up": ("reward_before", "reward_after"),
+        "kl_within_budget": ("kl_per_sequence",),
+        "judge_not_worse": ("judge_positive_rate_before", "judge_positive_rate_after"),
+        "robustness_not_worse": ("robust_accuracy_before", "robust_accuracy_after"),
+        "accuracy_not_worse": ("classifier_accuracy_baseline", "classifier_accuracy"),
+        "fluency": ("ref_perplexity_ratio",),
+        "distinct_2": ("distinct_2",),
+        "repetition": ("repetition_rate",),
+        "empty_answers": ("empty_rate",),
+        "pairwise_not_worse": ("pairwise_accuracy_before", "pairwise_accuracy_after"),
+        "win_rate": ("win_rate",),
+    }
+    parts = []
+    for gate in sorted(k for k, ok in gates.items() if not ok):
+        numbers = ", ".join(
+            f"{key}={metrics[key]:.4g}" for key in inputs.get(gate, ()) if key in metrics
+        )
+        parts.append(f"{gate} ({numbers})" if numbers else gate)
+    return "; ".join(parts)
 
 
 def train_reward_stage(
@@ -356,14 +444,17 @@ def train_reward_stage(
     report: Report = _no_report,
     init_dir: Path | None = None,
     extra_pairs: Sequence[Any] = (),
+    feedback_weight: float = 0.0,
 ) -> StageResult:
-    """A pairwise (Bradley-Terry) reward model on preference pairs."""
+    """A pairwise (Bradley-Terry) reward model on preference pairs (plus feedback pairs
+    as `feedback_weight` of the data); metrics include held-out pairwise accuracy."""
     from rlhf.engine.classifier import load_classifier
     from rlhf.engine.reward_training import RewardModelTrainConfig, train_reward_model
+    from rlhf.workflows.feedback import mix
 
     key = stage.data or next(iter(datasets))
     dataset = load_dataset(datasets[key])
-    train = list(dataset["train"]) + list(extra_pairs)
+    train = mix(list(dataset["train"]), list(extra_pairs), feedback_weight)
     evaluation = list(dataset.splits.get("validation") or dataset.splits.get("test") or [])
     config = stage_config(
         RewardModelTrainConfig,
@@ -458,21 +549,46 @@ def dpo_stage(
     device: str = "cpu",
     report: Report = _no_report,
     extra_pairs: Sequence[Any] = (),
+    feedback_weight: float = 0.0,
+    scorer_dir: Path | None = None,
+    eval_prompts: int = 32,
+    eval_new_tokens: int = 48,
 ) -> StageResult:
-    """DPO on preference pairs; held-out pairwise accuracy of the implicit reward."""
+    """DPO on preference pairs (plus feedback pairs as `feedback_weight` of the data).
+
+    Measured on held-out pairs: the implicit reward's pairwise accuracy. Measured on
+    their prompts, before (the start policy, i.e. the serving version in a retraining
+    round) and after: KL, fluency and diversity of the samples, and, with `scorer_dir`
+    (a reward model the policy was not trained on), the candidate's win rate against
+    the start policy: P(r(candidate) > r(start)), ties counting one half.
+    """
+    import copy
+
     from rlhf.engine.algorithms.dpo import DPOConfig, train_dpo
     from rlhf.engine.models import load_policy, load_tokenizer
+    from rlhf.workflows.feedback import mix
 
     key = stage.data or next(iter(datasets))
     dataset = load_dataset(datasets[key])
-    train = list(dataset["train"]) + list(extra_pairs)
+    train = mix(list(dataset["train"]), list(extra_pairs), feedback_weight)
     held_out = list(dataset.splits.get("validation") or dataset.splits.get("test") or [])
     policy, tokenizer = load_policy(policy_dir, device=device), load_tokenizer(policy_dir)
     config = stage_config(
         DPOConfig, stage, device=device, output_dir=str(out_dir / "run"), progress=False
     )
+    prompts = list(dict.fromkeys(p.prompt for p in held_out if p.prompt.strip()))[:eval_prompts]
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    generation = {
+        "max_new_tokens": eval_new_tokens,
+        "samples": None,
+        "chat_template": config.use_chat_template,
+    }
     report(0, 1)
-    result = train_dpo(config, policy, tokenizer, train, held_out)
+    if prompts:
+        before, start_samples = evaluate_policy(
+            policy, reference, tokenizer, prompts, None, None, **generation
+        )
+    result = train_dpo(config, policy, tokenizer, train, held_out, ref_model=reference)
     report(1, 1)
     model_dir = out_dir / "model"
     policy.save_pretrained(model_dir)
@@ -480,7 +596,36 @@ def dpo_stage(
     metrics = {f"{k}_before": v for k, v in _floats(result.eval_before).items()}
     metrics |= {f"{k}_after": v for k, v in _floats(result.eval_after).items()}
     metrics["steps"] = float(result.steps)
-    return StageResult(model_dir, metrics)
+    metrics["train_pairs"] = float(len(train))
+    samples: list[dict[str, str]] = []
+    if prompts:
+        after, candidate_samples = evaluate_policy(
+            policy, reference, tokenizer, prompts, None, None, **generation
+        )
+        metrics |= compare_generations(before, after)
+        if scorer_dir is not None:
+            metrics["win_rate"] = win_rate(scorer_dir, candidate_samples, start_samples, device)
+        samples = [
+            {"prompt": b["prompt"], "before": b["response"], "after": a["response"]}
+            for b, a in zip(start_samples[:3], candidate_samples[:3], strict=True)
+        ]
+    return StageResult(model_dir, metrics, samples)
+
+
+def win_rate(
+    scorer_dir: Path,
+    candidate: Sequence[dict[str, str]],
+    baseline: Sequence[dict[str, str]],
+    device: str = "cpu",
+) -> float:
+    """Share of prompts where the scorer prefers the candidate's response (ties: 1/2)."""
+    from rlhf.engine.classifier import load_classifier
+
+    scorer = load_classifier(scorer_dir, device=device)
+    ours = scorer.positive_scores([c["text"] for c in candidate]).tolist()
+    theirs = scorer.positive_scores([b["text"] for b in baseline]).tolist()
+    wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(ours, theirs, strict=True)]
+    return sum(wins) / len(wins)
 
 
 # -- ad-hoc runs (trainer StartRun, `rlhf train --run-config`) ---------------------------
