@@ -204,7 +204,10 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
 
         data_key = stage.data or next(iter(manifests))
         dataset = load_dataset(manifests[data_key]["path"])
-        texts = [r.text for r in dataset["train"]]
+        texts = [
+            getattr(r, "text", None) or f"{r.prompt}{r.chosen}\n{r.rejected}"
+            for r in dataset["train"]
+        ]
         tokenizer = train_tokenizer(texts, vocab_size=int(stage.config.get("vocab_size", 8000)))
         version = manifests[data_key]["version"].split(":", 1)[1][:16]
         return save_tokenizer(tokenizer, self.ctx.artifact_dir / "tokenizers" / spec.name / version)

@@ -168,7 +168,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         )
         spec = load_pipeline(payload.pipeline, quick=payload.profile == "quick")
         retrained = [spec.stage(name) for name in spec.retrain.stages]
-        if any(s.kind == "classifier" for s in retrained):
+        if any(s.kind in ("classifier", "reward") for s in retrained):
             return  # the reward service retrains first; its reward.model.ready starts us
         if not any(s.kind in POLICY_KINDS for s in retrained):
             return
