@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+from rlhf.services.inference.settings import InferenceSettings
 
 import rlhf.pipelines
 from rlhf.client import Client
@@ -21,7 +22,6 @@ from rlhf.demo import Observer, PlatformInProcess
 from rlhf.engine.data import load_dataset
 from rlhf.registry import ModelRegistry
 from rlhf.runtime.settings import load_settings
-from rlhf.services.inference.settings import InferenceSettings
 from rlhf.workflows.feedback import load_window
 
 pytestmark = [pytest.mark.triton, pytest.mark.timeout(900)]
