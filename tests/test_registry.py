@@ -37,3 +37,20 @@ def test_versions_sort_numerically_and_errors(tmp_path):
         registry.register("m", "weights", "file:///x")
     with pytest.raises(ValueError, match="model name"):
         registry.register("Bad Name", "policy", "file:///x")
+
+
+def test_promotion_log_and_rollback_target(tmp_path):
+    from rlhf.registry import ModelNotFound, ModelRegistry
+
+    registry = ModelRegistry(tmp_path)
+    v1 = registry.register("p-policy", "policy", "file:///a").version
+    v2 = registry.register("p-policy", "policy", "file:///b").version
+    with pytest.raises(ModelNotFound):
+        registry.rollback_target("p-policy")
+    registry.promote(v1, reason="gates passed")
+    registry.promote(v2, reason="manual")
+    assert [e["version"] for e in registry.promotions("p-policy")] == [v1, v2]
+    assert registry.promotions("p-policy")[1]["reason"] == "manual"
+    assert registry.rollback_target("p-policy").version == v1
+    registry.promote(v1, reason="rollback")
+    assert registry.rollback_target("p-policy").version == v2

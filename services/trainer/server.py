@@ -25,7 +25,7 @@ from google.protobuf import json_format
 
 from rlhf.pipelines import PipelineError, PipelineSpec, load_pipeline
 from rlhf.registry import ModelNotFound
-from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check_in, require
+from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
 from rlhf.runtime.runs import RunContext, RunNotFound
 from rlhf.runtime.service import (
     TOPIC_DATASET_PREPARED,
@@ -392,17 +392,25 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         return {"version": model.version, "promoted": all(gates.values()), "gates": gates}
 
     def _promote(self, ctx: RunContext, spec: PipelineSpec, version: str) -> None:
-        previous = self.ctx.registry.promote(version)
+        self._publish_promotion(
+            version, ctx.params["pipeline_run"], spec.name, spec.serving.canary_percent
+        )
+
+    def _publish_promotion(
+        self, version: str, run_id: str, pipeline: str, canary_percent: int, reason: str = ""
+    ) -> common_pb2.ModelVersion:
+        previous = self.ctx.registry.promote(version, reason=reason or "gates passed")
         model = self.ctx.registry.get(version)
         event = events_pb2.ModelPromoted(
-            run_id=ctx.params["pipeline_run"],
+            run_id=run_id,
             stage="promote",
-            pipeline=spec.name,
+            pipeline=pipeline,
             previous_version=previous.version if previous else "",
-            canary_percent=spec.serving.canary_percent,
+            canary_percent=canary_percent,
         )
         event.model.CopyFrom(model)
         self.ctx.publish(TOPIC_MODEL_PROMOTED, event, key=model.name)
+        return model
 
     # -- RPCs -------------------------------------------------------------------------------
     async def StartRun(self, request, context):
@@ -585,6 +593,38 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             return self.ctx.registry.get(request.version)
         except ModelNotFound:
             raise NotFound(f"model version {request.version!r} does not exist") from None
+
+    async def PromoteModel(self, request, context):
+        require(request, "version")
+        check(len(request.reason) <= 1000, "reason", "must be at most 1000 characters")
+        try:
+            model = self.ctx.registry.get(request.version)
+        except ModelNotFound:
+            raise NotFound(f"model version {request.version[:80]!r} does not exist") from None
+        return await asyncio.to_thread(
+            self._publish_promotion,
+            model.version,
+            f"manual-{model.version}",
+            model.lineage.pipeline,
+            100,
+            request.reason or "manual promotion",
+        )
+
+    async def RollbackModel(self, request, context):
+        require(request, "name")
+        check(len(request.reason) <= 1000, "reason", "must be at most 1000 characters")
+        try:
+            target = self.ctx.registry.rollback_target(request.name)
+        except ModelNotFound as exc:
+            raise NotFound(str(exc).strip("'\"")[:200]) from None
+        return await asyncio.to_thread(
+            self._publish_promotion,
+            target.version,
+            f"rollback-{target.version}",
+            target.lineage.pipeline,
+            100,
+            f"rollback: {request.reason}" if request.reason else "rollback",
+        )
 
 
 def register(server, ctx: ServiceContext) -> TrainerService:

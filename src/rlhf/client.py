@@ -171,6 +171,18 @@ class Client(_Base):
         request = trainer_pb2.ListModelsRequest(name=name, promoted_only=promoted_only)
         return list(self.stub("trainer").ListModels(request, timeout=self.timeout).models)
 
+    def get_model(self, version: str) -> common_pb2.ModelVersion:
+        request = trainer_pb2.GetModelRequest(version=version)
+        return self.stub("trainer").GetModel(request, timeout=self.timeout)
+
+    def promote_model(self, version: str, reason: str = "") -> common_pb2.ModelVersion:
+        request = trainer_pb2.PromoteModelRequest(version=version, reason=reason)
+        return self.stub("trainer").PromoteModel(request, timeout=self.timeout)
+
+    def rollback_model(self, name: str, reason: str = "") -> common_pb2.ModelVersion:
+        request = trainer_pb2.RollbackModelRequest(name=name, reason=reason)
+        return self.stub("trainer").RollbackModel(request, timeout=self.timeout)
+
     # inference
     def generate(self, prompts: Sequence[str], model: str = "", version: str = "", **sampling: Any):
         request = inference_pb2.GenerateRequest(

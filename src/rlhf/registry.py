@@ -86,8 +86,9 @@ class ModelRegistry:
             self._write(model)
             return model
 
-    def promote(self, version: str) -> common_pb2.ModelVersion | None:
-        """Mark `version` promoted; returns the version it replaces (or None)."""
+    def promote(self, version: str, reason: str = "") -> common_pb2.ModelVersion | None:
+        """Mark `version` promoted; returns the version it replaces (or None). Every
+        promotion is appended to the promotion log (what `rollback` walks back)."""
         with self._locked():
             model = self.get(version)
             previous = self.promoted(model.name)
@@ -98,7 +99,27 @@ class ModelRegistry:
                 self._write(previous)
             model.promoted = True
             self._write(model)
+            entry = {"name": model.name, "version": version, "reason": reason}
+            entry["at"] = datetime.now(UTC).isoformat()
+            with open(self.root / "promotions.jsonl", "a", encoding="utf-8") as log:
+                log.write(json.dumps(entry) + "\n")
             return previous
+
+    def promotions(self, name: str) -> list[dict[str, str]]:
+        """The promotion log of one model, oldest first."""
+        path = self.root / "promotions.jsonl"
+        if not path.exists():
+            return []
+        entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [e for e in entries if e["name"] == name]
+
+    def rollback_target(self, name: str) -> common_pb2.ModelVersion:
+        """The version promoted before the current one (ModelNotFound when none)."""
+        current = self.promoted(name)
+        for entry in reversed(self.promotions(name)):
+            if current is None or entry["version"] != current.version:
+                return self.get(entry["version"])
+        raise ModelNotFound(f"{name}: no earlier promoted version to roll back to")
 
     # -- reading ------------------------------------------------------------------
     def get(self, version: str) -> common_pb2.ModelVersion:

@@ -96,6 +96,18 @@ def test_preference_feedback_trains_dpo_and_a_worse_candidate_is_kept(
         assert not second.promoted
         assert registry.promoted(f"{PIPELINE}-policy").version == first.version
         json.dumps(dict(metrics))
+
+        # An operator may override the gates, and roll back.
+        forced = client.promote_model(second.version, reason="operator override")
+        assert forced.promoted and forced.version == second.version
+        observer.wait_for(
+            lambda: [p for p in observer.promoted if p.model.version == second.version],
+            60,
+            "model.promoted for the override",
+        )
+        back = client.rollback_model(f"{PIPELINE}-policy", reason="worse in production")
+        assert back.version == first.version
+        assert registry.promoted(f"{PIPELINE}-policy").version == first.version
     finally:
         client.close()
         platform.stop()

@@ -135,8 +135,19 @@ def test_trainer_errors(channel):
         (stub.GetRun, dataprep_pb2.GetRunRequest(run_id="ghost")),
         (stub.CancelRun, trainer_pb2.CancelRunRequest(run_id="ghost")),
         (stub.GetModel, trainer_pb2.GetModelRequest(version="ghost-v1")),
+        (stub.PromoteModel, trainer_pb2.PromoteModelRequest(version="ghost-v1")),
+        (stub.RollbackModel, trainer_pb2.RollbackModelRequest(name="ghost-policy")),
     ):
         assert _error(call, req).code() == grpc.StatusCode.NOT_FOUND
+    for call, req, field in (
+        (stub.PromoteModel, trainer_pb2.PromoteModelRequest(), "version"),
+        (stub.RollbackModel, trainer_pb2.RollbackModelRequest(), "name"),
+        (stub.PromoteModel, trainer_pb2.PromoteModelRequest(version="x-v1", reason="r" * 2000),
+         "reason"),
+    ):  # fmt: skip
+        error = _error(call, req)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details().startswith(field)
     assert list(stub.ListModels(trainer_pb2.ListModelsRequest(), timeout=10).models) == []
 
 

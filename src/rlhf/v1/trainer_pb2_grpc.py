@@ -66,6 +66,16 @@ class TrainerServiceStub:
                 request_serializer=rlhf_dot_v1_dot_trainer__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=rlhf_dot_v1_dot_common__pb2.ModelVersion.FromString,
                 _registered_method=True)
+        self.PromoteModel = channel.unary_unary(
+                '/rlhf.v1.TrainerService/PromoteModel',
+                request_serializer=rlhf_dot_v1_dot_trainer__pb2.PromoteModelRequest.SerializeToString,
+                response_deserializer=rlhf_dot_v1_dot_common__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.RollbackModel = channel.unary_unary(
+                '/rlhf.v1.TrainerService/RollbackModel',
+                request_serializer=rlhf_dot_v1_dot_trainer__pb2.RollbackModelRequest.SerializeToString,
+                response_deserializer=rlhf_dot_v1_dot_common__pb2.ModelVersion.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -110,6 +120,21 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PromoteModel(self, request, context):
+        """Promotes a registered version by hand (an operator overriding the gates, or
+        re-promoting); publishes rlhf.model.promoted so inference serves it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackModel(self, request, context):
+        """Promotes the version that was promoted before the current one of a model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +166,16 @@ def add_TrainerServiceServicer_to_server(servicer, server):
             'GetModel': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModel,
                     request_deserializer=rlhf_dot_v1_dot_trainer__pb2.GetModelRequest.FromString,
+                    response_serializer=rlhf_dot_v1_dot_common__pb2.ModelVersion.SerializeToString,
+            ),
+            'PromoteModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteModel,
+                    request_deserializer=rlhf_dot_v1_dot_trainer__pb2.PromoteModelRequest.FromString,
+                    response_serializer=rlhf_dot_v1_dot_common__pb2.ModelVersion.SerializeToString,
+            ),
+            'RollbackModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackModel,
+                    request_deserializer=rlhf_dot_v1_dot_trainer__pb2.RollbackModelRequest.FromString,
                     response_serializer=rlhf_dot_v1_dot_common__pb2.ModelVersion.SerializeToString,
             ),
     }
@@ -305,6 +340,60 @@ class TrainerService:
             target,
             '/rlhf.v1.TrainerService/GetModel',
             rlhf_dot_v1_dot_trainer__pb2.GetModelRequest.SerializeToString,
+            rlhf_dot_v1_dot_common__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rlhf.v1.TrainerService/PromoteModel',
+            rlhf_dot_v1_dot_trainer__pb2.PromoteModelRequest.SerializeToString,
+            rlhf_dot_v1_dot_common__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rlhf.v1.TrainerService/RollbackModel',
+            rlhf_dot_v1_dot_trainer__pb2.RollbackModelRequest.SerializeToString,
             rlhf_dot_v1_dot_common__pb2.ModelVersion.FromString,
             options,
             channel_credentials,
