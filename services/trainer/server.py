@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "rlhf.v1.TrainerService"
 BASE_KINDS = ("pretrain", "sft")
 POLICY_KINDS = ("ppo", "rloo", "grpo", "dpo")
+MAX_LISTED_RUNS = 200
 ALGORITHMS = ("pretrain", "sft", "ppo", "grpo", "rloo", "dpo")
 KINDS = {
     "policy": common_pb2.MODEL_KIND_POLICY,
@@ -593,6 +594,17 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             return self.ctx.registry.get(request.version)
         except ModelNotFound:
             raise NotFound(f"model version {request.version!r} does not exist") from None
+
+    async def ListRuns(self, request, context):
+        check(0 <= request.limit <= MAX_LISTED_RUNS, "limit", f"must be in 0..{MAX_LISTED_RUNS}")
+        records = [
+            r
+            for r in self.ctx.runs.list()
+            if not request.pipeline or r.pipeline == request.pipeline
+        ]
+        records.sort(key=lambda r: r.created_at, reverse=True)
+        runs = [r.to_proto() for r in records[: request.limit or MAX_LISTED_RUNS]]
+        return trainer_pb2.ListRunsResponse(runs=runs)
 
     async def PromoteModel(self, request, context):
         require(request, "version")

@@ -171,6 +171,10 @@ class Client(_Base):
         request = trainer_pb2.ListModelsRequest(name=name, promoted_only=promoted_only)
         return list(self.stub("trainer").ListModels(request, timeout=self.timeout).models)
 
+    def list_runs(self, pipeline: str = "", limit: int = 0) -> list[common_pb2.RunStatus]:
+        request = trainer_pb2.ListRunsRequest(pipeline=pipeline, limit=limit)
+        return list(self.stub("trainer").ListRuns(request, timeout=self.timeout).runs)
+
     def get_model(self, version: str) -> common_pb2.ModelVersion:
         request = trainer_pb2.GetModelRequest(version=version)
         return self.stub("trainer").GetModel(request, timeout=self.timeout)

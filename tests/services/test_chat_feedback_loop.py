@@ -97,6 +97,9 @@ def test_preference_feedback_trains_dpo_and_a_worse_candidate_is_kept(
         assert registry.promoted(f"{PIPELINE}-policy").version == first.version
         json.dumps(dict(metrics))
 
+        runs = client.list_runs(pipeline=PIPELINE)
+        assert runs and all(r.run_id for r in runs)
+
         # An operator may override the gates, and roll back.
         forced = client.promote_model(second.version, reason="operator override")
         assert forced.promoted and forced.version == second.version

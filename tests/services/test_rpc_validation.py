@@ -149,6 +149,9 @@ def test_trainer_errors(channel):
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error.details().startswith(field)
     assert list(stub.ListModels(trainer_pb2.ListModelsRequest(), timeout=10).models) == []
+    assert list(stub.ListRuns(trainer_pb2.ListRunsRequest(), timeout=10).runs) == []
+    error = _error(stub.ListRuns, trainer_pb2.ListRunsRequest(limit=5000))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("limit")
 
 
 def test_reward_and_adversary_errors(channel):

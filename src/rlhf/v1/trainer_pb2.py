@@ -26,29 +26,33 @@ from rlhf.v1 import common_pb2 as rlhf_dot_v1_dot_common__pb2
 from rlhf.v1 import dataprep_pb2 as rlhf_dot_v1_dot_dataprep__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rlhf/v1/trainer.proto\x12\x07rlhf.v1\x1a\x14rlhf/v1/common.proto\x1a\x16rlhf/v1/dataprep.proto\"6\n\x13PromoteModelRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"4\n\x14RollbackModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xcc\x01\n\x0fStartRunRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12%\n\x07\x64\x61taset\x18\x03 \x01(\x0b\x32\x14.rlhf.v1.ArtifactRef\x12\x14\n\x0c\x62\x61se_version\x18\x04 \x01(\t\x12\x1c\n\x14reward_model_version\x18\x05 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x10\n\x08\x65xecutor\x18\x08 \x01(\t\"\"\n\x10StartRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"Z\n\x11ListModelsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x04kind\x18\x02 \x01(\x0e\x32\x12.rlhf.v1.ModelKind\x12\x15\n\rpromoted_only\x18\x03 \x01(\x08\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.rlhf.v1.ModelVersion\"\"\n\x0fGetModelRequest\x12\x0f\n\x07version\x18\x01 \x01(\t2\x8d\x04\n\x0eTrainerService\x12?\n\x08StartRun\x12\x18.rlhf.v1.StartRunRequest\x1a\x19.rlhf.v1.StartRunResponse\x12\x34\n\x06GetRun\x12\x16.rlhf.v1.GetRunRequest\x1a\x12.rlhf.v1.RunStatus\x12\x38\n\x08WatchRun\x12\x16.rlhf.v1.GetRunRequest\x1a\x12.rlhf.v1.RunStatus0\x01\x12:\n\tCancelRun\x12\x19.rlhf.v1.CancelRunRequest\x1a\x12.rlhf.v1.RunStatus\x12\x45\n\nListModels\x12\x1a.rlhf.v1.ListModelsRequest\x1a\x1b.rlhf.v1.ListModelsResponse\x12;\n\x08GetModel\x12\x18.rlhf.v1.GetModelRequest\x1a\x15.rlhf.v1.ModelVersion\x12\x43\n\x0cPromoteModel\x12\x1c.rlhf.v1.PromoteModelRequest\x1a\x15.rlhf.v1.ModelVersion\x12\x45\n\rRollbackModel\x12\x1d.rlhf.v1.RollbackModelRequest\x1a\x15.rlhf.v1.ModelVersionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rlhf/v1/trainer.proto\x12\x07rlhf.v1\x1a\x14rlhf/v1/common.proto\x1a\x16rlhf/v1/dataprep.proto\"2\n\x0fListRunsRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"4\n\x10ListRunsResponse\x12 \n\x04runs\x18\x01 \x03(\x0b\x32\x12.rlhf.v1.RunStatus\"6\n\x13PromoteModelRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"4\n\x14RollbackModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xcc\x01\n\x0fStartRunRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12%\n\x07\x64\x61taset\x18\x03 \x01(\x0b\x32\x14.rlhf.v1.ArtifactRef\x12\x14\n\x0c\x62\x61se_version\x18\x04 \x01(\t\x12\x1c\n\x14reward_model_version\x18\x05 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x10\n\x08\x65xecutor\x18\x08 \x01(\t\"\"\n\x10StartRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"Z\n\x11ListModelsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x04kind\x18\x02 \x01(\x0e\x32\x12.rlhf.v1.ModelKind\x12\x15\n\rpromoted_only\x18\x03 \x01(\x08\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.rlhf.v1.ModelVersion\"\"\n\x0fGetModelRequest\x12\x0f\n\x07version\x18\x01 \x01(\t2\xce\x04\n\x0eTrainerService\x12?\n\x08StartRun\x12\x18.rlhf.v1.StartRunRequest\x1a\x19.rlhf.v1.StartRunResponse\x12\x34\n\x06GetRun\x12\x16.rlhf.v1.GetRunRequest\x1a\x12.rlhf.v1.RunStatus\x12\x38\n\x08WatchRun\x12\x16.rlhf.v1.GetRunRequest\x1a\x12.rlhf.v1.RunStatus0\x01\x12:\n\tCancelRun\x12\x19.rlhf.v1.CancelRunRequest\x1a\x12.rlhf.v1.RunStatus\x12\x45\n\nListModels\x12\x1a.rlhf.v1.ListModelsRequest\x1a\x1b.rlhf.v1.ListModelsResponse\x12;\n\x08GetModel\x12\x18.rlhf.v1.GetModelRequest\x1a\x15.rlhf.v1.ModelVersion\x12\x43\n\x0cPromoteModel\x12\x1c.rlhf.v1.PromoteModelRequest\x1a\x15.rlhf.v1.ModelVersion\x12\x45\n\rRollbackModel\x12\x1d.rlhf.v1.RollbackModelRequest\x1a\x15.rlhf.v1.ModelVersion\x12?\n\x08ListRuns\x12\x18.rlhf.v1.ListRunsRequest\x1a\x19.rlhf.v1.ListRunsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rlhf.v1.trainer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROMOTEMODELREQUEST']._serialized_start=80
-  _globals['_PROMOTEMODELREQUEST']._serialized_end=134
-  _globals['_ROLLBACKMODELREQUEST']._serialized_start=136
-  _globals['_ROLLBACKMODELREQUEST']._serialized_end=188
-  _globals['_STARTRUNREQUEST']._serialized_start=191
-  _globals['_STARTRUNREQUEST']._serialized_end=395
-  _globals['_STARTRUNRESPONSE']._serialized_start=397
-  _globals['_STARTRUNRESPONSE']._serialized_end=431
-  _globals['_CANCELRUNREQUEST']._serialized_start=433
-  _globals['_CANCELRUNREQUEST']._serialized_end=483
-  _globals['_LISTMODELSREQUEST']._serialized_start=485
-  _globals['_LISTMODELSREQUEST']._serialized_end=575
-  _globals['_LISTMODELSRESPONSE']._serialized_start=577
-  _globals['_LISTMODELSRESPONSE']._serialized_end=636
-  _globals['_GETMODELREQUEST']._serialized_start=638
-  _globals['_GETMODELREQUEST']._serialized_end=672
-  _globals['_TRAINERSERVICE']._serialized_start=675
-  _globals['_TRAINERSERVICE']._serialized_end=1200
+  _globals['_LISTRUNSREQUEST']._serialized_start=80
+  _globals['_LISTRUNSREQUEST']._serialized_end=130
+  _globals['_LISTRUNSRESPONSE']._serialized_start=132
+  _globals['_LISTRUNSRESPONSE']._serialized_end=184
+  _globals['_PROMOTEMODELREQUEST']._serialized_start=186
+  _globals['_PROMOTEMODELREQUEST']._serialized_end=240
+  _globals['_ROLLBACKMODELREQUEST']._serialized_start=242
+  _globals['_ROLLBACKMODELREQUEST']._serialized_end=294
+  _globals['_STARTRUNREQUEST']._serialized_start=297
+  _globals['_STARTRUNREQUEST']._serialized_end=501
+  _globals['_STARTRUNRESPONSE']._serialized_start=503
+  _globals['_STARTRUNRESPONSE']._serialized_end=537
+  _globals['_CANCELRUNREQUEST']._serialized_start=539
+  _globals['_CANCELRUNREQUEST']._serialized_end=589
+  _globals['_LISTMODELSREQUEST']._serialized_start=591
+  _globals['_LISTMODELSREQUEST']._serialized_end=681
+  _globals['_LISTMODELSRESPONSE']._serialized_start=683
+  _globals['_LISTMODELSRESPONSE']._serialized_end=742
+  _globals['_GETMODELREQUEST']._serialized_start=744
+  _globals['_GETMODELREQUEST']._serialized_end=778
+  _globals['_TRAINERSERVICE']._serialized_start=781
+  _globals['_TRAINERSERVICE']._serialized_end=1371
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ListRunsRequest(_message.Message):
+    __slots__ = ("pipeline", "limit")
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    pipeline: str
+    limit: int
+    def __init__(self, pipeline: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListRunsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[_common_pb2.RunStatus]
+    def __init__(self, runs: _Optional[_Iterable[_Union[_common_pb2.RunStatus, _Mapping]]] = ...) -> None: ...
+
 class PromoteModelRequest(_message.Message):
     __slots__ = ("version", "reason")
     VERSION_FIELD_NUMBER: _ClassVar[int]

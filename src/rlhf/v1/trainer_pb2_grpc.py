@@ -76,6 +76,11 @@ class TrainerServiceStub:
                 request_serializer=rlhf_dot_v1_dot_trainer__pb2.RollbackModelRequest.SerializeToString,
                 response_deserializer=rlhf_dot_v1_dot_common__pb2.ModelVersion.FromString,
                 _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/rlhf.v1.TrainerService/ListRuns',
+                request_serializer=rlhf_dot_v1_dot_trainer__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=rlhf_dot_v1_dot_trainer__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -135,6 +140,13 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRuns(self, request, context):
+        """The trainer's runs, newest first (for dashboards; progress streams on run.progress).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +189,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.RollbackModel,
                     request_deserializer=rlhf_dot_v1_dot_trainer__pb2.RollbackModelRequest.FromString,
                     response_serializer=rlhf_dot_v1_dot_common__pb2.ModelVersion.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=rlhf_dot_v1_dot_trainer__pb2.ListRunsRequest.FromString,
+                    response_serializer=rlhf_dot_v1_dot_trainer__pb2.ListRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +412,33 @@ class TrainerService:
             '/rlhf.v1.TrainerService/RollbackModel',
             rlhf_dot_v1_dot_trainer__pb2.RollbackModelRequest.SerializeToString,
             rlhf_dot_v1_dot_common__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rlhf.v1.TrainerService/ListRuns',
+            rlhf_dot_v1_dot_trainer__pb2.ListRunsRequest.SerializeToString,
+            rlhf_dot_v1_dot_trainer__pb2.ListRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
