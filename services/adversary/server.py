@@ -18,8 +18,9 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from rlhf.engine.data import save_dataset
-from rlhf.pipelines import PipelineSpec, Stage, load_pipeline
+from rlhf.pipelines import PipelineSpec, Stage, load_named_pipeline
 from rlhf.registry import ModelNotFound
+from rlhf.runtime.confine import confined_path
 from rlhf.runtime.grpc.errors import NotFound, check, check_in, check_range, require
 from rlhf.runtime.runs import RunContext
 from rlhf.runtime.service import (
@@ -58,7 +59,7 @@ class AdversaryService(adversary_pb2_grpc.AdversaryServiceServicer):
         payload: events_pb2.RewardModelReady = event.payload
         if payload.stage not in ("reward", "hardened") or not payload.pipeline:
             return
-        spec = load_pipeline(payload.pipeline, quick=payload.profile == "quick")
+        spec = load_named_pipeline(payload.pipeline, quick=payload.profile == "quick")
         if not any(s.kind == "adversarial" for s in spec.stages):
             return
         self.ctx.runs.submit(
@@ -79,7 +80,7 @@ class AdversaryService(adversary_pb2_grpc.AdversaryServiceServicer):
     # -- work -----------------------------------------------------------------------------
     def _pipeline_attack_work(self, ctx: RunContext) -> dict:
         params = ctx.params
-        spec = load_pipeline(ctx.record.pipeline, quick=params.get("profile") == "quick")
+        spec = load_named_pipeline(ctx.record.pipeline, quick=params.get("profile") == "quick")
         stage = next(s for s in spec.stages if s.kind == "adversarial")
         datasets = self._datasets_by_key(spec, params["datasets"])
         target = self.ctx.registry.get(params["target_version"])
@@ -254,9 +255,9 @@ class AdversaryService(adversary_pb2_grpc.AdversaryServiceServicer):
         check(request.max_examples >= 0, "max_examples", "must be >= 0")
         check(request.query_budget >= 0, "query_budget", "must be >= 0")
         self._model(request.target_version, "target_version")
-        dataset = uri_path(request.dataset.uri)
-        if not (dataset / "manifest.json").exists():
-            raise NotFound(f"dataset.uri: {request.dataset.uri!r} is not a prepared dataset")
+        dataset = confined_path(
+            request.dataset.uri, [self.ctx.datasets_root], "dataset.uri", kind="dataset"
+        )
         record = self.ctx.runs.submit(
             "attack",
             self._attack_work,
@@ -279,9 +280,9 @@ class AdversaryService(adversary_pb2_grpc.AdversaryServiceServicer):
         require(request, "policy_version", "reward_model_version", "judge_version", "prompts.uri")
         for field in ("policy_version", "reward_model_version", "judge_version"):
             self._model(getattr(request, field), field)
-        prompts = uri_path(request.prompts.uri)
-        if not (prompts / "manifest.json").exists():
-            raise NotFound(f"prompts.uri: {request.prompts.uri!r} is not a prepared dataset")
+        prompts = confined_path(
+            request.prompts.uri, [self.ctx.datasets_root], "prompts.uri", kind="dataset"
+        )
         record = self.ctx.runs.submit(
             "redteam",
             self._redteam_work,

@@ -15,7 +15,8 @@ import re
 import threading
 from pathlib import Path
 
-from rlhf.pipelines import DataSource, PipelineError, PipelineSpec, load_pipeline
+from rlhf.pipelines import DataSource, PipelineError, PipelineSpec, load_named_pipeline
+from rlhf.runtime.confine import confined_path
 from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
 from rlhf.runtime.runs import RunContext
 from rlhf.runtime.service import (
@@ -23,7 +24,6 @@ from rlhf.runtime.service import (
     TOPIC_FEEDBACK_RECORDED,
     TOPIC_RETRAIN_REQUESTED,
     ServiceContext,
-    uri_path,
 )
 from rlhf.v1 import dataprep_pb2, dataprep_pb2_grpc, events_pb2
 from rlhf.workflows.datasets import prepare_source
@@ -69,9 +69,16 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
         if not re.fullmatch(NAME_PATTERN, request.name):
             raise RequestInvalid("name", f"must match {NAME_PATTERN} (got {request.name!r})")
         check_in(request.format, "format", SOURCE_FORMATS)
-        path = uri_path(request.uri)
-        check(path.exists(), "uri", f"{request.uri!r} does not exist on the service's volume")
-        entry = {"uri": str(path.resolve()), "format": request.format}
+        kind = (
+            "dir"
+            if request.format == "parquet" and not request.uri.endswith(".parquet")
+            else "file"
+        )
+        path = confined_path(request.uri, self.ctx.data_roots, "uri", kind=kind)
+        check(len(request.columns) <= 16, "columns", "at most 16 column mappings")
+        for key, value in request.columns.items():
+            check(len(key) <= 64 and len(value) <= 64, "columns", "names of at most 64 characters")
+        entry = {"uri": str(path), "format": request.format}
         if request.columns:
             entry["columns"] = dict(request.columns)
         with self._lock:
@@ -87,7 +94,7 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
     async def PrepareDataset(self, request, context):
         if request.pipeline:
             try:
-                load_pipeline(request.pipeline)  # validated now, not in the run
+                load_named_pipeline(request.pipeline)  # validated now, not in the run
             except PipelineError as exc:
                 raise RequestInvalid("pipeline", str(exc)) from None
         else:
@@ -133,7 +140,7 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
         params = ctx.params
         registered = self._sources()
         spec = (
-            load_pipeline(params["pipeline"], quick=params.get("quick", False))
+            load_named_pipeline(params["pipeline"], quick=params.get("quick", False))
             if params.get("pipeline")
             else None
         )
@@ -261,7 +268,9 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
         if not feedback.feedback_id or not feedback.pipeline:
             raise ValueError("feedback event without feedback_id or pipeline")
         self.feedback.add(feedback)
-        spec = load_pipeline(feedback.pipeline, quick=self._profile(feedback.pipeline) == "quick")
+        spec = load_named_pipeline(
+            feedback.pipeline, quick=self._profile(feedback.pipeline) == "quick"
+        )
         decision = self.feedback.evaluate(feedback.pipeline, spec.retrain.trigger)
         if decision is None:
             return

@@ -17,9 +17,10 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from rlhf.engine.data import LabeledText, PreferencePair, load_dataset
-from rlhf.pipelines import PipelineError, load_pipeline
+from rlhf.pipelines import PipelineError, load_named_pipeline
 from rlhf.registry import ModelNotFound
-from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
+from rlhf.runtime.confine import confined_path, run_config, shown
+from rlhf.runtime.grpc.errors import NotFound, check, check_in, require
 from rlhf.runtime.runs import RunContext
 from rlhf.runtime.service import (
     TOPIC_ADVERSARIAL_BATCH_READY,
@@ -60,7 +61,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         payload: events_pb2.DatasetPrepared = event.payload
         if not payload.pipeline:
             return  # a standalone dataset: trained on request (Train RPC), not by event
-        spec = load_pipeline(payload.pipeline, quick=payload.profile == "quick")
+        spec = load_named_pipeline(payload.pipeline, quick=payload.profile == "quick")
         if not any(s.kind in CLASSIFIER_KINDS for s in spec.stages):
             return
         self._remember_datasets(payload.pipeline, dataset_dirs(payload))
@@ -91,7 +92,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
 
     def on_retrain_requested(self, event) -> None:
         payload: events_pb2.RetrainRequested = event.payload
-        spec = load_pipeline(payload.pipeline, quick=payload.profile == "quick")
+        spec = load_named_pipeline(payload.pipeline, quick=payload.profile == "quick")
         retrained = [spec.stage(n) for n in spec.retrain.stages]
         if not any(s.kind in ("classifier", "reward") for s in retrained):
             return
@@ -140,7 +141,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
 
     def _pipeline_work(self, ctx: RunContext) -> dict:
         params = ctx.params
-        spec = load_pipeline(ctx.record.pipeline, quick=params.get("profile") == "quick")
+        spec = load_named_pipeline(ctx.record.pipeline, quick=params.get("profile") == "quick")
         datasets = {k: Path(v) for k, v in params["datasets"].items()}
         versions: dict[str, common_pb2.ModelVersion] = {}
         metrics: dict[str, float] = {}
@@ -203,7 +204,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         appended, or feedback labels mixed in as `extra_weight` of the data), then, with
         preference `pairs`, a Bradley-Terry pass on its positive log-odds."""
         params = ctx.params
-        spec = load_pipeline(ctx.record.pipeline, quick=params.get("profile") == "quick")
+        spec = load_named_pipeline(ctx.record.pipeline, quick=params.get("profile") == "quick")
         parent = self.ctx.registry.get(parent_version)
         stage = next(s for s in spec.stages if s.kind == "classifier")
         datasets = self._datasets(spec.name)
@@ -285,7 +286,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         from rlhf.workflows.feedback import load_window
 
         pipeline = ctx.record.pipeline
-        spec = load_pipeline(pipeline, quick=ctx.params.get("profile") == "quick")
+        spec = load_named_pipeline(pipeline, quick=ctx.params.get("profile") == "quick")
         window = (
             json_format.ParseDict(ctx.params["window"], common_pb2.FeedbackWindow())
             if ctx.params.get("window")
@@ -425,13 +426,18 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
     async def Train(self, request, context):
         require(request, "dataset.uri")
         check_in(request.objective or "pointwise", "objective", ("pointwise", "pairwise"))
-        path = uri_path(request.dataset.uri)
-        check((path / "manifest.json").exists(), "dataset.uri", f"{path} is not a prepared dataset")
-        if request.config_json:
+        path = confined_path(
+            request.dataset.uri, [self.ctx.datasets_root], "dataset.uri", kind="dataset"
+        )
+        run_config(request.config_json)
+        base = ""
+        if request.base_version:  # a registered version, never a raw directory
             try:
-                json.loads(request.config_json)
-            except json.JSONDecodeError as exc:
-                raise RequestInvalid("config_json", f"not valid JSON: {exc}") from None
+                base = str(uri_path(self.ctx.registry.get(request.base_version).artifact.uri))
+            except ModelNotFound:
+                raise NotFound(
+                    f"base_version: model version {shown(request.base_version)} does not exist"
+                ) from None
         record = self.ctx.runs.submit(
             "reward-train",
             self._train_work,
@@ -442,7 +448,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
                 "objective": request.objective or "pointwise",
                 "dataset": str(path),
                 "pipeline": request.pipeline,
-                "base": request.base_version,
+                "base": base,
                 "config_json": request.config_json,
             },
         )

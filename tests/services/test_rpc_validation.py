@@ -30,8 +30,12 @@ from rlhf.v1 import (
 
 
 @pytest.fixture(scope="module")
-def channel(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rpc")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("rpc")
+
+
+@pytest.fixture(scope="module")
+def channel(root):
     settings = load_settings(artifact_dir=root, grpc={"host": "127.0.0.1", "port": 0})
     bus = InProcessBus(
         source="test", options=BusOptions(state_dir=root / "bus"), broker=InProcessBroker()
@@ -129,7 +133,7 @@ def test_trainer_errors(channel):
     request.dataset.uri = "file:///tmp"
     assert _error(stub.StartRun, request).details().startswith("config_json")
     request = trainer_pb2.StartRunRequest(algorithm="dpo")
-    request.dataset.uri = "file:///nowhere"
+    request.dataset.uri = "nowhere"  # relative to the datasets root
     assert _error(stub.StartRun, request).code() == grpc.StatusCode.NOT_FOUND
     for call, req in (
         (stub.GetRun, dataprep_pb2.GetRunRequest(run_id="ghost")),
@@ -178,3 +182,66 @@ def test_reward_and_adversary_errors(channel):
         _error(adv.GetReport, adversary_pb2.GetReportRequest(run_id="ghost")).code()
         == grpc.StatusCode.NOT_FOUND
     )
+
+
+def test_paths_outside_the_roots_are_refused_without_reading_them(channel, root):
+    """The review's probes: system files, ../ walks, symlinks out, FIFOs, the service's
+    own state, pipeline names used as paths, raw directories as model versions."""
+    import os
+
+    dataprep = dataprep_pb2_grpc.DataPrepServiceStub(channel)
+    uploads = root / "uploads"
+    uploads.mkdir(exist_ok=True)
+    (uploads / "escape.jsonl").symlink_to("/etc/passwd")
+    os.mkfifo(uploads / "pipe.jsonl")
+    secret = root / "state" / "dataprep" / "token"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_text("s3cret")
+    for uri in (
+        "file:///etc/passwd",
+        "../../../../../../etc/passwd",
+        str(uploads / "escape.jsonl"),
+        str(uploads / "pipe.jsonl"),
+        str(secret),
+        "file:///does/not/exist",  # outside: the same answer as an existing file
+        "http://example.com/data.csv",
+        "x" * 100_000,
+    ):
+        request = dataprep_pb2.RegisterSourceRequest(name="probe", uri=uri, format="text")
+        error = _error(dataprep.RegisterSource, request)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (uri[:40], error.details())
+        assert error.details().startswith("uri: ")
+        assert "s3cret" not in error.details() and len(error.details()) < 300
+    (uploads / "mine.jsonl").write_text('{"text": "fine", "label": "positive"}\n')
+    ok = dataprep.RegisterSource(
+        dataprep_pb2.RegisterSourceRequest(name="mine", uri="mine.jsonl", format="jsonl"),
+        timeout=10,
+    )
+    assert ok.name == "mine"
+
+    for pipeline in ("../../etc/passwd", "/etc/passwd", "a" * 4_000_000):
+        error = _error(
+            dataprep.PrepareDataset, dataprep_pb2.PrepareDatasetRequest(pipeline=pipeline)
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details().startswith("pipeline: ") and len(error.details()) < 300
+        assert "root:" not in error.details()
+
+    trainer = trainer_pb2_grpc.TrainerServiceStub(channel)
+    request = trainer_pb2.StartRunRequest(algorithm="dpo")
+    request.dataset.uri = "file:///etc"
+    assert _error(trainer.StartRun, request).code() == grpc.StatusCode.INVALID_ARGUMENT
+    request.dataset.uri = "nowhere"
+    request.config_json = '{"total_steps": 1000000000}'
+    error = _error(trainer.StartRun, request)
+    assert error.details().startswith("config_json.total_steps: must be in [0, 100000]")
+    request.config_json = "[1, 2]"
+    assert _error(trainer.StartRun, request).details().startswith("config_json: must be")
+
+    reward = reward_pb2_grpc.RewardModelServiceStub(channel)
+    (root / "datasets" / "d").mkdir(parents=True, exist_ok=True)
+    (root / "datasets" / "d" / "manifest.json").write_text("{}")
+    train = reward_pb2.TrainRewardRequest(base_version="/tmp")
+    train.dataset.uri = "d"
+    error = _error(reward.Train, train)
+    assert error.code() == grpc.StatusCode.NOT_FOUND and error.details().startswith("base_version")

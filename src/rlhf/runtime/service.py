@@ -66,6 +66,17 @@ class ServiceContext:
         return Path(self.settings.artifact_dir).resolve()
 
     @property
+    def data_roots(self) -> tuple[Path, ...]:
+        """Where client-named source files may live: the data directory and the artifact
+        store's `uploads/` (nothing else on the volume, e.g. state or tokens)."""
+        return (Path(self.settings.data_dir), self.artifact_dir / "uploads")
+
+    @property
+    def datasets_root(self) -> Path:
+        """Where prepared datasets live: the only place RPCs may name a dataset."""
+        return self.artifact_dir / "datasets"
+
+    @property
     def state_dir(self) -> Path:
         """Private state of this service (runs, dedupe records, feedback)."""
         path = self.artifact_dir / "state" / self.name

@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 from rlhf.engine import data as D
 from rlhf.pipelines import DataSource, PipelineSpec, resolve_data_path
+from rlhf.runtime.confine import regular_file
 
 _READERS = {
     "sst2": D.read_sst2,
@@ -71,6 +72,11 @@ def read_source(source: DataSource, data_dir: Path, *, eval_split: bool = False)
             "file not found; set RLHF_DATA_DIR to the directory holding it, "
             "or fetch public data with `rlhf data pull`",
         )
+    if not (source.format == "parquet" and path.is_dir()):
+        try:  # a FIFO would block the reader, /dev/zero would never end
+            regular_file(path)
+        except ValueError as exc:
+            raise D.DataError(path.name, str(exc)) from None
     if source.format in _READERS:
         return _READERS[source.format](path)
     if source.format == "text":
