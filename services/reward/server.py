@@ -9,9 +9,12 @@ RPCs: Train (async), GetRun, Score, Classify, Compare. Consumes `dataset.prepare
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "rlhf.v1.RewardModelService"
 MAX_ITEMS = 256
+MAX_TEXT_BYTES = 16 * 1024  # per text
+MAX_TOTAL_BYTES = 1024 * 1024  # per request
+MODEL_CALLS = 2  # model calls running at once; the rest wait their turn
 CLASSIFIER_KINDS = ("classifier", "judge", "reward")
 
 
@@ -49,6 +55,8 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         self.ctx = ctx
         self._models: dict[str, object] = {}
         self._models_lock = threading.Lock()
+        self._model_pool = ThreadPoolExecutor(MODEL_CALLS, thread_name_prefix="reward-model")
+        self._model_calls = asyncio.Semaphore(MODEL_CALLS)
         # pipeline -> dataset dirs of its latest preparation (for hardening / retraining)
         self._datasets_file = ctx.state_dir / "pipeline-datasets.json"
         ctx.subscribe(TOPIC_DATASET_PREPARED, self.on_dataset_prepared)
@@ -485,36 +493,59 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         check(
             0 < len(texts) <= MAX_ITEMS, field, f"must hold 1..{MAX_ITEMS} items (got {len(texts)})"
         )
+        total = 0
         for i, text in enumerate(texts):
             check(text.strip(), f"{field}[{i}]", "must not be empty")
+            size = len(text.encode())
+            check(size <= MAX_TEXT_BYTES, f"{field}[{i}]", f"is over {MAX_TEXT_BYTES} bytes")
+            total += size
+        check(total <= MAX_TOTAL_BYTES, field, f"hold over {MAX_TOTAL_BYTES} bytes in all")
+
+    async def _on_model(self, version: str, kinds: tuple[int, ...], work):
+        """Load and run a model off the event loop, at most MODEL_CALLS at a time, so
+        health checks and other RPCs answer while a large batch runs."""
+        async with self._model_calls:
+            loop = asyncio.get_running_loop()
+
+            def call():
+                name, model = self._model(version, kinds)
+                return name, work(model)
+
+            return await loop.run_in_executor(self._model_pool, call)
 
     async def Classify(self, request, context):
         self._check_texts(request.texts, "texts")
-        version, model = self._model(request.model_version, (common_pb2.MODEL_KIND_CLASSIFIER,))
+        texts = list(request.texts)
+        version, predictions = await self._on_model(
+            request.model_version,
+            (common_pb2.MODEL_KIND_CLASSIFIER,),
+            lambda model: model.predict(texts),
+        )
         response = reward_pb2.ClassifyResponse(model_version=version)
-        for prediction in model.predict(list(request.texts)):
+        for prediction in predictions:
             result = response.results.add(label=prediction.label, score=prediction.score)
             result.probabilities.update(prediction.probabilities)
         return response
 
     async def Score(self, request, context):
-        texts = [item.prompt + item.response for item in request.items]
         check(request.items, "items", "must hold at least one item")
         self._check_texts([item.response for item in request.items], "items.response")
+        self._check_texts([item.prompt or " " for item in request.items], "items.prompt")
+        texts = [item.prompt + item.response for item in request.items]
         kinds = (common_pb2.MODEL_KIND_REWARD, common_pb2.MODEL_KIND_CLASSIFIER)
-        version, model = self._model(request.model_version, kinds)
-        scores = model.positive_scores(texts).tolist()
+        version, scores = await self._on_model(
+            request.model_version, kinds, lambda model: model.positive_scores(texts).tolist()
+        )
         return reward_pb2.ScoreResponse(scores=scores, model_version=version)
 
     async def Compare(self, request, context):
         require(request, "prompt", "response_a", "response_b")
+        self._check_texts([request.prompt, request.response_a, request.response_b], "texts")
         kinds = (common_pb2.MODEL_KIND_REWARD, common_pb2.MODEL_KIND_CLASSIFIER)
-        version, model = self._model(request.model_version, kinds)
-        import math
-
-        r_a, r_b = model.positive_scores(
-            [request.prompt + request.response_a, request.prompt + request.response_b]
-        ).tolist()
+        pair = [request.prompt + request.response_a, request.prompt + request.response_b]
+        version, (r_a, r_b) = await self._on_model(
+            request.model_version, kinds, lambda model: model.positive_scores(pair).tolist()
+        )
         probability = 1.0 / (1.0 + math.exp(-(r_a - r_b)))  # Bradley-Terry
         return reward_pb2.CompareResponse(
             probability_a=probability, reward_a=r_a, reward_b=r_b, model_version=version

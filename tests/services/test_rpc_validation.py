@@ -29,6 +29,9 @@ from rlhf.v1 import (
 )
 
 
+SERVICERS: dict = {}  # name -> the servicer the channel fixture registered
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     return tmp_path_factory.mktemp("rpc")
@@ -45,7 +48,8 @@ def channel(root):
     async def main() -> None:
         server = GrpcServer(settings.grpc, "test")
         for module in (dataprep, reward, adversary, trainer):
-            module.register(server, ServiceContext(module.__name__.split(".")[-2], settings, bus))
+            name = module.__name__.split(".")[-2]
+            SERVICERS[name] = module.register(server, ServiceContext(name, settings, bus))
         bus.start()
         holder["port"] = await server.start()
         ready.set()
@@ -245,3 +249,36 @@ def test_paths_outside_the_roots_are_refused_without_reading_them(channel, root)
     train.dataset.uri = "d"
     error = _error(reward.Train, train)
     assert error.code() == grpc.StatusCode.NOT_FOUND and error.details().startswith("base_version")
+
+
+def test_health_answers_while_a_maximal_classify_runs(channel, root):
+    """Model work runs off the event loop: a long Classify does not stall health."""
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from rlhf.engine.classifier import Prediction
+
+    servicer = SERVICERS["reward"]
+    version = servicer.ctx.registry.register("slow-classifier", "classifier", "file:///x").version
+    servicer.ctx.registry.promote(version)
+
+    class SlowModel:
+        def predict(self, texts):
+            time.sleep(3.0)
+            return [Prediction("positive", 0.9, {"positive": 0.9, "negative": 0.1})] * len(texts)
+
+    servicer._models[version] = SlowModel()
+    stub = reward_pb2_grpc.RewardModelServiceStub(channel)
+    request = reward_pb2.ClassifyRequest(texts=["x" * 4000] * 256, model_version=version)
+    future = stub.Classify.future(request, timeout=30)
+    time.sleep(0.3)
+    health = health_pb2_grpc.HealthStub(channel)
+    status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert status.status == health_pb2.HealthCheckResponse.SERVING
+    assert not future.done(), "health answered only after the Classify finished"
+    assert len(future.result().results) == 256
+    too_big = reward_pb2.ClassifyRequest(texts=["x" * 60_000] * 4, model_version=version)
+    error = _error(stub.Classify, too_big)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("texts[0]: is over")
