@@ -28,7 +28,6 @@ from rlhf.v1 import (
     trainer_pb2_grpc,
 )
 
-
 SERVICERS: dict = {}  # name -> the servicer the channel fixture registered
 
 
