@@ -258,7 +258,7 @@ class AdversaryService(adversary_pb2_grpc.AdversaryServiceServicer):
         dataset = confined_path(
             request.dataset.uri, [self.ctx.datasets_root], "dataset.uri", kind="dataset"
         )
-        record = self.ctx.runs.submit(
+        record = self.ctx.submit_request(
             "attack",
             self._attack_work,
             request_id=request.request_id,
@@ -283,7 +283,7 @@ class AdversaryService(adversary_pb2_grpc.AdversaryServiceServicer):
         prompts = confined_path(
             request.prompts.uri, [self.ctx.datasets_root], "prompts.uri", kind="dataset"
         )
-        record = self.ctx.runs.submit(
+        record = self.ctx.submit_request(
             "redteam",
             self._redteam_work,
             request_id=request.request_id,

@@ -120,7 +120,7 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
             "max_rows": request.max_rows,
             "quick": request.profile == "quick",
         }
-        record = self.ctx.runs.submit(
+        record = self.ctx.submit_request(
             "prepare",
             self._prepare_work,
             params=params,

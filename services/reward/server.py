@@ -446,7 +446,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
                 raise NotFound(
                     f"base_version: model version {shown(request.base_version)} does not exist"
                 ) from None
-        record = self.ctx.runs.submit(
+        record = self.ctx.submit_request(
             "reward-train",
             self._train_work,
             request_id=request.request_id,

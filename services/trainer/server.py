@@ -456,7 +456,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             "config": config,
             "executor": request.executor or "local",
         }
-        record = self.ctx.runs.submit(
+        record = self.ctx.submit_request(
             f"train-{algorithm}",
             self._adhoc_work,
             params=params,

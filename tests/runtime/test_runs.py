@@ -79,3 +79,42 @@ def test_incomplete_runs_resume_after_restart(tmp_path):
     gate.set()
     manager.shutdown()
     restarted.shutdown()
+
+
+def test_a_run_that_keeps_killing_its_process_is_failed_not_resumed_forever(tmp_path):
+    import json
+
+    from rlhf.runtime.runs import MAX_ATTEMPTS
+
+    manager = RunManager(tmp_path)
+    record = manager.submit("ppo", lambda ctx: {"ok": True})
+    manager.wait(record.run_id, timeout=10)
+    manager.shutdown()
+    # The state file of a run whose process died MAX_ATTEMPTS times while it ran.
+    path = tmp_path / f"{record.run_id}.json"
+    saved = json.loads(path.read_text())
+    saved.update(state="running", attempts=MAX_ATTEMPTS)
+    path.write_text(json.dumps(saved))
+    restarted = RunManager(tmp_path)
+    ran = []
+    assert restarted.resume_incomplete(lambda rec: lambda ctx: ran.append(ctx.run_id)) == []
+    final = restarted.get(record.run_id)
+    assert final.state == "failed" and f"gave up after {MAX_ATTEMPTS} attempts" in final.message
+    assert ran == []
+    restarted.shutdown()
+
+
+def test_requests_beyond_the_queue_limit_are_refused_events_are_not(tmp_path):
+    import pytest
+
+    from rlhf.runtime.runs import MAX_QUEUED_RUNS, RunQueueFull
+
+    manager = RunManager(tmp_path)
+    gate = threading.Event()
+    for _ in range(MAX_QUEUED_RUNS):
+        manager.submit("ppo", lambda ctx: gate.wait(30), bounded=True)
+    with pytest.raises(RunQueueFull, match="retry"):
+        manager.submit("ppo", lambda ctx: None, bounded=True)
+    assert manager.submit("ppo", lambda ctx: None).state in ("pending", "running")
+    gate.set()
+    manager.shutdown()

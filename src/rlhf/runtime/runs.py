@@ -43,6 +43,18 @@ class RunCancelled(Exception):
     """Raised inside work by `RunContext.report` once the run was cancelled."""
 
 
+class RunQueueFull(RuntimeError):
+    """Too many runs waiting: the caller should retry later (RPCs answer
+    RESOURCE_EXHAUSTED with a retry hint)."""
+
+
+#: Runs a process may hold queued or running from requests before refusing more.
+MAX_QUEUED_RUNS = 32
+#: Starts of one run (the first plus resumes after restarts) before it is failed: a run
+#: that kills its process every time must not be resumed forever.
+MAX_ATTEMPTS = 3
+
+
 class RunNotFound(KeyError):
     """No run with that id."""
 
@@ -172,11 +184,22 @@ class RunManager:
         request_id: str = "",
         pipeline: str = "",
         run_id: str | None = None,
+        bounded: bool = False,
     ) -> RunRecord:
-        """Start work; a repeated request_id returns the existing run instead."""
+        """Start work; a repeated request_id returns the existing run instead.
+
+        `bounded` (client requests): RunQueueFull when MAX_QUEUED_RUNS runs are already
+        waiting or running. Work from events is never refused (it would be lost)."""
         with self._lock:
             if request_id and request_id in self._by_request:
                 return self._records[self._by_request[request_id]]
+            if bounded:
+                waiting = sum(not r.done for r in self._records.values())
+                if waiting >= MAX_QUEUED_RUNS:
+                    raise RunQueueFull(
+                        f"{waiting} runs are queued or running (limit {MAX_QUEUED_RUNS}); "
+                        "retry in a few minutes"
+                    )
             record = RunRecord(
                 run_id=run_id or f"{stage}-{uuid.uuid4().hex[:12]}",
                 stage=stage,
@@ -227,11 +250,22 @@ class RunManager:
 
     def resume_incomplete(self, work_for: Callable[[RunRecord], Work]) -> list[RunRecord]:
         """Restart runs a previous process left unfinished (their work resumes from
-        its checkpoint directory)."""
+        its checkpoint directory); a run started MAX_ATTEMPTS times already is failed."""
         resumed = []
         with self._lock:
             for record in list(self._records.values()):
                 if not record.done and record.run_id not in self._futures:
+                    if record.attempts >= MAX_ATTEMPTS:
+                        log.error(
+                            "run %s gave up after %d attempts", record.run_id, record.attempts
+                        )
+                        self._finish(
+                            record,
+                            "failed",
+                            f"gave up after {record.attempts} attempts: the process stopped "
+                            "during each (resume it with a new request once the cause is fixed)",
+                        )
+                        continue
                     log.info("resuming run %s (%s) after a restart", record.run_id, record.stage)
                     record.message = "resumed after restart"
                     self._start(record, work_for(record))

@@ -96,6 +96,17 @@ class ServiceContext:
         except RunNotFound:
             raise NotFound(f"run {run_id!r} does not exist") from None
 
+    def submit_request(self, stage: str, work, **kwargs):
+        """Start a run for a client request: RESOURCE_EXHAUSTED (with a retry hint) when
+        the run queue is full, instead of queueing without bound."""
+        from rlhf.runtime.grpc.errors import ResourceExhausted
+        from rlhf.runtime.runs import RunQueueFull
+
+        try:
+            return self.runs.submit(stage, work, bounded=True, **kwargs)
+        except RunQueueFull as exc:
+            raise ResourceExhausted(str(exc)) from None
+
     def subscribe(self, topic: str, handler) -> None:
         self.bus.subscribe(topic, f"rlhf-{self.name}", handler)
 
