@@ -432,6 +432,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             rejected=request.rejected,
             label=request.label,
             confidence=request.confidence,
+            labeller=request.labeller,
         )
 
         def publish() -> None:

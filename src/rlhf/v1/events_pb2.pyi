@@ -171,7 +171,7 @@ class RunProgress(_message.Message):
     def __init__(self, status: _Optional[_Union[_common_pb2.RunStatus, _Mapping]] = ..., service: _Optional[str] = ..., pipeline: _Optional[str] = ...) -> None: ...
 
 class FeedbackRecorded(_message.Message):
-    __slots__ = ("feedback_id", "stage", "pipeline", "model_version", "kind", "prompt", "response", "thumbs_up", "rating", "chosen", "rejected", "label", "confidence")
+    __slots__ = ("feedback_id", "stage", "pipeline", "model_version", "kind", "prompt", "response", "thumbs_up", "rating", "chosen", "rejected", "label", "confidence", "labeller")
     FEEDBACK_ID_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +185,7 @@ class FeedbackRecorded(_message.Message):
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    LABELLER_FIELD_NUMBER: _ClassVar[int]
     feedback_id: str
     stage: str
     pipeline: str
@@ -198,7 +199,8 @@ class FeedbackRecorded(_message.Message):
     rejected: str
     label: str
     confidence: float
-    def __init__(self, feedback_id: _Optional[str] = ..., stage: _Optional[str] = ..., pipeline: _Optional[str] = ..., model_version: _Optional[str] = ..., kind: _Optional[_Union[FeedbackKind, str]] = ..., prompt: _Optional[str] = ..., response: _Optional[str] = ..., thumbs_up: _Optional[bool] = ..., rating: _Optional[int] = ..., chosen: _Optional[str] = ..., rejected: _Optional[str] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
+    labeller: str
+    def __init__(self, feedback_id: _Optional[str] = ..., stage: _Optional[str] = ..., pipeline: _Optional[str] = ..., model_version: _Optional[str] = ..., kind: _Optional[_Union[FeedbackKind, str]] = ..., prompt: _Optional[str] = ..., response: _Optional[str] = ..., thumbs_up: _Optional[bool] = ..., rating: _Optional[int] = ..., chosen: _Optional[str] = ..., rejected: _Optional[str] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ..., labeller: _Optional[str] = ...) -> None: ...
 
 class RetrainRequested(_message.Message):
     __slots__ = ("run_id", "stage", "pipeline", "reason", "feedback_dataset", "feedback_count", "window_id", "base_version", "profile", "window")

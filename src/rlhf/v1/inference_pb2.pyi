@@ -124,7 +124,7 @@ class InferenceScoreResponse(_message.Message):
     def __init__(self, scores: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class RecordFeedbackRequest(_message.Message):
-    __slots__ = ("request_id", "model_version", "kind", "prompt", "response", "thumbs_up", "rating", "chosen", "rejected", "label", "pipeline", "feedback_id", "confidence")
+    __slots__ = ("request_id", "model_version", "kind", "prompt", "response", "thumbs_up", "rating", "chosen", "rejected", "label", "pipeline", "feedback_id", "confidence", "labeller")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +138,7 @@ class RecordFeedbackRequest(_message.Message):
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_ID_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    LABELLER_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model_version: str
     kind: _events_pb2.FeedbackKind
@@ -151,7 +152,8 @@ class RecordFeedbackRequest(_message.Message):
     pipeline: str
     feedback_id: str
     confidence: float
-    def __init__(self, request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., kind: _Optional[_Union[_events_pb2.FeedbackKind, str]] = ..., prompt: _Optional[str] = ..., response: _Optional[str] = ..., thumbs_up: _Optional[bool] = ..., rating: _Optional[int] = ..., chosen: _Optional[str] = ..., rejected: _Optional[str] = ..., label: _Optional[str] = ..., pipeline: _Optional[str] = ..., feedback_id: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
+    labeller: str
+    def __init__(self, request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., kind: _Optional[_Union[_events_pb2.FeedbackKind, str]] = ..., prompt: _Optional[str] = ..., response: _Optional[str] = ..., thumbs_up: _Optional[bool] = ..., rating: _Optional[int] = ..., chosen: _Optional[str] = ..., rejected: _Optional[str] = ..., label: _Optional[str] = ..., pipeline: _Optional[str] = ..., feedback_id: _Optional[str] = ..., confidence: _Optional[float] = ..., labeller: _Optional[str] = ...) -> None: ...
 
 class RecordFeedbackResponse(_message.Message):
     __slots__ = ("feedback_id", "durable")
