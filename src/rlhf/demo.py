@@ -13,8 +13,13 @@ demo then behaves like a production user:
    version; inference serves it (the version in responses changes).
 
 Simulated users: corrected labels come from held-out reviews with their true labels;
-thumbs on generated texts come from the held-out judge (a model that never steered
-training), so the feedback carries information the platform did not produce itself.
+thumbs on generated texts and preferences between two continuations of one prompt come
+from the held-out judge (a model that never steered training, never the reward model),
+so the feedback carries information the platform did not produce itself.
+
+The default pipeline, `reviews-en`, aligns SmolLM2-135M-Instruct with a MiniLM reward
+on the English reviews shipped in the package; the report shows what the base model, the
+first promoted version and the retrained version write for the same prompts and seed.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,13 +59,15 @@ class DemoError(RuntimeError):
 
 @dataclass
 class DemoOptions:
-    pipeline: str = "sentiment-zh"
+    pipeline: str = "reviews-en"
     quick: bool = False
     workdir: Path = Path("artifacts/demo")
     data_dir: Path | None = None
     device: str = "cpu"
     timeout_s: float = 3600.0
     duplicates: int = 5  # feedback events re-sent with the same id (client retries)
+    seed: int = 1  # sampling seed of the side-by-side samples (base, v1, v2)
+    max_new_tokens: int = 24  # length of the side-by-side samples and the feedback texts
 
 
 @dataclass
@@ -253,8 +260,50 @@ def _progress(console: Any, observer: Observer, enabled: bool) -> Iterator[None]
             worker.join()
 
 
+@contextlib.contextmanager
+def _float32_without_native_bf16(device: str) -> Iterator[None]:
+    """bf16 autocast is fast only on CPUs with native bf16 (AVX512-BF16, AMX); on others
+    (AVX2: ~7x slower than float32 for SmolLM2's linear layers, measured) torch emulates
+    it. The engine's `autocast()` turns it on for every CPU, and evaluation always asks
+    for it, so on such a CPU the demo runs its process in float32 while it lasts.
+    """
+    import torch
+
+    try:
+        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except Exception:  # an older or different build: leave the engine as it is
+        native = True
+    if torch.device(device).type != "cpu" or native:
+        yield
+        return
+    import importlib
+
+    original = importlib.import_module("rlhf.engine.algorithms.rollout").autocast
+
+    def autocast(device: Any, enabled: bool) -> contextlib.AbstractContextManager:
+        return original(device, False)
+
+    patched = []
+    for name in ("rollout", "ppo", "rloo", "dpo", "lm_training"):
+        module = importlib.import_module(f"rlhf.engine.algorithms.{name}")
+        if getattr(module, "autocast", None) is original:
+            module.autocast = autocast
+            patched.append(module)
+    log.warning("this CPU has no native bf16: the demo trains and samples in float32")
+    try:
+        yield
+    finally:
+        for module in patched:
+            module.autocast = original
+
+
 def run_demo(options: DemoOptions, console: Any, show_progress: bool = True) -> dict[str, Any]:
     """Run the demo and return its report (one JSON-able dict)."""
+    with _float32_without_native_bf16(options.device):
+        return _run_demo(options, console, show_progress)
+
+
+def _run_demo(options: DemoOptions, console: Any, show_progress: bool) -> dict[str, Any]:
     from rlhf.client import Client
     from rlhf.engine.classifier import load_classifier
     from rlhf.pipelines import load_pipeline
@@ -295,7 +344,7 @@ def run_demo(options: DemoOptions, console: Any, show_progress: bool = True) -> 
             )[0]
             round_minutes = (time.monotonic() - round_started) / 60
             first_version = first.model.version
-            served_first = _wait_served(client, first_version, options.timeout_s, spec.language)
+            served_first = _wait_served(client, first_version, options, spec.language)
 
             # -- production traffic and feedback -----------------------------------------
             judge_version = next(
@@ -325,8 +374,9 @@ def run_demo(options: DemoOptions, console: Any, show_progress: bool = True) -> 
                 "the retrained policy",
             )[0]
             second_version = second.model.version
-            served_second = _wait_served(client, second_version, options.timeout_s, spec.language)
+            served_second = _wait_served(client, second_version, options, spec.language)
             time.sleep(1.0)  # late events (e.g. duplicate feedback) settle
+        base = _base_samples(spec, workdir, options)
         registry = ModelRegistry(workdir / "registry")
         report = _report(
             spec,
@@ -343,6 +393,7 @@ def run_demo(options: DemoOptions, console: Any, show_progress: bool = True) -> 
             time.monotonic() - started,
         )
         report["retrain"]["window_id"] = requests[0].window_id
+        report["samples"] = _side_by_side(served_first, served_second, base)
         return report
     except grpc.RpcError as exc:
         raise DemoError(f"{exc.code().name}: {exc.details()}") from exc
@@ -369,20 +420,44 @@ def _rejected(observer: Observer, pipeline: str, after: str = "") -> list[Any]:
     return []
 
 
-DEMO_PROMPTS = {"zh": ["这家酒店", "质量"], "en": ["The movie was", "I think this film"]}
+# The prompts of the side-by-side samples (base, v1, v2: same prompts, same seed).
+DEMO_PROMPTS = {
+    "zh": ["这家酒店", "质量"],
+    "en": ["The movie was", "The hotel room was", "The food at this restaurant", "This phone"],
+}
+# Feedback kinds as the registry's lineage counts them (FeedbackWindow.counts).
+FEEDBACK_KINDS = ("thumbs", "rating", "preference", "label", "prompt")
+# What the report shows of a policy version (its registry lineage metrics).
+POLICY_METRICS = (
+    "judge_positive_rate_before",
+    "judge_positive_rate_after",
+    "reward_before",
+    "reward_after",
+    "kl_per_sequence",
+    "ref_perplexity_ratio",
+    "distinct_2",
+    "repetition_rate",
+)
 
 
-def _wait_served(client: Any, version: str, timeout: float, language: str) -> dict[str, Any]:
-    """Generate until the response names `version` (inference loads it on model.promoted)."""
-    deadline = time.monotonic() + timeout
+def _wait_served(client: Any, version: str, options: DemoOptions, language: str) -> dict[str, Any]:
+    """Generate until the response names `version` (inference loads it on model.promoted);
+    the samples are the fixed prompts with the fixed seed."""
+    deadline = time.monotonic() + options.timeout_s
     prompts = DEMO_PROMPTS[language]
     while True:
         try:
-            reply = client.generate(prompts, max_new_tokens=24, temperature=0.8, seed=1)
+            reply = client.generate(
+                prompts,
+                max_new_tokens=options.max_new_tokens,
+                temperature=0.8,
+                seed=options.seed,
+            )
             if reply.model_version == version:
                 return {
                     "version": reply.model_version,
                     "request_id": reply.request_id,
+                    "prompts": list(prompts),
                     "samples": [p + c for p, c in zip(prompts, reply.completions, strict=True)],
                 }
         except Exception as exc:  # not loaded yet: UNAVAILABLE / NOT_FOUND
@@ -392,54 +467,154 @@ def _wait_served(client: Any, version: str, timeout: float, language: str) -> di
         time.sleep(1.0)
 
 
-def _send_feedback(client, spec, served: dict, judge, options: DemoOptions) -> dict[str, int]:
-    """Enough feedback to fire the trigger once, plus retried duplicates."""
+def _base_policy_dir(spec: Any, workdir: Path) -> Path | None:
+    """The policy RL started from: the spec's base model, or what its pre-training / SFT
+    stage wrote (the trainer's `models/<pipeline>/<stage>/<run>/model`)."""
+    from rlhf.engine.models import resolve_model_dir
+
+    base_stage = next((s for s in spec.stages if s.kind in ("pretrain", "sft")), None)
+    if base_stage is not None:
+        found = sorted((workdir / "models" / spec.name / base_stage.name).glob("*/model"))
+        return found[-1] if found else None
+    try:
+        return resolve_model_dir(spec.models.policy)
+    except Exception as exc:  # an unknown name: no base samples
+        log.warning("no base policy for the samples: %s", exc)
+        return None
+
+
+def _base_samples(spec: Any, workdir: Path, options: DemoOptions) -> list[str] | None:
+    """The base policy's samples for the fixed prompts, decoded here with the inference
+    service's own sampler and the same settings and seed as the served versions."""
+    from rlhf.serving.backend import PolicyEngine, Sampling
+
+    base_dir = _base_policy_dir(spec, workdir)
+    if base_dir is None:
+        return None
+    prompts = DEMO_PROMPTS[spec.language]
+    rows = [
+        Sampling(max_new_tokens=options.max_new_tokens, temperature=0.8, seed=options.seed)
+        for _ in prompts
+    ]
+    try:
+        engine = PolicyEngine(str(base_dir), device=options.device)
+        completions = engine.generate(prompts, rows)
+    except Exception as exc:  # the samples are an illustration: never fail the demo
+        log.warning("no base samples from %s: %s", base_dir, exc)
+        return None
+    return [p + c for p, c in zip(prompts, completions, strict=True)]
+
+
+def _side_by_side(served_first: dict, served_second: dict, base: list[str] | None) -> list[dict]:
+    """One row per fixed prompt: what the base model, v1 and v2 wrote (prompt included)."""
+    return [
+        {"prompt": prompt, "base": base[i] if base else None, "v1": v1, "v2": v2}
+        for i, (prompt, v1, v2) in enumerate(
+            zip(
+                served_first["prompts"],
+                served_first["samples"],
+                served_second["samples"],
+                strict=True,
+            )
+        )
+    ]
+
+
+def _held_out_records(workdir: Path) -> list[Any]:
+    """Validation reviews with their true labels, from every prepared dataset."""
     from rlhf.engine.data import load_dataset
+
+    held_out = []
+    for manifest in sorted((workdir / "datasets").glob("*/*/manifest.json")):
+        split = load_dataset(manifest.parent).splits.get("validation") or []
+        held_out += [r for r in split if hasattr(r, "label")]
+    return held_out
+
+
+def _send_feedback(client, spec, served: dict, judge, options: DemoOptions) -> dict[str, Any]:
+    """Exactly the trigger's count of feedback events, plus retried duplicates: about a
+    third each of corrected labels, preference pairs and thumbs on generated texts. The
+    held-out judge plays the user (thumbs, chosen vs rejected), never the reward model."""
     from rlhf.workflows.stages import prompts_from
 
     count = spec.retrain.trigger.count
-    datasets = sorted((options.workdir.resolve() / "datasets").glob("*/*/manifest.json"))
-    held_out = []
-    for manifest in datasets:
-        split = load_dataset(manifest.parent).splits.get("validation") or []
-        held_out += [r for r in split if hasattr(r, "label")]
-    sent = duplicates = 0
-    labels = held_out[: count // 2]
-    for i, record in enumerate(labels):  # users correcting Classify answers
-        reply = client.classify([record.text])
+    held_out = _held_out_records(options.workdir.resolve())
+    source = spec.datasets[next(iter(spec.datasets))]
+    prompts = prompts_from(held_out, source.prompt_words, spec.language) or list(
+        DEMO_PROMPTS[spec.language]
+    )
+    by_kind: Counter[str] = Counter()
+    ids: list[str] = []
+
+    def send(request_id: str, version: str, kind: str, **fields: Any) -> None:
+        feedback_id = f"demo-{kind}-{by_kind[kind]}"
         client.record_feedback(
+            request_id,
+            version,
+            kind=kind,
+            pipeline=spec.name,
+            feedback_id=feedback_id,
+            **fields,
+        )
+        by_kind[kind] += 1
+        ids.append(feedback_id)
+
+    # users correcting Classify answers: held-out reviews with their true labels
+    for record in held_out[: count // 3]:
+        reply = client.classify([record.text])
+        send(
             reply.request_id,
             reply.model_version,
-            kind="label",
+            "label",
             prompt=record.text,
             response=reply.results[0].label,
             label=record.label,
-            pipeline=spec.name,
             confidence=reply.results[0].score,
-            feedback_id=f"demo-label-{i}",
         )
-        sent += 1
-    prompts = prompts_from(
-        held_out, spec.datasets[next(iter(spec.datasets))].prompt_words, spec.language
-    ) or ["The movie"]
-    i = 0
-    while sent < count:  # thumbs on generated texts, judged by the held-out judge
-        prompt = prompts[i % len(prompts)]
-        reply = client.generate([prompt], max_new_tokens=24, temperature=1.0)
-        text = prompt + reply.completions[0]
-        thumbs_up = judge.predict([text])[0].label == "positive" if judge else True
-        client.record_feedback(
-            reply.request_id,
-            reply.model_version,
-            kind="thumbs",
-            prompt=prompt,
-            response=text,
-            thumbs_up=thumbs_up,
-            pipeline=spec.name,
-            feedback_id=f"demo-thumbs-{i}",
+    # preference pairs: two continuations of one prompt, the judge picks the better one
+    cursor = 0
+    wanted = count // 3 if judge is not None else 0
+    for _attempt in range(3):
+        if by_kind["preference"] >= wanted:
+            break
+        batch = [prompts[(cursor + k) % len(prompts)] for k in range(wanted)]
+        cursor += len(batch)
+        reply = client.generate(
+            [p for p in batch for _ in range(2)],
+            max_new_tokens=options.max_new_tokens,
+            temperature=1.0,
         )
-        sent += 1
-        i += 1
+        for k, prompt in enumerate(batch):
+            first, second = reply.completions[2 * k], reply.completions[2 * k + 1]
+            if by_kind["preference"] >= wanted or first.strip() == second.strip():
+                continue  # equal texts say nothing
+            scores = judge.positive_scores([prompt + first, prompt + second]).tolist()
+            chosen, rejected = (first, second) if scores[0] >= scores[1] else (second, first)
+            send(
+                reply.request_id,
+                reply.model_version,
+                "preference",
+                prompt=prompt,
+                chosen=chosen,
+                rejected=rejected,
+            )
+    # thumbs on generated texts, judged by the held-out judge, up to the trigger's count
+    while len(ids) < count:
+        batch = [prompts[(cursor + k) % len(prompts)] for k in range(count - len(ids))]
+        cursor += len(batch)
+        reply = client.generate(batch, max_new_tokens=options.max_new_tokens, temperature=1.0)
+        texts = [p + c for p, c in zip(batch, reply.completions, strict=True)]
+        verdicts = judge.predict(texts) if judge is not None else None
+        for k, (prompt, text) in enumerate(zip(batch, texts, strict=True)):
+            send(
+                reply.request_id,
+                reply.model_version,
+                "thumbs",
+                prompt=prompt,
+                response=text,
+                thumbs_up=verdicts[k].label == "positive" if verdicts else True,
+            )
+    duplicates = 0
     for j in range(options.duplicates):  # a client retrying after a lost reply
         client.record_feedback(
             "retry",
@@ -449,10 +624,33 @@ def _send_feedback(client, spec, served: dict, judge, options: DemoOptions) -> d
             response="retry",
             thumbs_up=True,
             pipeline=spec.name,
-            feedback_id=f"demo-thumbs-{j}",
+            feedback_id=ids[j % len(ids)],
         )
         duplicates += 1
-    return {"sent": sent, "duplicates": duplicates}
+    return {
+        "sent": len(ids),
+        "duplicates": duplicates,
+        "by_kind": {kind: by_kind[kind] for kind in FEEDBACK_KINDS},
+    }
+
+
+def _policy_metrics(registry: Any, version: str) -> dict[str, float | None]:
+    metrics = registry.get(version).lineage.metrics
+    return {k: round(metrics[k], 4) if k in metrics else None for k in POLICY_METRICS}
+
+
+def _window_counts(registry: Any, version: str, sent: dict[str, int]) -> dict[str, int]:
+    """Feedback by kind that trained `version`: its lineage's feedback windows when the
+    registry records them, else what the demo sent."""
+    lineage = registry.get(version).lineage
+    windows = list(getattr(lineage, "feedback_windows", None) or [])
+    if not windows:
+        return dict(sent)
+    counts: Counter[str] = Counter()
+    for window in windows:
+        window_counts = window["counts"] if isinstance(window, dict) else window.counts
+        counts.update({str(k): int(v) for k, v in dict(window_counts).items()})
+    return {kind: counts.get(kind, 0) for kind in FEEDBACK_KINDS} | dict(counts)
 
 
 def _report(
@@ -482,7 +680,7 @@ def _report(
 
     stages: dict[str, dict[str, float]] = defaultdict(dict)
     for ready in observer.reward_ready:
-        if ready.stage in ("reward", "hardened"):
+        if ready.stage in ("reward", "hardened", "retrain"):
             stages[f"reward_model_{ready.stage}"] = {
                 k: round(v, 4)
                 for k, v in ready.metrics.items()
@@ -495,25 +693,38 @@ def _report(
             "attack_success_rate": round(report.attack_success_rate, 4),
             "mean_edits": round(report.mean_edits, 3),
         }
+    shown = ("reward_", "judge_", "kl_", "ref_perplexity_ratio", "distinct_2", "repetition_")
     policy = registry.get(first).lineage.metrics
-    stages["policy"] = {
-        k: round(v, 4) for k, v in policy.items() if k.startswith(("reward_", "judge_", "kl_"))
-    }
+    stages["policy"] = {k: round(v, 4) for k, v in policy.items() if k.startswith(shown)}
     retrained = registry.get(second).lineage.metrics
     stages["policy_retrained"] = {
-        k: round(v, 4) for k, v in retrained.items() if k.startswith(("reward_", "judge_", "kl_"))
+        k: round(v, 4) for k, v in retrained.items() if k.startswith(shown)
     }
+    first_metrics, second_metrics = (
+        _policy_metrics(registry, first),
+        _policy_metrics(registry, second),
+    )
+    judged = (
+        first_metrics["judge_positive_rate_after"],
+        second_metrics["judge_positive_rate_after"],
+    )
     return {
         "pipeline": spec.name,
         "run_id": run_id,
         "promoted_version": first,
         "served": served_first,
+        "policy": first_metrics,
+        "samples": [],  # filled in by run_demo: base / v1 / v2 side by side
         "stages": dict(stages),
         "feedback": feedback,
         "retrain": {
             "triggered": retrain_count,
             "promoted_version": second,
             "served": served_second,
+            "feedback": _window_counts(registry, second, feedback["by_kind"]),
+            "judge_positive_rate_after": judged[1],
+            "judge_improved": None if None in judged else judged[1] > judged[0],
+            "policy": second_metrics,
         },
         "lineage": {first: lineage(first), second: lineage(second)},
         "first_round_minutes": round(round_minutes, 2),
@@ -522,29 +733,68 @@ def _report(
 
 
 def render_report(report: dict[str, Any], console: Any) -> None:
-    """The readable table."""
+    """The readable report: samples side by side, then the metrics."""
     from rich.table import Table
 
-    table = Table(title=f"rlhf demo: {report['pipeline']}", show_lines=False)
-    table.add_column("stage")
-    table.add_column("metrics")
-    for stage, metrics in report["stages"].items():
-        table.add_row(stage, ", ".join(f"{k}={v}" for k, v in metrics.items()))
-    console.print(table)
-    console.print(
-        f"promoted: [bold]{report['promoted_version']}[/bold] -> sample: "
-        f"{report['served']['samples'][0]!r}"
-    )
     retrain = report["retrain"]
-    console.print(
-        f"feedback: {report['feedback']['sent']} events "
-        f"(+{report['feedback']['duplicates']} retried duplicates) -> "
-        f"{retrain['triggered']} retrain.requested -> [bold]{retrain['promoted_version']}"
-        f"[/bold] served: {retrain['served']['samples'][0]!r}"
+    first, second = report["promoted_version"], retrain["promoted_version"]
+    samples = Table(title="what the policy writes (same prompts, same seed)", show_lines=True)
+    samples.add_column("prompt", style="bold")
+    samples.add_column("base model")
+    samples.add_column(f"{first} (RLHF)")
+    samples.add_column(f"{second} (+ feedback)")
+    for row in report["samples"]:
+        prompt = row["prompt"]
+        cells = [
+            row[key][len(prompt) :] if row[key] and row[key].startswith(prompt) else row[key]
+            for key in ("base", "v1", "v2")
+        ]
+        samples.add_row(prompt, *[("…" + c) if c else "-" for c in cells])
+    console.print(samples)
+
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    policy, retrained = report["policy"], retrain["policy"]
+    metrics = Table(title=f"rlhf demo: {report['pipeline']}")
+    metrics.add_column("")
+    metrics.add_column("base")
+    metrics.add_column(first)
+    metrics.add_column(second)
+    metrics.add_row(
+        "judge: positive rate (held out)",
+        rate(policy["judge_positive_rate_before"]),
+        rate(policy["judge_positive_rate_after"]),
+        rate(retrained["judge_positive_rate_after"]),
     )
-    console.print(
-        f"done in {report['minutes']} min; lineage: rlhf models show {retrain['promoted_version']}"
+    metrics.add_row(
+        "reward (reward model of the round)",
+        rate(policy["reward_before"]),
+        rate(policy["reward_after"]),
+        rate(retrained["reward_after"]),
     )
+    for key, label in (
+        ("kl_per_sequence", "KL to the round's start, nats/seq"),
+        ("ref_perplexity_ratio", "perplexity under the start / its own"),
+        ("distinct_2", "distinct bigrams"),
+        ("repetition_rate", "repetition rate"),
+    ):
+        metrics.add_row(label, "", rate(policy[key]), rate(retrained[key]))
+    console.print(metrics)
+    stages = Table(title="stages")
+    stages.add_column("stage")
+    stages.add_column("metrics")
+    for stage, values in report["stages"].items():
+        if not stage.startswith("policy"):
+            stages.add_row(stage, ", ".join(f"{k}={v}" for k, v in values.items()))
+    console.print(stages)
+    feedback = report["feedback"]
+    kinds = ", ".join(f"{n} {k}" for k, n in retrain["feedback"].items() if n)
+    console.print(
+        f"feedback: {feedback['sent']} events ({kinds}; +{feedback['duplicates']} retried "
+        f"duplicates) -> {retrain['triggered']} retrain.requested -> [bold]{second}[/bold]"
+    )
+    console.print(f"done in {report['minutes']} min; lineage: rlhf models show {second}")
 
 
 __all__ = ["DemoOptions", "DemoError", "run_demo", "render_report"]

@@ -10,10 +10,15 @@ import typer
 
 
 def demo(
-    pipeline: str = typer.Option("sentiment-zh", help="pipeline spec (offline default)"),
-    quick: bool = typer.Option(False, "--quick", help="smaller data, fewer steps (<= 5 min)"),
+    pipeline: str = typer.Option(
+        "reviews-en",
+        help="pipeline spec; the default and sentiment-zh need no data fetched by hand",
+    ),
+    quick: bool = typer.Option(False, "--quick", help="fewer steps (<= 10 min on 2 cores)"),
     workdir: Path = typer.Option(Path("artifacts/demo"), help="artifact directory"),
-    data_dir: Path | None = typer.Option(None, help="data sets (pipelines other than zh)"),
+    data_dir: Path | None = typer.Option(
+        None, help="data sets named by relative paths (e.g. sentiment-en's SST-2/IMDB)"
+    ),
     device: str = typer.Option("cpu", help="torch device"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     fresh: bool = typer.Option(True, help="start from an empty artifact directory"),
