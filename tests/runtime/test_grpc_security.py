@@ -60,9 +60,65 @@ def write_tokens(path: Path, *tokens: str) -> None:
 # --- bearer tokens -----------------------------------------------------------------
 
 
-def test_auth_rejects_missing_and_bad_tokens_while_health_and_reflection_stay_open(
-    app_factory, tmp_path
-):
+def list_services(channel: grpc.Channel) -> set[str]:
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    reply = next(reflection.ServerReflectionInfo(iter([request]), timeout=10))
+    return {s.name for s in reply.list_services_response.service}
+
+
+def test_roles_and_service_scopes_are_checked_per_method_and_audited(app_factory, tmp_path):
+    tokens = tmp_path / "tokens"
+    write_tokens(
+        tokens,
+        "labeller-token feedback alice",
+        "operator-token operator bob",
+        "trainer-token operator ci services=trainer",
+        "typo-token superuser mallory",  # unknown role: skipped, never admin
+    )
+    app = app_factory(RLHF_GRPC__AUTH_ENABLED="true", RLHF_GRPC__AUTH_TOKENS_FILE=str(tokens))
+    stub = dataprep_pb2_grpc.DataPrepServiceStub
+    with make_channel(app.target, token="labeller-token") as labeller:
+        with pytest.raises(grpc.RpcError) as refused:
+            stub(labeller).RegisterSource(GOOD, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "role 'feedback' may not call RegisterSource (needs 'operator')" in (
+            refused.value.details()
+        )
+        # Reading is allowed (the handler answers; here NOT_FOUND for an unknown run).
+        with pytest.raises(grpc.RpcError) as read:
+            stub(labeller).GetRun(dataprep_pb2.GetRunRequest(run_id="ghost"), timeout=10)
+        assert read.value.code() != grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as reflect:
+            list_services(labeller)
+        assert reflect.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with make_channel(app.target, token="operator-token") as operator:
+        assert register(operator) == grpc.StatusCode.OK
+    with make_channel(app.target, token="trainer-token") as scoped:
+        assert register(scoped) == grpc.StatusCode.PERMISSION_DENIED
+    with make_channel(app.target, token="typo-token") as typo:
+        assert register(typo) == grpc.StatusCode.UNAUTHENTICATED
+    log = app.log()
+    assert '"principal": "alice"' in log and '"allowed": false' in log
+    assert '"principal": "bob"' in log and '"resource": "name=sst2"' in log
+    assert "not valid for the dataprep service" in log
+
+
+def test_a_malformed_request_body_is_invalid_argument(app_factory):
+    app = app_factory()
+    with make_channel(app.target) as channel:
+        call = channel.unary_unary(
+            "/rlhf.v1.DataPrepService/RegisterSource",
+            request_serializer=lambda raw: raw,
+            response_deserializer=lambda raw: raw,
+        )
+        with pytest.raises(grpc.RpcError) as garbage:
+            call(b"\xff\xff\xff\xff garbage", timeout=10)
+    assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert garbage.value.details().startswith("request: malformed request body")
+
+
+def test_auth_rejects_missing_and_bad_tokens_while_health_stays_open(app_factory, tmp_path):
     tokens = tmp_path / "tokens"
     write_tokens(tokens, "s3cret-token-1", "other-token")
     app = app_factory(RLHF_GRPC__AUTH_ENABLED="true", RLHF_GRPC__AUTH_TOKENS_FILE=str(tokens))
@@ -77,13 +133,11 @@ def test_auth_rejects_missing_and_bad_tokens_while_health_and_reflection_stay_op
             pytest.fail("a call without a token was accepted")
         health = health_pb2_grpc.HealthStub(anonymous)
         assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == SERVING
-        reflection = reflection_pb2_grpc.ServerReflectionStub(anonymous)
-        listed = next(
-            reflection.ServerReflectionInfo(
-                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
-            )
-        )
-        assert "rlhf.v1.DataPrepService" in {s.name for s in listed.list_services_response.service}
+        with pytest.raises(grpc.RpcError) as hidden:  # reflection needs a token too
+            list_services(anonymous)
+        assert hidden.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with make_channel(app.target, token="s3cret-token-1") as admin:  # a bare token: admin
+        assert "rlhf.v1.DataPrepService" in list_services(admin)
 
     for bad in ("s3cret-token", "s3cret-token-1x", "S3CRET-TOKEN-1", "#"):
         with make_channel(app.target, token=bad) as channel:

@@ -56,8 +56,16 @@ class GrpcSettings(_Section):
     port: int = Field(50051, ge=0, le=65535, description="0 picks a free port")
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     shutdown_grace_s: float = Field(3.0, ge=0)
+    max_concurrent_rpcs: int = Field(
+        256, ge=1, description="calls handled at once; more are refused RESOURCE_EXHAUSTED"
+    )
+    default_deadline_s: float = Field(
+        300.0, gt=0, description="deadline of a unary call whose client set none"
+    )
     auth_enabled: bool = False
-    # File with one bearer token per line (a mounted Kubernetes Secret works as is).
+    # File with one bearer token per line, optionally followed by its role, name and
+    # services: "<token> operator alice services=trainer,dataprep" (see grpc/auth.py).
+    # A token alone is an admin token. A mounted Kubernetes Secret works as is.
     auth_tokens_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None

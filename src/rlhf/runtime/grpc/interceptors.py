@@ -7,8 +7,9 @@ of an application method, for unary and streaming handlers alike. `ServerPipelin
     metrics -> tracing -> auth -> deadline -> errors -> handler
 
 so the metrics and the span see the final status code of every call, including the
-ones auth rejected. Health checks and reflection bypass the pipeline: they stay open
-when auth is on and do not pollute the request metrics.
+ones auth rejected. Health checks bypass the pipeline (they stay open for probes and
+do not pollute the request metrics); reflection does too when auth is off, and needs
+an admin token when it is on.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from rlhf.runtime import metrics
+from rlhf.runtime.grpc import authz
 from rlhf.runtime.grpc.auth import TokenFile, bearer_token
-from rlhf.runtime.grpc.errors import DeadlineExceeded, ServiceError
+from rlhf.runtime.grpc.errors import DeadlineExceeded, RequestInvalid, ServiceError
 from rlhf.runtime.telemetry import extract_context
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,9 @@ OPEN_SERVICES = frozenset(
         "grpc.reflection.v1.ServerReflection",
     }
 )
+
+#: With auth on, only health answers without a token (probes); reflection needs one.
+HEALTH_ONLY = frozenset({"grpc.health.v1.Health"})
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 
@@ -102,9 +107,14 @@ class DeadlineLayer:
     a streaming handler is stopped before the next message once the deadline passed.
     """
 
+    def __init__(self, default_s: float | None = None) -> None:
+        self.default_s = default_s  # for unary calls whose client set no deadline
+
     @contextlib.asynccontextmanager
     async def around(self, call: CallInfo, context: grpc.aio.ServicerContext):
         left = context.time_remaining()
+        if left is None and not call.server_streaming:
+            left = self.default_s
         if left is None:
             yield
             return
@@ -154,7 +164,9 @@ class ErrorLayer:
 
 
 class AuthLayer:
-    """Requires `authorization: Bearer <token>` with a token from the tokens file."""
+    """Requires `authorization: Bearer <token>` with a token from the tokens file whose
+    role and service scope allow the method (see authz.py); refusals are audited here,
+    allowed calls once their request is parsed (with the resource it names)."""
 
     def __init__(self, tokens: TokenFile) -> None:
         self.tokens = tokens
@@ -164,9 +176,18 @@ class AuthLayer:
         token = bearer_token(call.metadata)
         if token is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing bearer token")
-        if not self.tokens.is_valid(token):
+        principal = self.tokens.lookup(token)
+        if principal is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token")
-        yield
+        why = authz.refusal(principal, call.service, call.name)
+        if why is not None:
+            authz.audit(principal, call.method, False, why)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+        reset = authz.current_principal.set(principal)
+        try:
+            yield
+        finally:
+            authz.current_principal.reset(reset)
 
 
 # --- status of a finished call (for metrics and spans) -----------------------------
@@ -298,39 +319,66 @@ class ServerPipeline(grpc.aio.ServerInterceptor):
         return self._wrap(handler, call)
 
     def _wrap(self, handler: grpc.RpcMethodHandler, call: CallInfo) -> grpc.RpcMethodHandler:
+        # A unary request is parsed inside the layers, so a malformed body is answered
+        # INVALID_ARGUMENT (grpc itself would say INTERNAL or UNKNOWN) and is parsed only
+        # after auth passed.
+        parse = handler.request_deserializer
+        raw = {"request_deserializer": None, "response_serializer": handler.response_serializer}
         serializers = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": parse,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            behavior = self._unary(handler.unary_unary, call)
-            return grpc.unary_unary_rpc_method_handler(behavior, **serializers)
+            behavior = self._unary(handler.unary_unary, call, parse)
+            return grpc.unary_unary_rpc_method_handler(behavior, **raw)
         if handler.unary_stream:
-            behavior = self._streaming(handler.unary_stream, call)
-            return grpc.unary_stream_rpc_method_handler(behavior, **serializers)
+            behavior = self._streaming(handler.unary_stream, call, parse)
+            return grpc.unary_stream_rpc_method_handler(behavior, **raw)
         if handler.stream_unary:
-            behavior = self._unary(handler.stream_unary, call)
+            behavior = self._unary(handler.stream_unary, call, None)
             return grpc.stream_unary_rpc_method_handler(behavior, **serializers)
-        behavior = self._streaming(handler.stream_stream, call)
+        behavior = self._streaming(handler.stream_stream, call, None)
         return grpc.stream_stream_rpc_method_handler(behavior, **serializers)
 
-    def _unary(self, behavior: Callable[..., Any], call: CallInfo) -> Callable[..., Any]:
+    def _unary(
+        self, behavior: Callable[..., Any], call: CallInfo, parse: Callable[[bytes], Any] | None
+    ) -> Callable[..., Any]:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with self._enter(call, context):
+                request = _parsed(request, parse, call)
                 result = behavior(request, context)
                 return await result if inspect.isawaitable(result) else result
 
         return unary
 
-    def _streaming(self, behavior: Callable[..., Any], call: CallInfo) -> Callable[..., Any]:
+    def _streaming(
+        self, behavior: Callable[..., Any], call: CallInfo, parse: Callable[[bytes], Any] | None
+    ) -> Callable[..., Any]:
         if not inspect.isasyncgenfunction(behavior):
             # `context.write` style (or the generated "not implemented" stub).
-            return self._unary(behavior, call)
+            return self._unary(behavior, call, parse)
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with self._enter(call, context):
+                request = _parsed(request, parse, call)
                 async for message in behavior(request, context):
                     check_deadline()
                     yield message
 
         return streaming
+
+
+def _parsed(request: Any, parse: Callable[[bytes], Any] | None, call: CallInfo) -> Any:
+    """The request message from its wire bytes (RequestInvalid when they are not one),
+    audited against the caller when auth is on."""
+    if parse is not None and isinstance(request, bytes):
+        try:
+            request = parse(request)
+        except Exception:
+            raise RequestInvalid(
+                "request", f"malformed request body: not a valid {call.name} request"
+            ) from None
+    principal = authz.current_principal.get()
+    if principal is not None:
+        authz.audit(principal, call.method, True, resource=authz.resource_of(request))
+    return request

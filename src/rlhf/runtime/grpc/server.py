@@ -30,6 +30,8 @@ from grpc_reflection.v1alpha import reflection
 from rlhf.runtime.grpc.auth import TokenFile
 from rlhf.runtime.grpc.health import HealthServicer
 from rlhf.runtime.grpc.interceptors import (
+    HEALTH_ONLY,
+    OPEN_SERVICES,
     AuthLayer,
     DeadlineLayer,
     ErrorLayer,
@@ -207,7 +209,7 @@ class GrpcServer:
             except OSError as exc:
                 raise ConfigError(f"grpc.auth_tokens_file: {exc}") from None
             self._layers.append(AuthLayer(tokens))
-        self._layers += [DeadlineLayer(), ErrorLayer()]
+        self._layers += [DeadlineLayer(settings.default_deadline_s), ErrorLayer()]
 
     @property
     def services(self) -> list[str]:
@@ -242,10 +244,13 @@ class GrpcServer:
         """Bind, register health and reflection, start serving; returns the bound port."""
         if self._server is not None:
             raise RuntimeError("server already started")
-        pipeline = ServerPipeline(self._layers)
+        # With auth on, only health stays open (probes); reflection needs a token too.
+        open_services = HEALTH_ONLY if self.settings.auth_enabled else OPEN_SERVICES
+        pipeline = ServerPipeline(self._layers, open_services)
         server = grpc.aio.server(
             interceptors=[pipeline, *self._extra_interceptors],
             options=server_options(self.settings),
+            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
         for add_fn, servicer, _name, _serving in self._registrations:
             add_fn(servicer, server)
