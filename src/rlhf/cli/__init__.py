@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "List and show model versions and their lineage."),
     "up": ("up", "Start all five services as local processes against Kafka."),
     "kafka": ("kafka", "Provision and run a local Apache Kafka broker (KRaft)."),
+    "console": ("console", "Web console: compare versions, give feedback, promote (operators)."),
 }
 
 
