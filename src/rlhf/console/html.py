@@ -20,6 +20,8 @@ class Html(str):
 def esc(value: object) -> Html:
     if isinstance(value, Html):
         return value
+    if isinstance(value, int | float):  # numbers are safe; keep them for format specs
+        return value  # type: ignore[return-value]
     return Html(_html.escape("" if value is None else str(value), quote=True))
 
 
@@ -28,7 +30,7 @@ def h(template: str, *args: object, **kwargs: object) -> Html:
 
 
 def join(parts: Iterable[object], sep: str = "") -> Html:
-    return Html(sep.join(esc(p) for p in parts))
+    return Html(sep.join(str(esc(p)) for p in parts))
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
