@@ -31,6 +31,7 @@ import grpc
 from rlhf.services.inference.settings import BatchingSettings, InferenceSettings, ServingSettings
 
 from rlhf.runtime.grpc import (
+    AlreadyExists,
     GrpcServer,
     NotFound,
     RequestInvalid,
@@ -40,6 +41,7 @@ from rlhf.runtime.grpc import (
     require,
     run_server,
 )
+from rlhf.runtime.grpc.authz import current_principal
 from rlhf.runtime.settings import load_settings
 from rlhf.serving.backend import Sampling
 from rlhf.serving.client import ModelInputError, ModelNotLoaded, ServingError, TritonUnavailable
@@ -61,6 +63,19 @@ TOPIC_MODEL_PROMOTED = "rlhf.model.promoted"
 TOPIC_FEEDBACK_RECORDED = "rlhf.feedback.recorded"
 CONSUMER_GROUP = "inference"
 
+#: Byte ceilings of RecordFeedback's text fields.
+FEEDBACK_FIELD_LIMITS = {
+    "feedback_id": 128,
+    "request_id": 128,
+    "model_version": 128,
+    "pipeline": 64,
+    "label": 64,
+    "labeller": 128,
+    "prompt": 32 * 1024,
+    "response": 32 * 1024,
+    "chosen": 32 * 1024,
+    "rejected": 32 * 1024,
+}
 MAX_PROMPTS = 64
 MAX_TEXTS = 256
 MAX_NEW_TOKENS = 1024
@@ -122,24 +137,45 @@ def _artifact_path(uri: str) -> str:
 
 
 class FeedbackLedger:
-    """Feedback ids already published (a small append-only file), for idempotent retries."""
+    """Feedback ids already published, with a digest of what each said (a small
+    append-only file), so a retry is idempotent and a reused id with other content is
+    refused instead of silently dropped."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._ids: set[str] = set()
+        self._digests: dict[str, str] = {}
         self.lock = threading.Lock()
         if path is not None and path.exists():
-            self._ids = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+            for line in path.read_text().splitlines():
+                feedback_id, _, digest = line.strip().partition("\t")
+                if feedback_id:
+                    self._digests[feedback_id] = digest
 
     def __contains__(self, feedback_id: str) -> bool:
-        return feedback_id in self._ids
+        return feedback_id in self._digests
 
-    def add(self, feedback_id: str) -> None:
-        self._ids.add(feedback_id)
+    def conflicts(self, feedback_id: str, digest: str) -> bool:
+        """True when `feedback_id` was published with different content (ids recorded
+        by earlier releases have no digest and count as the same)."""
+        known = self._digests.get(feedback_id)
+        return bool(known) and known != digest
+
+    def add(self, feedback_id: str, digest: str = "") -> None:
+        self._digests[feedback_id] = digest
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as handle:
-                handle.write(feedback_id + "\n")
+                handle.write(f"{feedback_id}\t{digest}\n")
+
+
+def feedback_digest(event: events_pb2.FeedbackRecorded) -> str:
+    """What a feedback event says, without its id."""
+    import hashlib
+
+    body = events_pb2.FeedbackRecorded()
+    body.CopyFrom(event)
+    body.feedback_id = ""
+    return hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()[:32]
 
 
 # ---------------------------------------------------------------------------- service
@@ -415,9 +451,15 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             "model_version",
             f"unknown model version {request.model_version[:80]!r}",
         )
+        for field, limit in FEEDBACK_FIELD_LIMITS.items():
+            size = len(getattr(request, field).encode())
+            check(size <= limit, field, f"is {size} bytes; the limit is {limit}")
         if self.bus is None:
             raise self._unavailable(context, "no event bus is configured for feedback")
-        feedback_id = request.feedback_id or uuid.uuid4().hex
+        client_id = request.feedback_id or uuid.uuid4().hex
+        # Ids are scoped by caller: one client's id cannot silence another's feedback.
+        principal = current_principal.get()
+        feedback_id = f"{principal.name}/{client_id}" if principal is not None else client_id
         event = events_pb2.FeedbackRecorded(
             feedback_id=feedback_id,
             stage="inference",
@@ -435,24 +477,31 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             labeller=request.labeller,
         )
 
-        def publish() -> None:
+        digest = feedback_digest(event)
+
+        def publish() -> bool:
             with self.feedback.lock:  # a concurrent retry of the same id waits, then skips
                 if feedback_id in self.feedback:
-                    return
+                    return not self.feedback.conflicts(feedback_id, digest)
                 self.bus.publish(
                     TOPIC_FEEDBACK_RECORDED,
                     event,
                     key=request.pipeline or request.model_version,
                     event_id=feedback_id,
                 )
-                self.feedback.add(feedback_id)
+                self.feedback.add(feedback_id, digest)
+                return True
 
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, publish)
+            same = await asyncio.get_running_loop().run_in_executor(self._executor, publish)
         except Exception as exc:  # noqa: BLE001 - broker trouble: the client retries
             log.warning("feedback %s not published: %s", feedback_id, exc)
             raise self._unavailable(context, f"event bus did not acknowledge: {exc}") from None
-        return inference_pb2.RecordFeedbackResponse(feedback_id=feedback_id, durable=True)
+        if not same:
+            raise AlreadyExists(
+                f"feedback_id {client_id[:80]!r} was already used for different feedback"
+            )
+        return inference_pb2.RecordFeedbackResponse(feedback_id=client_id, durable=True)
 
     # Events --------------------------------------------------------------------------
     def on_model_promoted(self, payload: events_pb2.ModelPromoted) -> ServedVersion:

@@ -183,6 +183,20 @@ def test_record_feedback_is_durable_and_idempotent(inference_stub, inference_sta
     time.sleep(0.5)
     assert [e.feedback_id for e in seen] == ["fb-1"]
     assert seen[0].model_version == "policy-v1" and seen[0].thumbs_up
+    # The same id with other content is refused, not silently dropped as a "retry".
+    request.thumbs_up = False
+    with pytest.raises(grpc.RpcError) as reused:
+        inference_stub.RecordFeedback(request, timeout=TIMEOUT)
+    assert reused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "feedback_id" in reused.value.details()
+    too_long = inference_pb2.RecordFeedbackRequest(
+        request_id="r", model_version="policy-v1", kind=events_pb2.FEEDBACK_KIND_THUMBS,
+        response="x" * 40_000,
+    )  # fmt: skip
+    with pytest.raises(grpc.RpcError) as big:
+        inference_stub.RecordFeedback(too_long, timeout=TIMEOUT)
+    assert big.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert big.value.details().startswith("response: ")
 
 
 def test_version_swap_under_load_loses_no_request(inference_stub, inference_stack):
