@@ -520,3 +520,91 @@ def test_create_bus_follows_settings(tmp_path: Path, monkeypatch: pytest.MonkeyP
     kafka_bus = create_bus(kafka_settings, source="svc")
     assert isinstance(kafka_bus, KafkaBus) and kafka_bus.options.partitions == 5
     assert os.fspath(kafka_bus.options.state_dir) == str(tmp_path / "state")
+
+
+def test_a_dead_consumer_is_restarted_and_health_turns_false_when_it_stays_dead(tmp_path):
+    """A consumer thread that dies of an unexpected error (here the dedupe database
+    is locked) comes back and delivers what was not committed; one that keeps dying
+    is given up and the bus reports itself unhealthy."""
+    import sqlite3
+
+    from rlhf.v1 import events_pb2
+
+    bus = InProcessBus(
+        source="tests",
+        broker=InProcessBroker(),
+        options=BusOptions(state_dir=tmp_path, max_consumer_restarts=2, poll_timeout_s=0.05),
+    )
+    store = bus._dedupe_store()
+    failures = {"left": 2}
+    real_seen_many = store.seen_many
+
+    def flaky_seen_many(group, keys):
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return real_seen_many(group, keys)
+
+    store.seen_many = flaky_seen_many
+    handled: list[str] = []
+    bus.subscribe("rlhf.feedback.recorded", "g", lambda e: handled.append(e.payload.feedback_id))
+    bus.start()
+    bus.publish("rlhf.feedback.recorded", events_pb2.FeedbackRecorded(feedback_id="a"))
+    deadline = time.monotonic() + 20
+    while handled != ["a"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert handled == ["a"]
+    assert bus.stats.consumer_restarts == 2 and bus.healthy()
+
+    failures["left"] = 10**6  # now it never recovers
+    bus.publish("rlhf.feedback.recorded", events_pb2.FeedbackRecorded(feedback_id="b"))
+    deadline = time.monotonic() + 30
+    while bus.healthy() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not bus.healthy()
+    assert bus.dead_consumers() == ["rlhf.feedback.recorded/g"]
+    bus.close()
+
+
+def test_server_health_follows_the_bus():
+    import asyncio
+
+    from rlhf.runtime.service import watch_bus_health
+
+    class FakeServer:
+        services = ["rlhf.v1.TrainerService"]
+
+        def __init__(self) -> None:
+            self.serving: dict[str, bool] = {}
+
+        async def set_serving(self, name: str, serving: bool) -> None:
+            self.serving[name] = serving
+
+    class FakeBus:
+        ok = True
+
+        def healthy(self) -> bool:
+            return self.ok
+
+        def dead_consumers(self) -> list[str]:
+            return [] if self.ok else ["rlhf.retrain.requested/rlhf-trainer"]
+
+    async def scenario() -> list[dict[str, bool]]:
+        server, bus, seen = FakeServer(), FakeBus(), []
+        task = asyncio.create_task(watch_bus_health(server, bus, interval_s=0.01))
+        await asyncio.sleep(0.05)
+        seen.append(dict(server.serving))
+        bus.ok = False
+        await asyncio.sleep(0.05)
+        seen.append(dict(server.serving))
+        bus.ok = True
+        await asyncio.sleep(0.05)
+        seen.append(dict(server.serving))
+        task.cancel()
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        {},
+        {"rlhf.v1.TrainerService": False},
+        {"rlhf.v1.TrainerService": True},
+    ]

@@ -25,7 +25,7 @@ def serve(
 def run_service(service: str, config: Path | None = None, port: int | None = None) -> int:
     from rlhf.runtime.bus import create_bus
     from rlhf.runtime.grpc.server import run_server
-    from rlhf.runtime.service import ServiceContext
+    from rlhf.runtime.service import ServiceContext, watch_bus_health
     from rlhf.runtime.settings import ConfigError, Settings, load_settings
 
     module = importlib.import_module(f"rlhf.services.{service}.server")
@@ -47,8 +47,10 @@ def run_service(service: str, config: Path | None = None, port: int | None = Non
         if asyncio.iscoroutine(result):
             await result
         await asyncio.to_thread(bus.start)
+        health = asyncio.get_running_loop().create_task(watch_bus_health(server, bus))
 
         async def close() -> None:
+            health.cancel()
             ctx.close()
             await asyncio.to_thread(bus.close)
 

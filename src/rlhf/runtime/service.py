@@ -120,3 +120,21 @@ class ServiceContext:
     def close(self) -> None:
         self.closed = True
         self.runs.shutdown(wait=False)
+
+
+async def watch_bus_health(server, bus, interval_s: float = 2.0) -> None:
+    """Keep the server's health in step with its bus: when a consumer died for good the
+    service no longer handles its events, so every service on the server turns
+    NOT_SERVING (the liveness probe restarts the pod) until the bus is healthy again."""
+    import asyncio
+
+    last = True
+    while True:
+        healthy = bus.healthy()
+        if healthy != last:
+            if not healthy:
+                log.error("event consumers down: %s; health NOT_SERVING", bus.dead_consumers())
+            for name in server.services:
+                await server.set_serving(name, healthy)
+            last = healthy
+        await asyncio.sleep(interval_s)

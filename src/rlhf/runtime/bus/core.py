@@ -34,6 +34,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from rlhf.runtime import metrics
 from rlhf.runtime.bus.dedupe import DedupeStore
 from rlhf.runtime.bus.topics import TOPICS, dlq_topic
 from rlhf.runtime.telemetry import extract_context, inject_context, tracer
@@ -113,6 +114,8 @@ class BusOptions:
     dedupe_retention_s: float = 7 * 24 * 3600.0
     # Most records one consumer takes per poll; offsets are committed per batch.
     max_batch: int = 500
+    # Restarts of a consumer that died of an unexpected error before giving up.
+    max_consumer_restarts: int = 10
     # How long a consumer waits for records before checking for shutdown.
     poll_timeout_s: float = 0.1
     # How long publish waits for the broker's acknowledgement.
@@ -147,11 +150,19 @@ class BusStats:
     retries: int = 0
     dead_lettered: int = 0
     commits: int = 0
+    consumer_restarts: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
             setattr(self, name, getattr(self, name) + n)
+
+
+CONSUMER_RESTARTS = metrics.counter(
+    "rlhf_bus_consumer_restarts",
+    "Event consumers restarted after dying of an unexpected error.",
+    ("topic", "group"),
+)
 
 
 @dataclass
@@ -162,6 +173,9 @@ class Subscription:
     message_type: type[Message]
     ready: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    running: bool = False  # started and assigned: a later death is restarted
+    restarts: int = 0
+    dead: bool = False  # gave up restarting: the bus is unhealthy
 
 
 # The bus's own generator, seeded once from os.urandom: training code seeds the global
@@ -391,6 +405,55 @@ class EventBus(ABC):
                 )
             if sub.error is not None:
                 raise RuntimeError(f"consumer for {sub.topic!r} failed to start") from sub.error
+            sub.running = True
+
+    # ---- consumer supervision ----------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """False once a consumer died and could not be restarted: the service no longer
+        handles its events, so its health check must say so."""
+        return not any(sub.dead for sub in self._subscriptions)
+
+    def dead_consumers(self) -> list[str]:
+        return [f"{s.topic}/{s.group}" for s in self._subscriptions if s.dead]
+
+    def _supervise(self, sub: Subscription) -> None:
+        """Run the transport's consumer loop for `sub`, restarting it when it dies of an
+        unexpected error (a locked dedupe database, a full disk, a broker hiccup), with
+        backoff; after `max_consumer_restarts` it stays down and `healthy()` is False.
+        Uncommitted records are redelivered to the new consumer; dedupe skips repeats."""
+        while True:
+            self._consume(sub)
+            if self._closing.is_set() or sub.error is None or not sub.running:
+                return  # closed, a simulated crash, or a start-up failure start() reports
+            sub.restarts += 1
+            self.stats.add("consumer_restarts")
+            CONSUMER_RESTARTS.labels(sub.topic, sub.group).inc()
+            if sub.restarts > self.options.max_consumer_restarts:
+                sub.dead = True
+                log.error(
+                    "consumer %s/%s died %d times; giving up (health: NOT_SERVING)",
+                    sub.topic,
+                    sub.group,
+                    sub.restarts,
+                )
+                return
+            delay = min(30.0, 0.5 * 2 ** (sub.restarts - 1))
+            log.warning(
+                "consumer %s/%s died (%r); restart %d in %.1fs",
+                sub.topic,
+                sub.group,
+                sub.error,
+                sub.restarts,
+                delay,
+            )
+            sub.error = None
+            if self._closing.wait(delay):
+                return
+
+    @abstractmethod
+    def _consume(self, sub: Subscription) -> None:
+        """The transport's consumer loop; sets `sub.error` when it dies of an error."""
 
     def _envelope(
         self,

@@ -164,7 +164,7 @@ class KafkaBus(EventBus):
 
     def _start_consumer(self, sub: Subscription) -> None:
         thread = threading.Thread(
-            target=self._consume, args=(sub,), name=f"bus-{sub.topic}-{sub.group}", daemon=True
+            target=self._supervise, args=(sub,), name=f"bus-{sub.topic}-{sub.group}", daemon=True
         )
         self._threads.append(thread)
         thread.start()
