@@ -721,3 +721,70 @@ def test_pipeline_specs_copied_into_the_chart_are_packaged(tmp_path) -> None:
     listing = subprocess.run(["tar", "-tzf", packaged], capture_output=True, text=True, check=True)
     assert "rlhf/hack/gen_values_schema.py" not in listing.stdout
     assert "rlhf/ci/minimal-values.yaml" in listing.stdout
+
+
+# -- the web console (templates/console.yaml) ------------------------------------------
+CONSOLE = (
+    "console.enabled=true",
+    "console.tokens.existingSecret=console-tokens",
+    "console.grpcToken.existingSecret=console-grpc-token",
+    "console.pipeline=reviews-en",
+)
+
+
+def test_console_is_off_by_default() -> None:
+    objs = render()
+    assert not [o for o in objs if o["metadata"]["name"] == "t-rlhf-console"]
+
+
+def test_console_renders_a_hardened_client_of_the_services() -> None:
+    objs = render(sets=CONSOLE)
+    for obj in objs:
+        if obj["metadata"]["name"] == "t-rlhf-console":
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    dep = by_name(objs, "Deployment", "t-rlhf-console")
+    pod = dep["spec"]["template"]
+    assert pod["metadata"]["labels"]["t-rlhf-client"] == "true"  # admitted by the services
+    (container,) = pod["spec"]["containers"]
+    args = container["args"]
+    assert args[:2] == ["console", "--host=0.0.0.0"]
+    assert {
+        "--port=8080",
+        "--tokens-file=/etc/rlhf/console/tokens",
+        "--pipeline=reviews-en",
+        "--tls-ca=/etc/rlhf/tls/ca.crt",
+        "--secure-cookies",
+    } <= set(args)
+    env = env_of(container)
+    assert env["RLHF_INFERENCE_ADDR"] == "t-rlhf-inference.ml.svc:50051"
+    assert env["RLHF_TRAINER_ADDR"] == "t-rlhf-trainer.ml.svc:50051"
+    assert env["RLHF_DATAPREP_ADDR"] == "t-rlhf-dataprep.ml.svc:50051"
+    token = next(e for e in container["env"] if e["name"] == "RLHF_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "console-grpc-token", "key": "token"}
+    sc = container["securityContext"]
+    assert all(sc.get(key) is value for key, value in HARDENED.items())
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["artifacts"]["readOnly"] is True and mounts["tokens"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["tokens"]["secret"]["secretName"] == "console-tokens"
+    service = by_name(objs, "Service", "t-rlhf-console")
+    assert service["spec"]["ports"][0]["port"] == 80
+    policy = by_name(objs, "NetworkPolicy", "t-rlhf-console")
+    egress = {p["port"] for r in policy["spec"]["egress"] for p in r["ports"]}
+    assert egress == {53, 50051}
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": 8080, "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize(
+    ("sets", "named"),
+    [
+        (("console.enabled=true",), "console.tokens.existingSecret"),
+        (
+            ("console.enabled=true", "console.tokens.existingSecret=s"),
+            "console.grpcToken.existingSecret",
+        ),
+    ],
+)
+def test_console_without_its_secrets_fails_naming_the_key(sets, named) -> None:
+    assert named in render_error(*sets)

@@ -430,6 +430,34 @@ schema = {
                     ),
                 }
             ),
+            "console": obj(
+                {
+                    "enabled": B,
+                    "image": {"$ref": "#/definitions/serviceImage"},
+                    "replicaCount": I0,
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "pipeline": S,
+                    "tokens": obj({"existingSecret": S, "key": S}),
+                    "grpcToken": obj({"existingSecret": S, "key": S}),
+                    "secureCookies": B,
+                    "extraArgs": {"type": "array", "items": {"type": "string"}},
+                    "env": ARR_OBJ,
+                    "resources": RESOURCES,
+                    "podAnnotations": STRMAP,
+                    "nodeSelector": STRMAP,
+                    "tolerations": ARR_OBJ,
+                    "affinity": K8S_OBJ,
+                    "service": obj(
+                        {
+                            "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                            "annotations": STRMAP,
+                        }
+                    ),
+                    "networkPolicy": obj({"from": peers}),
+                },
+                desc="The web console (docs/console.md); off by default.",
+            ),
             "tests": obj(
                 {"enabled": B, "image": {"$ref": "#/definitions/auxImage"}, "resources": RESOURCES}
             ),
