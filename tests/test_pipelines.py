@@ -100,3 +100,19 @@ def test_pipeline_validate_command_fails_on_gates_off(tmp_path: Path):
     result = CliRunner().invoke(app, ["pipeline", "validate", str(path)])
     assert result.exit_code != 0
     assert "gates" in result.output
+
+
+def test_validate_names_a_stage_config_key_the_stage_does_not_take(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from rlhf.cli import _register_subcommands, app
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "pipelines" / "chat-en.yaml").read_text())
+    spec["stages"][1]["config"]["max_length"] = 256  # DPO calls it max_prompt_tokens
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    _register_subcommands()
+    result = CliRunner().invoke(app, ["pipeline", "validate", str(path), "chat-en"])
+    assert result.exit_code == 1
+    assert "stages[1].config.max_length: DPOConfig has no field 'max_length'" in result.output
+    assert "chat-en: ok" in result.output

@@ -28,6 +28,7 @@ from rlhf.runtime.service import (
 from rlhf.v1 import dataprep_pb2, dataprep_pb2_grpc, events_pb2
 from rlhf.workflows.datasets import prepare_source
 from rlhf.workflows.feedback import FeedbackStore, feedback_dataset
+from rlhf.workflows.stages import config_problems
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,12 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
     # -- preparing ----------------------------------------------------------------------
     async def PrepareDataset(self, request, context):
         if request.pipeline:
-            try:
-                load_named_pipeline(request.pipeline)  # validated now, not in the run
+            try:  # validated now, not in the run
+                problems = config_problems(load_named_pipeline(request.pipeline))
             except PipelineError as exc:
                 raise RequestInvalid("pipeline", str(exc)) from None
+            if problems:
+                raise RequestInvalid("pipeline", f"{request.pipeline}: {problems[0]}")
         else:
             require(request, "source", "task")
             check_in(request.task, "task", TASKS)

@@ -22,16 +22,23 @@ def list_pipelines() -> None:
 def validate(specs: list[str] = typer.Argument(..., help="names or YAML paths")) -> None:
     """Validate specs; exit 1 naming the bad field of the first invalid one."""
     from rlhf.pipelines import PipelineError, load_pipeline
+    from rlhf.workflows.stages import config_problems
 
     failed = False
     for spec in specs:
         try:
-            load_pipeline(spec)
-            load_pipeline(spec, quick=True)
-            typer.echo(f"{spec}: ok")
+            problems = [
+                f"{spec}{' (quick)' if quick else ''}: {problem}"
+                for quick in (False, True)
+                for problem in config_problems(load_pipeline(spec, quick=quick))
+            ]
         except PipelineError as exc:
-            typer.echo(str(exc), err=True)
-            failed = True
+            problems = [str(exc)]
+        for problem in problems:
+            typer.echo(problem, err=True)
+        failed |= bool(problems)
+        if not problems:
+            typer.echo(f"{spec}: ok")
     if failed:
         raise typer.Exit(1)
 

@@ -54,6 +54,63 @@ def stage_config(cls: type, stage: Stage, **fixed: Any) -> Any:
     return cls(**values)
 
 
+def stage_config_class(kind: str) -> tuple[type | None, set[str]]:
+    """The config dataclass a stage kind's `config:` block fills, and the extra keys the
+    stage itself reads (None for kinds configured by keys alone)."""
+    if kind in ("classifier", "judge"):
+        from rlhf.engine.classifier import ClassifierTrainConfig
+
+        return ClassifierTrainConfig, set()
+    if kind == "reward":
+        from rlhf.engine.reward_training import RewardModelTrainConfig
+
+        return RewardModelTrainConfig, set()
+    if kind == "pretrain":
+        from rlhf.engine.algorithms.pretrain import PretrainConfig
+
+        return PretrainConfig, {"model"}
+    if kind == "sft":
+        from rlhf.engine.algorithms.sft import SFTConfig
+
+        return SFTConfig, {"model"}
+    if kind == "ppo":
+        from rlhf.engine.algorithms.ppo import PPOConfig
+
+        return PPOConfig, set()
+    if kind in ("rloo", "grpo"):
+        from rlhf.engine.algorithms.rloo import RLOOConfig
+
+        return RLOOConfig, set()
+    if kind == "dpo":
+        from rlhf.engine.algorithms.dpo import DPOConfig
+
+        return DPOConfig, set()
+    if kind == "adversarial":
+        return None, set(ATTACK_KEYS)
+    if kind == "tokenizer":
+        return None, {"vocab_size"}
+    return None, set()
+
+
+def config_problems(spec: PipelineSpec) -> list[str]:
+    """Every `config:` key a stage would not take, named by its path, e.g.
+    `stages[3].config.max_steps: DPOConfig has no field 'max_steps' (known: ...)`.
+    Checked when a spec is validated, so a bad key fails before any stage runs."""
+    problems = []
+    for index, stage in enumerate(spec.stages):
+        cls, extra = stage_config_class(stage.kind)
+        known = set(extra)
+        if cls is not None:
+            known |= {f.name for f in dataclasses.fields(cls)}
+        owner = cls.__name__ if cls is not None else f"a {stage.kind} stage"
+        for key in sorted(set(stage.config) - known):
+            problems.append(
+                f"stages[{index}].config.{key}: {owner} has no field {key!r} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+    return problems
+
+
 # -- classifiers ---------------------------------------------------------------------------
 def halves(records: Sequence[LabeledText], half: int) -> list[LabeledText]:
     """A deterministic half of the records (by text hash): 0 or 1. Lets the reward
