@@ -37,6 +37,7 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
+from prepared import model_or_prepared  # noqa: E402
 from quality_rl import DEFAULT_DATA, evaluate_policy, imdb_prompts  # noqa: E402
 
 
@@ -46,8 +47,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--algorithm", choices=["grpo", "rloo"], default="grpo")
     p.add_argument("--data-dir", default=os.environ.get("RLHF_DATA_DIR", str(DEFAULT_DATA)))
     p.add_argument("--policy", default="smollm2")
-    p.add_argument("--reward-model", default="/work/models/classifier-sst2")
-    p.add_argument("--judge-model", default="/work/models/judge-imdb")
+    p.add_argument(
+        "--reward-model",
+        default=None,
+        help="reward classifier dir; default: built once and cached (bench/prepared.py)",
+    )
+    p.add_argument(
+        "--judge-model",
+        default=None,
+        help="held-out judge dir; default: built once and cached (bench/prepared.py)",
+    )
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--prompts-per-step", type=int, default=8)
     p.add_argument("--k", type=int, default=4, help="samples per prompt")
@@ -184,6 +193,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--seeds must be >= 1")
     train_prompts, eval_prompts = imdb_prompts(Path(args.data_dir))
     eval_prompts = eval_prompts[: args.eval_prompts]
+    args.reward_model = model_or_prepared(args.reward_model, "classifier-sst2", args.data_dir)
+    args.judge_model = model_or_prepared(args.judge_model, "judge-imdb", args.data_dir)
     reward_clf = load_classifier(args.reward_model, bf16=True)
     judge = load_classifier(args.judge_model, bf16=True)
 

@@ -35,8 +35,16 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=os.environ.get("RLHF_DATA_DIR", str(DEFAULT_DATA)))
     parser.add_argument("--policy", default="smollm2", help="causal LM name or directory")
-    parser.add_argument("--reward-model", default="/work/models/classifier-sst2")
-    parser.add_argument("--judge-model", default="/work/models/judge-imdb")
+    parser.add_argument(
+        "--reward-model",
+        default=None,
+        help="reward classifier dir; default: built once and cached (bench/prepared.py)",
+    )
+    parser.add_argument(
+        "--judge-model",
+        default=None,
+        help="held-out judge dir; default: built once and cached (bench/prepared.py)",
+    )
     parser.add_argument(
         "--reward",
         choices=["prob", "logodds"],
@@ -225,6 +233,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if len(eval_prompts) < 128:
         raise SystemExit(f"only {len(eval_prompts)} held-out prompts; the bar needs >= 128")
 
+    from prepared import model_or_prepared
+
+    args.reward_model = model_or_prepared(args.reward_model, "classifier-sst2", args.data_dir)
+    args.judge_model = model_or_prepared(args.judge_model, "judge-imdb", args.data_dir)
     reward_clf = load_classifier(args.reward_model, device=args.device, bf16=use_autocast)
     judge = load_classifier(args.judge_model, device=args.device, bf16=use_autocast)
 

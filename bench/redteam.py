@@ -42,8 +42,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--data-dir", type=Path, default=None, help="default RLHF_DATA_DIR or ../shared/data"
     )
-    p.add_argument("--reward-model", default="/work/models/classifier-sst2")
-    p.add_argument("--judge-model", default="/work/models/judge-imdb")
+    p.add_argument(
+        "--reward-model",
+        default=None,
+        help="reward classifier dir; default: built once and cached (bench/prepared.py)",
+    )
+    p.add_argument(
+        "--judge-model",
+        default=None,
+        help="held-out judge dir; default: built once and cached (bench/prepared.py)",
+    )
     p.add_argument("--prompts", type=int, default=160, help="held-out prompts (>= 128)")
     p.add_argument("--samples-per-prompt", type=int, default=2)
     p.add_argument("--rounds", type=int, default=1, help="mutation rounds after the held-out one")
@@ -99,6 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = heldout[: args.prompts]
     if len(prompts) < 128:
         raise SystemExit(f"only {len(prompts)} held-out prompts; the report needs >= 128")
+    from prepared import model_or_prepared
+
+    args.reward_model = model_or_prepared(args.reward_model, "classifier-sst2", root)
+    args.judge_model = model_or_prepared(args.judge_model, "judge-imdb", root)
     rm = load_classifier(args.reward_model, bf16=True)
     judge = load_classifier(args.judge_model, bf16=True)
 

@@ -3,10 +3,10 @@
     python bench/robustness.py --json [--model DIR] [--n 500]
     python bench/robustness.py --json --lang zh [--model DIR]
 
-English: the SST-2 MiniLM classifier (--model, default /work/models/classifier-sst2; a
-quick one is fine-tuned with rlhf.engine.classifier.train_classifier if it is absent),
-attacked on the first --n SST-2 dev sentences by the word-substitution attack (<= 3
-words, MiniLM similarity >= 0.80, substitutes from the model's own input embeddings).
+English: the SST-2 MiniLM classifier (--model; default: built once with the classifier
+benchmark's recipe and cached, see bench/prepared.py), attacked on the first --n SST-2
+dev sentences by the word-substitution attack (<= 3 words, MiniLM similarity >= 0.80,
+substitutes from the model's own input embeddings).
 Then adversarial training on SST-2 TRAIN sentences, either
   --scheme online (default): every batch gets, per text, the worst of k label-preserving
     variants from the attack's own substitution sets (first-order ranked, scored by the
@@ -33,6 +33,8 @@ import random
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,9 +159,11 @@ def fallback_dir(args) -> Path:
 
 
 def load_or_train_en(args, train):
+    from prepared import model_or_prepared
+
     from rlhf.engine.classifier import ClassifierTrainConfig, load_classifier, train_classifier
 
-    path = Path(args.model or "/work/models/classifier-sst2")
+    path = Path(model_or_prepared(args.model, "classifier-sst2", data_dir(args)))
     if (path / "config.json").is_file():
         return load_classifier(path), str(path)
     log(f"{path} not found: fine-tuning MiniLM on SST-2 for {args.train_minutes} min")
@@ -169,6 +173,8 @@ def load_or_train_en(args, train):
 
 
 def load_or_train_zh(args, train):
+    from prepared import model_or_prepared
+
     from rlhf.engine.classifier import (
         ClassifierTrainConfig,
         load_classifier,
@@ -176,7 +182,7 @@ def load_or_train_zh(args, train):
         train_classifier,
     )
 
-    path = Path(args.model or "/work/models/classifier-chnsenticorp")
+    path = Path(model_or_prepared(args.model, "classifier-chnsenticorp", data_dir(args)))
     if (path / "config.json").is_file():
         return load_classifier(path), str(path)
     log(f"{path} not found: training a small BERT on ChnSentiCorp for {args.train_minutes} min")

@@ -4,7 +4,7 @@
         HFClassifier, MiniLMSimilarity, EmbeddingNeighbours, WordSubstitutionAttack,
         WordAttackConfig, robustness_report,
     )
-    clf = HFClassifier.from_pretrained("/work/models/classifier-sst2")
+    clf = HFClassifier.from_pretrained("path/to/classifier")
     attack = WordSubstitutionAttack(clf, EmbeddingNeighbours.from_model(clf.model,
                                     clf.tokenizer), MiniLMSimilarity(), WordAttackConfig())
     report = robustness_report(attack.attack_many(texts, labels))
