@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 from rlhf.services.inference.settings import BatchingSettings, InferenceSettings, ServingSettings
 
+from rlhf.runtime.bus import topics
 from rlhf.runtime.grpc import (
     AlreadyExists,
     GrpcServer,
@@ -59,8 +60,8 @@ from rlhf.v1 import common_pb2, events_pb2, inference_pb2, inference_pb2_grpc
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "rlhf.v1.InferenceService"
-TOPIC_MODEL_PROMOTED = "rlhf.model.promoted"
-TOPIC_FEEDBACK_RECORDED = "rlhf.feedback.recorded"
+TOPIC_MODEL_PROMOTED = topics.MODEL_PROMOTED
+TOPIC_FEEDBACK_RECORDED = topics.FEEDBACK_RECORDED
 CONSUMER_GROUP = "inference"
 
 #: Byte ceilings of RecordFeedback's text fields.

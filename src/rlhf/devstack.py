@@ -11,9 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from rlhf.contract import SERVICES
 from rlhf.runtime.ports import free_port
-
-SERVICES = ("dataprep", "reward", "adversary", "trainer", "inference")
 
 
 class DevStack:

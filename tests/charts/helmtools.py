@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 import yaml
 
+from rlhf.contract import SERVICES  # noqa: F401 - the contract, defined once
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "rlhf"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 K8S_VERSION = "1.33.0"
-SERVICES = ("dataprep", "trainer", "reward", "adversary", "inference")
 
 
 def tool(name: str) -> str:

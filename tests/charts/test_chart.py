@@ -616,11 +616,9 @@ def test_kafka_sasl_tls_and_grpc_secrets_are_wired_from_existing_secrets() -> No
 def test_strimzi_topics_cover_every_event_and_its_dead_letter_topic() -> None:
     topics = of_kind(render(VARIANTS["external-kafka-tls-sasl"]), "KafkaTopic")
     names = {t["spec"]["topicName"] for t in topics}
-    events = {
-        "rlhf.dataset.prepared", "rlhf.reward.model.ready", "rlhf.adversarial.batch.ready",
-        "rlhf.robustness.report", "rlhf.policy.checkpoint.ready", "rlhf.model.promoted",
-        "rlhf.run.progress", "rlhf.feedback.recorded", "rlhf.retrain.requested",
-    }  # fmt: skip
+    from rlhf.contract import TOPICS
+
+    events = set(TOPICS)  # the contract, defined once
     assert names == events | {f"{e}.dlq" for e in events}
     for topic in topics:
         assert topic["metadata"]["namespace"] == "kafka"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-SERVICES = ("dataprep", "trainer", "reward", "adversary", "inference")
+from rlhf.contract import SERVICES
 
 
 def serve(

@@ -16,21 +16,23 @@ from pathlib import Path
 from google.protobuf.message import Message
 
 from rlhf.registry import ModelRegistry
+from rlhf.runtime.bus import topics
 from rlhf.runtime.runs import RunManager, RunRecord
 from rlhf.runtime.settings import Settings
 from rlhf.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
-TOPIC_DATASET_PREPARED = "rlhf.dataset.prepared"
-TOPIC_REWARD_MODEL_READY = "rlhf.reward.model.ready"
-TOPIC_ADVERSARIAL_BATCH_READY = "rlhf.adversarial.batch.ready"
-TOPIC_ROBUSTNESS_REPORT = "rlhf.robustness.report"
-TOPIC_POLICY_CHECKPOINT_READY = "rlhf.policy.checkpoint.ready"
-TOPIC_MODEL_PROMOTED = "rlhf.model.promoted"
-TOPIC_RUN_PROGRESS = "rlhf.run.progress"
-TOPIC_FEEDBACK_RECORDED = "rlhf.feedback.recorded"
-TOPIC_RETRAIN_REQUESTED = "rlhf.retrain.requested"
+# Topic names for the services (defined once, in rlhf.runtime.bus.topics).
+TOPIC_DATASET_PREPARED = topics.DATASET_PREPARED
+TOPIC_REWARD_MODEL_READY = topics.REWARD_MODEL_READY
+TOPIC_ADVERSARIAL_BATCH_READY = topics.ADVERSARIAL_BATCH_READY
+TOPIC_ROBUSTNESS_REPORT = topics.ROBUSTNESS_REPORT
+TOPIC_POLICY_CHECKPOINT_READY = topics.POLICY_CHECKPOINT_READY
+TOPIC_MODEL_PROMOTED = topics.MODEL_PROMOTED
+TOPIC_RUN_PROGRESS = topics.RUN_PROGRESS
+TOPIC_FEEDBACK_RECORDED = topics.FEEDBACK_RECORDED
+TOPIC_RETRAIN_REQUESTED = topics.RETRAIN_REQUESTED
 
 
 def uri_path(uri: str) -> Path:

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from google.protobuf.message import Message
-
-from rlhf.v1 import events_pb2
-
-TOPICS: dict[str, type[Message]] = {
-    "rlhf.dataset.prepared": events_pb2.DatasetPrepared,
-    "rlhf.reward.model.ready": events_pb2.RewardModelReady,
-    "rlhf.adversarial.batch.ready": events_pb2.AdversarialBatchReady,
-    "rlhf.robustness.report": events_pb2.RobustnessReport,
-    "rlhf.policy.checkpoint.ready": events_pb2.PolicyCheckpointReady,
-    "rlhf.model.promoted": events_pb2.ModelPromoted,
-    "rlhf.run.progress": events_pb2.RunProgress,
-    "rlhf.feedback.recorded": events_pb2.FeedbackRecorded,
-    "rlhf.retrain.requested": events_pb2.RetrainRequested,
-}
+from rlhf.contract import (  # noqa: F401 - the contract is defined once, there
+    ADVERSARIAL_BATCH_READY,
+    DATASET_PREPARED,
+    FEEDBACK_RECORDED,
+    MODEL_PROMOTED,
+    POLICY_CHECKPOINT_READY,
+    RETRAIN_REQUESTED,
+    REWARD_MODEL_READY,
+    ROBUSTNESS_REPORT,
+    RUN_PROGRESS,
+    SERVICES,
+    TOPICS,
+)
 
 DLQ_SUFFIX = ".dlq"
 
