@@ -6,6 +6,7 @@ win rates, charts. The browser tests against the real platform are in test_brows
 from __future__ import annotations
 
 import io
+import json
 import re
 import urllib.parse
 from types import SimpleNamespace
@@ -320,6 +321,23 @@ def test_pool_runs_and_charts(setup):
     assert text.count("<svg") >= 3 and "<polyline" in text
     assert len(setup.backend.run_history("run-1")) == 2
     assert browser.request("GET", "/runs/run-1")[0] == 200
+
+
+def test_curves_come_from_the_runs_metrics_file(setup, tmp_path):
+    """A finished run's full curve: metrics.jsonl beside the model it trained."""
+    run_dir = tmp_path / "models" / "p" / "ppo" / "run-2"
+    (run_dir / "run").mkdir(parents=True)
+    rows = [{"step": i, "score": 0.1 * i, "kl_per_sequence": 0.5 * i} for i in range(1, 6)]
+    (run_dir / "run" / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    model = setup.client.models[1]
+    model.lineage.run_id = "run-2"
+    model.artifact.uri = f"file://{run_dir / 'model'}"
+    setup.client.runs = [common_pb2.RunStatus(run_id="run-2", stage="ppo", state=3, step=5)]
+    browser = Browser(setup.app)
+    browser.sign_in(OPERATOR)
+    _, _, text = browser.request("GET", "/runs")
+    assert "Latest run with metrics: run-2" in text
+    assert text.count("<polyline") == 2 and "score" in text and "kl_per_sequence" in text
 
 
 def test_tokens_file_errors():

@@ -71,7 +71,12 @@ GATE_INPUTS = {  # gate -> the lineage metrics it reads (as in rlhf.workflows.st
     "pairwise_not_worse": ("pairwise_accuracy_before", "pairwise_accuracy_after"),
     "win_rate": ("win_rate",),
 }
-CHART_GROUPS = (("reward", "Reward"), ("kl", "KL"), ("judge", "Judge"))
+# Chart -> words of the metric names it draws (PPO logs "score", RLOO/GRPO "reward", ...).
+CHART_GROUPS = (
+    (("reward", "score", "rewards"), "Reward"),
+    (("kl",), "KL"),
+    (("judge",), "Judge"),
+)
 KINDS = {0: "?", 1: "policy", 2: "reward", 3: "classifier"}
 RUN_STATES = {0: "unspecified", 1: "pending", 2: "running", 3: "succeeded", 4: "failed"}
 RUN_STATES[5] = "cancelled"
@@ -757,13 +762,19 @@ class ConsoleApp:
             for r in runs
         ]
         charts = Html("")
-        charted = next((r for r in runs if self.backend.run_history(r.run_id)), None)
-        if charted is not None:
-            charts = h(
-                '<section id="charts"><h2>Latest run with metrics: {}</h2>{}</section>',
-                charted.run_id,
-                self._charts(charted.run_id),
-            )
+        try:
+            models = self.backend.list_models()
+        except ConsoleError:
+            models = []
+        for run in runs[:20]:  # the newest run with a curve
+            curves = self.backend.run_curves(run.run_id, models)
+            if curves:
+                charts = h(
+                    '<section id="charts"><h2>Latest run with metrics: {}</h2>{}</section>',
+                    run.run_id,
+                    self._charts(curves),
+                )
+                break
         body = h(
             '<table id="runs"><thead><tr><th>run</th><th>stage</th><th>state</th>'
             "<th>progress</th><th>latest metrics</th><th>message</th></tr></thead>"
@@ -784,19 +795,18 @@ class ConsoleApp:
             state=RUN_STATES.get(run.state, "?"),
             progress=progress_bar(int(run.step), int(run.total_steps)),
             message=run.message,
-            charts=self._charts(run.run_id),
+            charts=self._charts(self.backend.run_curves(run.run_id)),
         )
         return self.page(f"Run {run.run_id}", session, user, body)
 
-    def _charts(self, run_id: str) -> Html:
-        history = self.backend.run_history(run_id)
+    def _charts(self, history: list[tuple[float, int, dict[str, float]]]) -> Html:
         charts = []
-        for word, title in CHART_GROUPS:
+        for words, title in CHART_GROUPS:
             series: dict[str, list[tuple[float, float]]] = {}
             for index, (_, step, metrics) in enumerate(history):
                 x = float(step) if step else float(index)
                 for key, value in metrics.items():
-                    if word in key.split("_") or key.startswith(word):
+                    if any(w in key.split("_") for w in words):
                         series.setdefault(key, []).append((x, value))
             charts.append(line_chart(title, series))
         return h('<div class="charts">{}</div>', join(charts))

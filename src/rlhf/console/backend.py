@@ -221,7 +221,8 @@ class Backend:
         reply = self._inference(
             self.client.generate,
             [prompt],
-            model=self.model,
+            # the registry names versions "<model name>-v<n>"
+            model=self.model or version.rsplit("-v", 1)[0],
             version=version,
             max_new_tokens=self.max_new_tokens,
             temperature=self.temperature,
@@ -233,11 +234,19 @@ class Backend:
     def versions_to_compare(self) -> tuple[str, str]:
         """(serving, candidate): the promoted version of the model and its latest
         non-promoted version (a retrained candidate or a canary; "" when none)."""
-        models = self.list_models(self.model)
+        models = [
+            m
+            for m in self.list_models(self.model)
+            if m.kind == common_pb2.MODEL_KIND_POLICY or self.model
+        ]
         serving = next((m for m in models if m.promoted), None)
         if serving is None:
             raise ConsoleError(f"no promoted version of {self.model or 'the policy'} yet")
-        others = [m for m in models if not m.promoted and m.version != serving.version]
+        others = [
+            m
+            for m in models
+            if m.name == serving.name and not m.promoted and m.version != serving.version
+        ]
         others.sort(key=lambda m: (m.created_at.seconds, m.created_at.nanos, m.version))
         return serving.version, (others[-1].version if others else "")
 
@@ -587,6 +596,25 @@ class Backend:
         with self._lock:
             return list(self.history.get(run_id, ()))
 
+    def run_curves(
+        self, run_id: str, models: list[Any] | None = None
+    ) -> list[tuple[float, int, dict[str, float]]]:
+        """The run's metrics over steps: its `metrics.jsonl` (beside the model artifact
+        of the version it trained) when the console can read the artifact volume, else
+        the snapshots polled from ListRuns / GetRun."""
+        polled = self.run_history(run_id)
+        if models is None:
+            try:
+                models = self.list_models()
+            except ConsoleError:
+                models = []
+        model = next((m for m in models if m.lineage.run_id == run_id), None)
+        if model is None or not model.artifact.uri.startswith("file://"):
+            return polled
+        path = Path(model.artifact.uri.removeprefix("file://")).parent / "run" / "metrics.jsonl"
+        from_file = _read_metrics(path)
+        return from_file if len(from_file) > len(polled) else polled
+
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_interval_s):
             try:
@@ -614,3 +642,31 @@ def _read_jsonl(uri: str) -> list[dict]:
     except (OSError, json.JSONDecodeError) as exc:
         raise ConsoleError(f"cannot read the prompt pool: {exc}") from None
     return records
+
+
+def _read_metrics(
+    path: Path, max_bytes: int = 8 << 20
+) -> list[tuple[float, int, dict[str, float]]]:
+    """Rows of a run's metrics.jsonl (`{"step": n, "<metric>": value, ...}` a line)."""
+    try:
+        if not path.is_file() or path.stat().st_size > max_bytes:
+            return []
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(obj, dict):
+            continue
+        values = {
+            k: float(v)
+            for k, v in obj.items()
+            if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        step = obj.get("step", len(rows))
+        rows.append((0.0, int(step) if isinstance(step, int | float) else len(rows), values))
+    return rows
