@@ -203,6 +203,16 @@ def test_cookie_flags(setup):
     setup.app(environ, lambda status, headers: seen.update(headers=headers))
     cookie = dict(seen["headers"])["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    # probes and static files create no session
+    status, headers, _ = Browser(setup.app).request("GET", "/healthz")
+    assert status == 200 and "Set-Cookie" not in headers
+    # signing out ends the session
+    browser = Browser(setup.app)
+    browser.sign_in(LABELLER)
+    assert browser.request("GET", "/compare")[0] == 200
+    status, headers, _ = browser.post("/signout")
+    assert status == 303 and headers["Location"].startswith("/signin")
+    assert browser.request("GET", "/compare")[0] == 303
 
 
 def test_compare_records_one_preference_with_the_labeller(setup):

@@ -147,6 +147,7 @@ class ConsoleApp:
         self.backend = backend
         self.tokens = tokens
         self.sessions = sessions or Sessions()
+        self.anonymous = Sessions(ttl_s=3600)  # sign-in forms only
         self.secure_cookies = secure_cookies
         self.title = title
         self.css = CSS.encode("utf-8")
@@ -168,9 +169,12 @@ class ConsoleApp:
         new_session: Session | None = None
         try:
             request = _parse(environ)
-            session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
-            if session is None:
-                session = new_session = self.sessions.new()
+            sid = request.cookies.get(SESSION_COOKIE)
+            session = self.sessions.get(sid) or self.anonymous.get(sid)
+            if session is None and request.path == "/signin":
+                # Only the sign-in page needs a session before sign-in (its CSRF token);
+                # those live in their own bounded store, apart from signed-in sessions.
+                session = new_session = self.anonymous.new()
             reply = self.dispatch(request, session)
         except _TooLarge:
             reply = Reply(413, b"request too large", "text/plain; charset=utf-8")
@@ -193,16 +197,17 @@ class ConsoleApp:
             parts.append("Max-Age=0")
         return "; ".join(parts)
 
-    def dispatch(self, request: Request, session: Session) -> Reply:
+    def dispatch(self, request: Request, session: Session | None) -> Reply:
         path = request.path
         if path == "/static/console.css" and request.method == "GET":
             return Reply(200, self.css, "text/css; charset=utf-8")
         if path == "/healthz":
             return Reply(200, b"ok", "text/plain; charset=utf-8")
         if path == "/signin":
+            assert session is not None
             return self.signin(request, session)
         user = self._user(session)
-        if user is None:  # not signed in, expired, or the token was revoked
+        if session is None or user is None:  # not signed in, expired, or token revoked
             return redirect("/signin")
         if request.method == "POST" and not csrf_ok(session, request.form.get("csrf", "")):
             return self.page(
@@ -214,12 +219,11 @@ class ConsoleApp:
             )
         if path == "/signout" and request.method == "POST":
             self.sessions.drop(session.id)
-            fresh = self.sessions.new()
             return Reply(
                 303,
                 headers=[
                     ("Location", "/signin?msg=signedout"),
-                    ("Set-Cookie", self._cookie(fresh.id)),
+                    ("Set-Cookie", self._cookie("", clear=True)),
                 ],
             )
         if path == "/" and request.method == "GET":
@@ -233,8 +237,8 @@ class ConsoleApp:
             return self.page("Not found", session, user, h("<p>No such page.</p>"), status=404)
         return handler(request, session, user)
 
-    def _user(self, session: Session) -> User | None:
-        if not session.signed_in:
+    def _user(self, session: Session | None) -> User | None:
+        if session is None or not session.signed_in:
             return None
         user = self.tokens.user_for_digest(session.token_digest)
         if user is None or user.id != session.user_id:
@@ -327,7 +331,8 @@ class ConsoleApp:
                 found = self.tokens.authenticate(request.form.get("token", ""))
                 if found is not None:
                     user, digest = found
-                    self.sessions.drop(session.id)  # a fresh id: no session fixation
+                    self.anonymous.drop(session.id)  # a fresh id: no session fixation
+                    self.sessions.drop(session.id)
                     fresh = self.sessions.new(digest, user.id)
                     log.info("%s signed in (%s)", user.id, user.role)
                     return Reply(
