@@ -38,6 +38,7 @@ from typing import Any
 
 import grpc
 
+from rlhf.contract import SERVICES
 from rlhf.runtime.service import (
     TOPIC_MODEL_PROMOTED,
     TOPIC_POLICY_CHECKPOINT_READY,
@@ -49,8 +50,6 @@ from rlhf.runtime.service import (
 from rlhf.v1 import common_pb2
 
 log = logging.getLogger(__name__)
-
-SERVICES = ("dataprep", "reward", "adversary", "trainer", "inference")
 
 
 class DemoError(RuntimeError):
@@ -67,7 +66,8 @@ class DemoOptions:
     timeout_s: float = 3600.0
     duplicates: int = 5  # feedback events re-sent with the same id (client retries)
     seed: int = 1  # sampling seed of the side-by-side samples (base, v1, v2)
-    max_new_tokens: int = 24  # length of the side-by-side samples and the feedback texts
+    max_new_tokens: int = 24  # length of the side-by-side samples
+    feedback_tokens: int = 16  # length of the generated texts users give feedback on
 
 
 @dataclass
@@ -343,8 +343,11 @@ def _run_demo(options: DemoOptions, console: Any, show_progress: bool) -> dict[s
                 "the first promoted policy",
             )[0]
             round_minutes = (time.monotonic() - round_started) / 60
+            phases = {"platform_start": round_started - started, "round_1": round_minutes * 60}
             first_version = first.model.version
+            mark = time.monotonic()
             served_first = _wait_served(client, first_version, options, spec.language)
+            phases["serve_v1"], mark = time.monotonic() - mark, time.monotonic()
 
             # -- production traffic and feedback -----------------------------------------
             judge_version = next(
@@ -360,6 +363,7 @@ def _run_demo(options: DemoOptions, console: Any, show_progress: bool) -> dict[s
             requests = observer.wait_for(
                 lambda: observer.retrain_requests, options.timeout_s, "retrain.requested"
             )
+            phases["feedback"], mark = time.monotonic() - mark, time.monotonic()
             # -- round 2: retraining from the promoted model --------------------------------
             second = observer.wait_for(
                 lambda: (
@@ -374,9 +378,12 @@ def _run_demo(options: DemoOptions, console: Any, show_progress: bool) -> dict[s
                 "the retrained policy",
             )[0]
             second_version = second.model.version
+            phases["round_2"], mark = time.monotonic() - mark, time.monotonic()
             served_second = _wait_served(client, second_version, options, spec.language)
             time.sleep(1.0)  # late events (e.g. duplicate feedback) settle
+            phases["serve_v2"], mark = time.monotonic() - mark, time.monotonic()
         base = _base_samples(spec, workdir, options)
+        phases["base_samples"] = time.monotonic() - mark
         registry = ModelRegistry(workdir / "registry")
         report = _report(
             spec,
@@ -394,6 +401,7 @@ def _run_demo(options: DemoOptions, console: Any, show_progress: bool) -> dict[s
         )
         report["retrain"]["window_id"] = requests[0].window_id
         report["samples"] = _side_by_side(served_first, served_second, base)
+        report["phase_minutes"] = {k: round(v / 60, 2) for k, v in phases.items()}
         return report
     except grpc.RpcError as exc:
         raise DemoError(f"{exc.code().name}: {exc.details()}") from exc
@@ -581,7 +589,7 @@ def _send_feedback(client, spec, served: dict, judge, options: DemoOptions) -> d
         cursor += len(batch)
         reply = client.generate(
             [p for p in batch for _ in range(2)],
-            max_new_tokens=options.max_new_tokens,
+            max_new_tokens=options.feedback_tokens,
             temperature=1.0,
         )
         for k, prompt in enumerate(batch):
@@ -602,7 +610,7 @@ def _send_feedback(client, spec, served: dict, judge, options: DemoOptions) -> d
     while len(ids) < count:
         batch = [prompts[(cursor + k) % len(prompts)] for k in range(count - len(ids))]
         cursor += len(batch)
-        reply = client.generate(batch, max_new_tokens=options.max_new_tokens, temperature=1.0)
+        reply = client.generate(batch, max_new_tokens=options.feedback_tokens, temperature=1.0)
         texts = [p + c for p, c in zip(batch, reply.completions, strict=True)]
         verdicts = judge.predict(texts) if judge is not None else None
         for k, (prompt, text) in enumerate(zip(batch, texts, strict=True)):
@@ -749,7 +757,7 @@ def render_report(report: dict[str, Any], console: Any) -> None:
             row[key][len(prompt) :] if row[key] and row[key].startswith(prompt) else row[key]
             for key in ("base", "v1", "v2")
         ]
-        samples.add_row(prompt, *[("…" + c) if c else "-" for c in cells])
+        samples.add_row(prompt, *[("…" + " ".join(c.split())) if c else "-" for c in cells])
     console.print(samples)
 
     def rate(value: float | None) -> str:
