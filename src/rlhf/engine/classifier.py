@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Extra key in config.json: the max token length the classifier was trained with.
 MAX_LENGTH_KEY = "rlhf_max_length"
+#: Extra key in config.json: tokens kept from the end of long texts (head+tail truncation).
+TAIL_LENGTH_KEY = "rlhf_tail_length"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
@@ -55,10 +57,14 @@ class TextClassifier:
         max_length: int = 128,
         device: str | torch.device = "cpu",
         bf16: bool = False,
+        tail_length: int = 0,
     ) -> None:
         self.model = model.to(device)
         self.tokenizer = tokenizer
         self.max_length = max_length
+        # > 0: a text longer than max_length keeps its first max_length - tail_length
+        # tokens and its last tail_length (reviews often end with the verdict).
+        self.tail_length = tail_length
         self.device = torch.device(device)
         self.bf16 = bf16  # autocast for inference (CPU bf16 is ~1.35x faster here)
         if tokenizer.pad_token is None:
@@ -82,7 +88,19 @@ class TextClassifier:
         return labels.index("positive") if "positive" in labels else self.num_labels - 1
 
     # -- inference ----------------------------------------------------------------------
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, truncated to max_length (head, or head+tail)."""
+        if not self.tail_length:
+            return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)[
+                "input_ids"
+            ]
+        ids = self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+        return [head_tail(seq, self.max_length, self.tail_length) for seq in ids]
+
     def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        if self.tail_length:
+            batch = pad_batch(self.token_ids(texts), self.tokenizer.pad_token_id)
+            return {k: v.to(self.device) for k, v in batch.items()}
         batch = self.tokenizer(
             list(texts),
             padding=True,
@@ -155,6 +173,7 @@ class TextClassifier:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         setattr(self.model.config, MAX_LENGTH_KEY, self.max_length)
+        setattr(self.model.config, TAIL_LENGTH_KEY, self.tail_length)
         self.model.save_pretrained(str(directory), safe_serialization=True)
         self.tokenizer.save_pretrained(str(directory))
         return directory
@@ -202,8 +221,11 @@ def load_classifier(
     model = AutoModelForSequenceClassification.from_pretrained(str(directory))
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     max_length = int(config.get(MAX_LENGTH_KEY) or min(tokenizer.model_max_length, 512))
+    tail_length = int(config.get(TAIL_LENGTH_KEY) or 0)
     model.eval()
-    return TextClassifier(model, tokenizer, max_length=max_length, device=device, bf16=bf16)
+    return TextClassifier(
+        model, tokenizer, max_length=max_length, device=device, bf16=bf16, tail_length=tail_length
+    )
 
 
 def minilm_backbone_dir() -> Path:
@@ -269,11 +291,15 @@ def tiny_classifier(
     num_heads: int = 2,
     max_length: int = 64,
     seed: int = 0,
+    split_cjk: bool = True,
+    min_frequency: int = 1,
+    tail_length: int = 0,
 ) -> TextClassifier:
     """A randomly initialised tiny BERT classifier (for tests), tokenizer trained on `texts`.
 
     `labels` may be a count: 2 gives ("negative", "positive"), 1 a single-logit reward
-    model ("reward",), any other n gives "label_0" ... "label_{n-1}".
+    model ("reward",), any other n gives "label_0" ... "label_{n-1}". `split_cjk` and
+    `min_frequency` go to `train_tokenizer`; `tail_length` to the classifier.
     """
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -287,8 +313,9 @@ def tiny_classifier(
     tokenizer = train_tokenizer(
         list(texts or _TINY_CORPUS),
         vocab_size=vocab_size,
-        min_frequency=1,
+        min_frequency=min_frequency,
         model_max_length=max_length,
+        split_cjk=split_cjk,
     )
     id2label, label2id = _label_maps(labels)
     config = BertConfig(
@@ -306,7 +333,7 @@ def tiny_classifier(
     )
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
-    return TextClassifier(model, tokenizer, max_length=max_length)
+    return TextClassifier(model, tokenizer, max_length=max_length, tail_length=tail_length)
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,6 +375,59 @@ class ClassifierTrainConfig(TrainLoopConfig):
     """Classifier fine-tuning. The defaults are the SST-2 recipe measured on 2 CPU cores."""
 
     labels: tuple[str, ...] = SENTIMENT_LABELS  # class id = position in this tuple
+    tail_length: int | None = None  # head+tail truncation (see TextClassifier); None:
+    # keep the classifier's own setting
+
+
+@dataclass(frozen=True)
+class ChineseClassifierRecipe:
+    """Chinese sentiment from scratch on a CPU: `python bench/quality.py classifier --lang zh`.
+
+    A small BERT trained from scratch over a BPE vocabulary learnt on the training texts
+    whose merges span CJK characters (frequent words become single tokens), reading the
+    head and the tail of long reviews (the verdict is often at the end). Measured on
+    ChnSentiCorp with 2 shared CPU cores: see docs/engine-data.md.
+    """
+
+    vocab_size: int = 16000
+    min_frequency: int = 2
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    max_length: int = 128  # tokens (about 200 characters of merged tokens)
+    tail_length: int = 48
+    lr: float = 1e-3
+    epochs: float = 3.0
+    batch_size: int = 32
+
+    def classifier(
+        self, texts: Sequence[str], labels: Sequence[str] = SENTIMENT_LABELS, seed: int = 0
+    ) -> TextClassifier:
+        """The untrained model, its tokenizer trained on `texts` (the training texts)."""
+        return tiny_classifier(
+            labels,
+            texts,
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            max_length=self.max_length,
+            seed=seed,
+            split_cjk=False,
+            min_frequency=self.min_frequency,
+            tail_length=self.tail_length,
+        )
+
+    def train_config(self, **overrides: Any) -> ClassifierTrainConfig:
+        settings = {
+            "backbone": "tiny",
+            "lr": self.lr,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "tail_length": self.tail_length,
+        }
+        return ClassifierTrainConfig(**{**settings, **overrides})
 
 
 @dataclass
@@ -412,6 +492,18 @@ def epoch_batches(
         perm = torch.randperm(len(batches), generator=g).tolist()
         batches = [batches[i] for i in perm]
     return batches
+
+
+def head_tail(ids: Sequence[int], max_length: int, tail_length: int) -> list[int]:
+    """The first max_length - tail_length and the last tail_length ids of a long sequence.
+
+    >>> head_tail(list(range(10)), 6, 2)
+    [0, 1, 2, 3, 8, 9]
+    """
+    if len(ids) <= max_length:
+        return list(ids)
+    tail_length = min(tail_length, max_length - 1)
+    return list(ids[: max_length - tail_length]) + list(ids[len(ids) - tail_length :])
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -648,13 +740,13 @@ def train_classifier(
         raise ValueError(f"classifier labels {classifier.labels} != config labels {list(labels)}")
     classifier.to(config.device)
     classifier.max_length = config.max_length
+    if config.tail_length is not None:
+        classifier.tail_length = config.tail_length
     model, device = classifier.model, classifier.device
     label_ids = {label: i for i, label in enumerate(labels)}
 
     # Tokenise once up front; batches are padded to their own longest example.
-    encoded = classifier.tokenizer(
-        [r.text for r in train], truncation=True, max_length=config.max_length
-    )["input_ids"]
+    encoded = classifier.token_ids([r.text for r in train])
     targets = torch.tensor([label_ids[r.label] for r in train])
     pad_id = classifier.tokenizer.pad_token_id
 

@@ -53,8 +53,15 @@ def train_tokenizer(
     vocab_size: int = 8000,
     min_frequency: int = 2,
     model_max_length: int = 512,
+    split_cjk: bool = True,
 ) -> Any:
     """Train a byte-level BPE tokenizer (CJK pre-split per character) on `texts`.
+
+    With `split_cjk=False` merges may span CJK characters, so the words and phrases
+    frequent in `texts` become single tokens (a learnt segmentation): for a Chinese
+    classifier trained from scratch on its own corpus this reads better and shorter
+    than one token per character (ChnSentiCorp: ~0.89 -> ~0.90 dev accuracy in a
+    third of the time).
 
     Returns a `transformers.PreTrainedTokenizerFast` with <pad>/<unk>/<s>/</s>; encodings
     are wrapped as `<s> text </s>`. Save it with `.save_pretrained(dir)` (HF format).
@@ -65,11 +72,13 @@ def train_tokenizer(
 
     specials = list(SPECIAL_TOKENS.values())
     tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk"]))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(f"[{CJK_CHAR_CLASS}]"), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.pre_tokenizer = (
+        pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(f"[{CJK_CHAR_CLASS}]"), behavior="isolated"), byte_level]
+        )
+        if split_cjk
+        else byte_level
     )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = tk_trainers.BpeTrainer(
