@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -306,8 +307,12 @@ class AdversaryService(adversary_pb2_grpc.AdversaryServiceServicer):
     async def GetReport(self, request, context):
         require(request, "run_id")
         path = self.reports_dir / request.run_id / "report.json"
-        if "/" in request.run_id or not path.exists():
-            raise NotFound(f"no report for run {request.run_id!r} (unknown, or not finished)")
+        # Run ids are short names; anything else (a 5,000-character id, a NUL) would
+        # make the stat below fail with an OSError rather than find nothing.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", request.run_id) or not (
+            path.exists()
+        ):
+            raise NotFound(f"no report for run {request.run_id[:80]!r} (unknown, or not finished)")
         return json_format.Parse(path.read_text(), adversary_pb2.AttackReport())
 
 
