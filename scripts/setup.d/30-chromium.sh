@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Headless Chromium and its WebDriver for the console's browser tests (tests/console):
 # Debian's `chromium` and `chromium-driver` packages, installed with apt-get when
-# missing. Where apt-get is not available (or not permitted), print why and carry on:
+# missing, plus a CJK font (`fonts-wqy-zenhei`) so the Chinese test pipeline's text
+# renders in the screenshots. Where apt-get is not available (or not permitted), print why and carry on:
 # the browser tests then skip with a message naming this script.
 #
-# Idempotent: does nothing when both are already installed.
+# Idempotent: does nothing when all three are already installed.
 set -euo pipefail
 
-if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
+  && { [ -d /usr/share/fonts/truetype/wqy ] || ! command -v apt-get >/dev/null 2>&1; }; then
   echo "chromium: $(chromium --version 2>/dev/null || echo installed), $(command -v chromedriver)"
   exit 0
 fi
@@ -27,7 +29,8 @@ if [ "$(id -u)" != "0" ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 if ! $SUDO apt-get update -qq \
-  || ! $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; then
+  || ! $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+    fonts-wqy-zenhei >/dev/null; then
   echo "chromium: apt-get could not install chromium/chromium-driver;" \
     "tests/console will skip" >&2
   exit 0

@@ -52,8 +52,8 @@ def line_chart(
     """An inline SVG line chart: one polyline per series of (x, y) points."""
     points = [p for values in series.values() for p in values]
     if not points:
-        return h('<p class="muted">{} : no data yet</p>', title)
-    left, right, top, bottom = 48, 8, 22, 22
+        return h('<p class="muted chart-empty">{}: no data yet</p>', title)
+    left, right, top, bottom = 60, 8, 22, 22
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1 = min(xs), max(xs)
     y0, y1 = min(ys), max(ys)
