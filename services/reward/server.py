@@ -34,7 +34,7 @@ from rlhf.runtime.service import (
     uri_path,
 )
 from rlhf.v1 import common_pb2, events_pb2, reward_pb2, reward_pb2_grpc
-from rlhf.workflows import stages
+from rlhf.workflows import promotion, stages
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
     def on_retrain_requested(self, event) -> None:
         payload: events_pb2.RetrainRequested = event.payload
         spec = load_named_pipeline(payload.pipeline, quick=payload.profile == "quick")
-        retrained = [spec.stage(n) for n in spec.retrain.stages]
-        if not any(s.kind in ("classifier", "reward") for s in retrained):
+        if not promotion.retrain_plan(spec).reward_first:
             return
         self._submit(
             "retrain",
@@ -308,8 +307,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
             log.warning("%s: %s; nothing retrained", pipeline, reason)
             return {"retrained": False, "reason": reason}
         weight = spec.retrain.feedback_weight
-        retrained = {spec.stage(n).kind for n in spec.retrain.stages}
-        if "classifier" in retrained:
+        if promotion.retrain_plan(spec).reward_kind == "classifier":
             current = self.ctx.registry.promoted(
                 f"{pipeline}-classifier"
             ) or self.ctx.registry.latest(f"{pipeline}-classifier")

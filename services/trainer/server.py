@@ -39,13 +39,12 @@ from rlhf.runtime.service import (
     uri_path,
 )
 from rlhf.v1 import common_pb2, events_pb2, trainer_pb2, trainer_pb2_grpc
-from rlhf.workflows import stages
+from rlhf.workflows import promotion, stages
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "rlhf.v1.TrainerService"
 BASE_KINDS = ("pretrain", "sft")
-POLICY_KINDS = ("ppo", "rloo", "grpo", "dpo")
 MAX_LISTED_RUNS = 200
 ALGORITHMS = ("pretrain", "sft", "ppo", "grpo", "rloo", "dpo")
 KINDS = {
@@ -169,11 +168,9 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             window=json_format.MessageToDict(payload.window, preserving_proto_field_name=True),
         )
         spec = load_named_pipeline(payload.pipeline, quick=payload.profile == "quick")
-        retrained = [spec.stage(name) for name in spec.retrain.stages]
-        if any(s.kind in ("classifier", "reward") for s in retrained):
+        plan = promotion.retrain_plan(spec)
+        if plan.reward_first or not plan.policy:
             return  # the reward service retrains first; its reward.model.ready starts us
-        if not any(s.kind in POLICY_KINDS for s in retrained):
-            return
         reward = self.ctx.registry.promoted(
             f"{spec.name}-classifier"
         ) or self.ctx.registry.promoted(f"{spec.name}-reward")
@@ -250,7 +247,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         if not params.get("retrain"):
             state = self._wait_for_base(ctx)
         datasets = {k: Path(v) for k, v in state["datasets"].items()}
-        policy_stage = next((s for s in spec.stages if s.kind in POLICY_KINDS), None)
+        policy_stage = next((s for s in spec.stages if s.kind in promotion.POLICY_KINDS), None)
         if policy_stage is None:  # a classification pipeline: the classifier is the product
             return self._promote_classifier(ctx, spec, state)
         name = f"{spec.name}-policy"
@@ -312,7 +309,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                 if k.startswith("classifier_accuracy")
             }
         )
-        gates = stages.evaluate_gates(spec.gates, metrics)
+        gates = promotion.evaluate_gates(spec.gates, metrics)
         dataset_refs = [
             common_pb2.ArtifactRef(uri=f"file://{p}", kind="dataset") for p in datasets.values()
         ]
@@ -344,14 +341,14 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                 self._promote(ctx, spec, reward.version)
             self._promote(ctx, spec, candidate.version)
         else:
-            failed = stages.failed_gates(gates, metrics)
+            failed = promotion.failed_gates(gates, metrics)
             log.warning("%s kept, not promoted: gates failed: %s", candidate.version, failed)
             ctx.record.message = f"{candidate.version} not promoted: {failed}"
         return {
             "version": candidate.version,
             "promoted": promoted_now,
             "gates": gates,
-            "failed_gates": stages.failed_gates(gates, metrics),
+            "failed_gates": promotion.failed_gates(gates, metrics),
             "metrics": metrics,
             "samples": result.samples,
             "feedback": dict(window.counts) if window is not None else {},
@@ -385,7 +382,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         }
         if not params.get("retrain"):
             metrics.update(state.get("robustness", {}))
-        gates = stages.evaluate_gates(spec.gates, metrics)
+        gates = promotion.evaluate_gates(spec.gates, metrics)
         if all(gates.values()):
             self._promote(ctx, spec, model.version)
         else:

@@ -9,12 +9,8 @@ import torch
 
 from rlhf.engine.models import tiny_causal_lm, tiny_char_tokenizer
 from rlhf.pipelines import Gates
-from rlhf.workflows.stages import (
-    compare_generations,
-    evaluate_gates,
-    evaluate_policy,
-    failed_gates,
-)
+from rlhf.workflows.promotion import evaluate_gates, failed_gates
+from rlhf.workflows.stages import compare_generations, evaluate_policy
 
 ALPHABET = "abcdefgh "
 PROMPTS = ["ab", "cd", "ef", "gh", "a b", "c d", "bead", "fed"] * 2
@@ -78,3 +74,13 @@ def test_preference_gates_read_pairwise_accuracy_and_win_rate():
     assert result == {"pairwise_not_worse": False, "win_rate": False}
     assert "win_rate (win_rate=0.3)" in failed_gates(result, worse)
     assert evaluate_gates(Gates(min_win_rate=None, pairwise_not_worse=False), worse) == {}
+
+
+def test_one_retrain_plan_for_every_service():
+    from rlhf.pipelines import load_pipeline
+    from rlhf.workflows.promotion import retrain_plan
+
+    chat, zh, classify = (load_pipeline(n) for n in ("chat-en", "sentiment-zh", "classify"))
+    assert (retrain_plan(chat).reward_kind, retrain_plan(chat).policy) == ("reward", True)
+    assert retrain_plan(zh).reward_first and retrain_plan(zh).policy
+    assert retrain_plan(classify).reward_kind == "classifier" and not retrain_plan(classify).policy
