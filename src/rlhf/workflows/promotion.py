@@ -64,25 +64,28 @@ def evaluate_gates(gates: Gates, metrics: dict[str, float]) -> dict[str, bool]:
     return results
 
 
+#: The lineage metrics each gate reads (what a report or a page shows beside it).
+GATE_INPUTS: dict[str, tuple[str, ...]] = {
+    "reward_up": ("reward_before", "reward_after"),
+    "kl_within_budget": ("kl_per_sequence",),
+    "judge_not_worse": ("judge_positive_rate_before", "judge_positive_rate_after"),
+    "robustness_not_worse": ("robust_accuracy_before", "robust_accuracy_after"),
+    "accuracy_not_worse": ("classifier_accuracy_baseline", "classifier_accuracy"),
+    "fluency": ("ref_perplexity_ratio",),
+    "distinct_2": ("distinct_2",),
+    "repetition": ("repetition_rate",),
+    "empty_answers": ("empty_rate",),
+    "pairwise_not_worse": ("pairwise_accuracy_before", "pairwise_accuracy_after"),
+    "win_rate": ("win_rate",),
+}
+
+
 def failed_gates(gates: dict[str, bool], metrics: dict[str, float]) -> str:
     """One line naming each failed gate with the numbers it read."""
-    inputs = {
-        "reward_up": ("reward_before", "reward_after"),
-        "kl_within_budget": ("kl_per_sequence",),
-        "judge_not_worse": ("judge_positive_rate_before", "judge_positive_rate_after"),
-        "robustness_not_worse": ("robust_accuracy_before", "robust_accuracy_after"),
-        "accuracy_not_worse": ("classifier_accuracy_baseline", "classifier_accuracy"),
-        "fluency": ("ref_perplexity_ratio",),
-        "distinct_2": ("distinct_2",),
-        "repetition": ("repetition_rate",),
-        "empty_answers": ("empty_rate",),
-        "pairwise_not_worse": ("pairwise_accuracy_before", "pairwise_accuracy_after"),
-        "win_rate": ("win_rate",),
-    }
     parts = []
     for gate in sorted(k for k, ok in gates.items() if not ok):
         numbers = ", ".join(
-            f"{key}={metrics[key]:.4g}" for key in inputs.get(gate, ()) if key in metrics
+            f"{key}={metrics[key]:.4g}" for key in GATE_INPUTS.get(gate, ()) if key in metrics
         )
         parts.append(f"{gate} ({numbers})" if numbers else gate)
     return "; ".join(parts)
