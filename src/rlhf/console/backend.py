@@ -66,6 +66,11 @@ def describe(exc: grpc.RpcError) -> str:
     return f"{name}: {(details or '').strip()[:300]}"
 
 
+def _status(exc: grpc.RpcError) -> str:
+    code = exc.code() if hasattr(exc, "code") else None
+    return code.name if code is not None else "ERROR"
+
+
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, grpc.RpcError) and getattr(exc, "code", lambda: None)() in TRANSIENT
 
@@ -210,8 +215,10 @@ class Backend:
             result = fn(*args, **kwargs)
         except grpc.RpcError as exc:
             if is_transient(exc):
-                self.inference_error = describe(exc)
-                message = f"the inference service is unavailable ({describe(exc)})"
+                # the page names the status only; details (addresses, ...) go to the log
+                log.warning("inference: %s", describe(exc))
+                self.inference_error = _status(exc)
+                message = f"the inference service is unavailable ({self.inference_error})"
                 raise ServiceDown(message) from None
             raise ConsoleError(describe(exc)) from None
         self.inference_error = ""
@@ -454,7 +461,7 @@ class Backend:
             except grpc.RpcError as exc:
                 item.last_error = describe(exc)
                 if is_transient(exc):
-                    self.inference_error = item.last_error
+                    self.inference_error = _status(exc)
                     if not from_queue:
                         with self._lock:
                             self.pending.append(item)
