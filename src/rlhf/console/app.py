@@ -17,6 +17,7 @@ from rlhf.console.assets import CSS
 from rlhf.console.auth import SESSION_COOKIE, Session, Sessions, TokenStore, User, csrf_ok
 from rlhf.console.backend import Backend, ConsoleError, ServiceDown
 from rlhf.console.html import Html, fmt, h, join, line_chart, progress_bar
+from rlhf.workflows.promotion import GATE_INPUTS  # the metrics each gate reads
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +58,6 @@ MESSAGES = {
     "rolledback": "Rollback requested: the previous version is being served again.",
     "signedout": "You are signed out.",
     "feedback": "Thank you: your feedback was recorded.",
-}
-GATE_INPUTS = {  # gate -> the lineage metrics it reads (as in rlhf.workflows.stages)
-    "reward_up": ("reward_before", "reward_after"),
-    "kl_within_budget": ("kl_per_sequence",),
-    "judge_not_worse": ("judge_positive_rate_before", "judge_positive_rate_after"),
-    "robustness_not_worse": ("robust_accuracy_before", "robust_accuracy_after"),
-    "accuracy_not_worse": ("classifier_accuracy_baseline", "classifier_accuracy"),
-    "fluency": ("ref_perplexity_ratio",),
-    "distinct_2": ("distinct_2",),
-    "repetition": ("repetition_rate",),
-    "empty_answers": ("empty_rate",),
-    "pairwise_not_worse": ("pairwise_accuracy_before", "pairwise_accuracy_after"),
-    "win_rate": ("win_rate",),
 }
 # Chart -> words of the metric names it draws (PPO logs "score", RLOO/GRPO "reward", ...).
 CHART_GROUPS = (
