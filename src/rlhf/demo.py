@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import Counter, defaultdict
@@ -322,6 +323,10 @@ def _run_demo(options: DemoOptions, console: Any, show_progress: bool) -> dict[s
     }
     if options.data_dir is not None:
         overrides["data_dir"] = options.data_dir
+    if "RLHF_TORCH_THREADS" not in os.environ:
+        # One process runs one stage at a time here: let it use every core (the
+        # platform's default of 1 suits several service processes sharing the cores).
+        overrides["torch_threads"] = os.cpu_count() or 1
     settings = load_settings(InferenceSettings, **overrides)
     observer = Observer()
     platform = PlatformInProcess(settings)
@@ -553,17 +558,14 @@ def _send_feedback(client, spec, served: dict, judge, options: DemoOptions) -> d
     )
     by_kind: Counter[str] = Counter()
     ids: list[str] = []
+    sent: list[tuple[tuple, dict]] = []  # what went out, for the retries below
 
     def send(request_id: str, version: str, kind: str, **fields: Any) -> None:
         feedback_id = f"demo-{kind}-{by_kind[kind]}"
-        client.record_feedback(
-            request_id,
-            version,
-            kind=kind,
-            pipeline=spec.name,
-            feedback_id=feedback_id,
-            **fields,
-        )
+        args = (request_id, version)
+        fields = {"kind": kind, "pipeline": spec.name, "feedback_id": feedback_id, **fields}
+        client.record_feedback(*args, **fields)
+        sent.append((args, fields))
         by_kind[kind] += 1
         ids.append(feedback_id)
 
@@ -623,17 +625,9 @@ def _send_feedback(client, spec, served: dict, judge, options: DemoOptions) -> d
                 thumbs_up=verdicts[k].label == "positive" if verdicts else True,
             )
     duplicates = 0
-    for j in range(options.duplicates):  # a client retrying after a lost reply
-        client.record_feedback(
-            "retry",
-            served["version"],
-            kind="thumbs",
-            prompt="retry",
-            response="retry",
-            thumbs_up=True,
-            pipeline=spec.name,
-            feedback_id=ids[j % len(ids)],
-        )
+    for j in range(options.duplicates):  # a client retrying after a lost reply: the
+        args, fields = sent[j % len(sent)]  # same request again, stored once
+        client.record_feedback(*args, **fields)
         duplicates += 1
     return {
         "sent": len(ids),
