@@ -10,11 +10,13 @@ again and their work resumes from its own checkpoint in `ctx.checkpoint_dir`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -315,14 +317,40 @@ class RunManager:
 
     def _save_and_notify(self, record: RunRecord) -> None:
         record.updated_at = _now()
-        path = self.state_dir / f"{record.run_id}.json"
-        with self._lock:
-            fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".run-", suffix=".tmp")
-            with os.fdopen(fd, "w") as handle:
-                json.dump(asdict(record), handle, default=str)
-            os.replace(tmp, path)
+        try:
+            self._write(record)
+        except OSError as exc:
+            # A full disk must not swallow a run's end (the record would say RUNNING
+            # forever, and no FAILED event would go out): the status is still
+            # published, and a final state is written again once the disk takes it.
+            log.error("run %s: state not saved: %s", record.run_id, exc)
+            if record.done:
+                threading.Thread(target=self._write_later, args=(record,), daemon=True).start()
         if self._on_update is not None:
             try:
                 self._on_update(record)
             except Exception:
                 log.exception("run update callback failed for %s", record.run_id)
+
+    def _write(self, record: RunRecord) -> None:
+        path = self.state_dir / f"{record.run_id}.json"
+        with self._lock:
+            fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".run-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    json.dump(asdict(record), handle, default=str)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+    def _write_later(self, record: RunRecord, interval_s: float = 2.0, tries: int = 900) -> None:
+        for _ in range(tries):
+            time.sleep(interval_s)
+            try:
+                self._write(record)
+            except OSError:
+                continue
+            log.info("run %s: state %s saved after all", record.run_id, record.state)
+            return
