@@ -394,8 +394,8 @@ class ChineseClassifierRecipe:
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 2
-    max_length: int = 128  # tokens (about 200 characters of merged tokens)
-    tail_length: int = 48
+    max_length: int = 96  # tokens: a median review is ~60 (merged tokens are words)
+    tail_length: int = 32
     lr: float = 1e-3
     epochs: float = 3.0
     batch_size: int = 32

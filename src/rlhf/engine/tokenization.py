@@ -59,9 +59,9 @@ def train_tokenizer(
 
     With `split_cjk=False` merges may span CJK characters, so the words and phrases
     frequent in `texts` become single tokens (a learnt segmentation): for a Chinese
-    classifier trained from scratch on its own corpus this reads better and shorter
-    than one token per character (ChnSentiCorp: ~0.89 -> ~0.90 dev accuracy in a
-    third of the time).
+    classifier trained from scratch on its own corpus this learns better and faster
+    than one token per character (ChnSentiCorp, same small BERT: dev accuracy 0.893 ->
+    0.903, sequences ~40% shorter).
 
     Returns a `transformers.PreTrainedTokenizerFast` with <pad>/<unk>/<s>/</s>; encodings
     are wrapped as `<s> text </s>`. Save it with `.save_pretrained(dir)` (HF format).
