@@ -140,6 +140,9 @@ def base_classifier(spec: PipelineSpec, train: Sequence[LabeledText], max_length
     base = spec.models.classifier
     if base == "tiny":
         texts = [r.text for r in train[:4000]]
+        # Chinese: the recipe of `ChineseClassifierRecipe` (BPE merges across CJK
+        # characters, so frequent words are single tokens), sized for a pipeline stage.
+        chinese = spec.language == "zh"
         return C.tiny_classifier(
             texts=texts,
             vocab_size=3000,
@@ -147,6 +150,8 @@ def base_classifier(spec: PipelineSpec, train: Sequence[LabeledText], max_length
             num_layers=2,
             max_length=max_length,
             seed=seed,
+            split_cjk=not chinese,
+            min_frequency=C.ChineseClassifierRecipe.min_frequency if chinese else 1,
         )
     if base == "minilm":
         return C.classifier_from_backbone("minilm", max_length=max_length, seed=seed)
