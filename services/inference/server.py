@@ -406,6 +406,16 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             scores=[o.reward for o in outputs], model_version=served.version
         )
 
+    def _pipeline_of(self, version: str) -> str:
+        if self.registry is None:
+            return ""
+        from rlhf.registry import ModelNotFound
+
+        try:
+            return self.registry.get(version).lineage.pipeline
+        except ModelNotFound:
+            return ""
+
     def _known_version(self, version: str) -> bool:
         if self.engine.versions.has_served(version):
             return True
@@ -455,6 +465,15 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         for field, limit in FEEDBACK_FIELD_LIMITS.items():
             size = len(getattr(request, field).encode())
             check(size <= limit, field, f"is {size} bytes; the limit is {limit}")
+        # Feedback for a pipeline that does not exist could never retrain anything: data
+        # prep would dead-letter it after it was acknowledged. Without a pipeline, the
+        # one the version was trained in (its lineage) is meant.
+        pipeline = request.pipeline or self._pipeline_of(request.model_version)
+        check(
+            not pipeline or _installed_pipeline(pipeline),
+            "pipeline",
+            f"unknown pipeline {pipeline[:80]!r}",
+        )
         if self.bus is None:
             raise self._unavailable(context, "no event bus is configured for feedback")
         client_id = request.feedback_id or uuid.uuid4().hex
@@ -464,7 +483,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         event = events_pb2.FeedbackRecorded(
             feedback_id=feedback_id,
             stage="inference",
-            pipeline=request.pipeline,
+            pipeline=pipeline,
             model_version=request.model_version,
             kind=request.kind,
             prompt=request.prompt,
@@ -487,7 +506,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                 self.bus.publish(
                     TOPIC_FEEDBACK_RECORDED,
                     event,
-                    key=request.pipeline or request.model_version,
+                    key=pipeline or request.model_version,
                     event_id=feedback_id,
                 )
                 self.feedback.add(feedback_id, digest)
@@ -526,6 +545,14 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
 
     def _on_promoted_event(self, event: Any) -> None:
         self.on_model_promoted(event.payload)
+
+
+def _installed_pipeline(name: str) -> bool:
+    import re
+
+    from rlhf.pipelines import PIPELINE_NAME, PIPELINES_DIR
+
+    return bool(re.fullmatch(PIPELINE_NAME, name)) and (PIPELINES_DIR / f"{name}.yaml").is_file()
 
 
 # ------------------------------------------------------------------------------ wiring

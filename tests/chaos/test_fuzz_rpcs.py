@@ -1,0 +1,101 @@
+"""Fuzzed requests to every RPC of the five services, in process: the four pipeline
+services on one gRPC server (in-process bus) and inference on the real tritonserver.
+
+Hypothesis builds request messages from each method's descriptor (extreme numbers,
+NaN, unknown enum values, odd Unicode, long strings and lists, paths outside the roots,
+broken JSON) and sends raw garbage bodies too (bench/chaos_fuzz.py). No answer may be
+INTERNAL or UNKNOWN. The five-process version, after real rounds with faults, is
+tests/chaos/test_chaos.py and bench/chaos.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from pathlib import Path
+
+import grpc
+import pytest
+from rlhf.services.adversary import server as adversary
+from rlhf.services.dataprep import server as dataprep
+from rlhf.services.reward import server as reward
+from rlhf.services.trainer import server as trainer
+
+from rlhf.runtime.bus import BusOptions, InProcessBroker, InProcessBus
+from rlhf.runtime.grpc.server import GrpcServer
+from rlhf.runtime.service import ServiceContext
+from rlhf.runtime.settings import load_settings
+from rlhf.v1 import events_pb2, inference_pb2, inference_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import chaos_fuzz  # noqa: E402
+
+pytestmark = [pytest.mark.triton, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def pipeline_services(tmp_path_factory):
+    """dataprep, reward, adversary and trainer on one server; yields its address."""
+    root = tmp_path_factory.mktemp("fuzz")
+    settings = load_settings(artifact_dir=root, grpc={"host": "127.0.0.1", "port": 0})
+    bus = InProcessBus(
+        source="fuzz", options=BusOptions(state_dir=root / "bus"), broker=InProcessBroker()
+    )
+    ready, stop, holder = threading.Event(), threading.Event(), {}
+
+    async def main() -> None:
+        server = GrpcServer(settings.grpc, "fuzz")
+        for module in (dataprep, reward, adversary, trainer):
+            name = module.__name__.split(".")[-2]
+            module.register(server, ServiceContext(name, settings, bus))
+        bus.start()
+        holder["port"] = await server.start()
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        await server.stop(0)
+
+    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+    thread.start()
+    assert ready.wait(60)
+    yield f"127.0.0.1:{holder['port']}"
+    stop.set()
+    thread.join(10)
+    bus.close()
+
+
+def test_no_fuzzed_request_is_answered_internal_or_unknown(pipeline_services, inference_stack):
+    addresses = dict.fromkeys(("dataprep", "reward", "adversary", "trainer"), pipeline_services)
+    addresses["inference"] = inference_stack.address
+    pools = chaos_fuzz.Pools(
+        versions=["policy-v1", "classifier-v1", "ghost-v1"],
+        run_ids=["ghost", "prepare-000000000000"],
+        pipelines=["classify", "sentiment-zh", "../classify"],
+        names=["reviews", "sst2"],
+    )
+    report = chaos_fuzz.fuzz(addresses, 440, pools, seed=3, timeout=30)
+    assert report.requests >= 400
+    assert not report.internal, report.internal[:5]
+    assert not report.hangs, report.hangs[:5]
+    # Every method was reached, and refused bad input with a status of its own.
+    assert set(report.by_method) == {m.name for _, m in chaos_fuzz.methods()}
+    assert report.codes["INVALID_ARGUMENT"] > 0
+
+
+def test_feedback_for_a_pipeline_that_does_not_exist_is_refused(inference_stack):
+    """Acknowledged, it would have been dead-lettered by data prep and never used."""
+    stub = inference_pb2_grpc.InferenceServiceStub(inference_stack.channel)
+    request = inference_pb2.RecordFeedbackRequest(
+        request_id="r",
+        model_version="policy-v1",
+        kind=events_pb2.FEEDBACK_KIND_THUMBS,
+        thumbs_up=True,
+        response="fine",
+        pipeline="no-such-pipeline",
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.RecordFeedback(request, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().startswith("pipeline: unknown pipeline")
