@@ -23,7 +23,7 @@ from rlhf.engine.data import LabeledText, PreferencePair, load_dataset
 from rlhf.pipelines import PipelineError, load_named_pipeline
 from rlhf.registry import ModelNotFound
 from rlhf.runtime.confine import confined_path, run_config, shown
-from rlhf.runtime.grpc.errors import NotFound, check, check_in, require
+from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
 from rlhf.runtime.runs import RunContext
 from rlhf.runtime.service import (
     TOPIC_ADVERSARIAL_BATCH_READY,
@@ -472,6 +472,12 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
                 model = self.ctx.registry.get(version)
             except ModelNotFound:
                 raise NotFound(f"model version {version!r} does not exist") from None
+            if model.kind not in kinds:  # e.g. a policy: not something that scores text
+                wanted = " or ".join(common_pb2.ModelKind.Name(k) for k in kinds)
+                raise RequestInvalid(
+                    "model_version",
+                    f"{version!r} is a {common_pb2.ModelKind.Name(model.kind)}, not a {wanted}",
+                )
         else:
             promoted = [m for m in self.ctx.registry.list(promoted_only=True) if m.kind in kinds]
             latest = [m for m in self.ctx.registry.list() if m.kind in kinds]

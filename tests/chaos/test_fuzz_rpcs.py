@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -33,6 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import chaos_fuzz  # noqa: E402
 
 pytestmark = [pytest.mark.triton, pytest.mark.timeout(600)]
+
+
+@dataclass
+class PipelineServices:
+    address: str
+    root: Path
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +67,16 @@ def pipeline_services(tmp_path_factory):
     thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
     thread.start()
     assert ready.wait(60)
-    yield f"127.0.0.1:{holder['port']}"
+    yield PipelineServices(f"127.0.0.1:{holder['port']}", root)
     stop.set()
     thread.join(10)
     bus.close()
 
 
 def test_no_fuzzed_request_is_answered_internal_or_unknown(pipeline_services, inference_stack):
-    addresses = dict.fromkeys(("dataprep", "reward", "adversary", "trainer"), pipeline_services)
+    addresses = dict.fromkeys(
+        ("dataprep", "reward", "adversary", "trainer"), pipeline_services.address
+    )
     addresses["inference"] = inference_stack.address
     pools = chaos_fuzz.Pools(
         versions=["policy-v1", "classifier-v1", "ghost-v1"],
@@ -99,3 +108,28 @@ def test_feedback_for_a_pipeline_that_does_not_exist_is_refused(inference_stack)
         stub.RecordFeedback(request, timeout=30)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.details().startswith("pipeline: unknown pipeline")
+
+
+def test_a_policy_version_is_not_a_classifier(pipeline_services):
+    """Classify/Score/Compare naming a policy version answered INTERNAL (the reward
+    service tried to load a causal LM as a sequence classifier)."""
+    from rlhf.registry import ModelRegistry
+    from rlhf.v1 import reward_pb2, reward_pb2_grpc
+
+    registry = ModelRegistry(pipeline_services.root / "registry")
+    version = registry.register("fuzz-policy", "policy", "file:///nowhere").version
+    with grpc.insecure_channel(pipeline_services.address) as channel:
+        stub = reward_pb2_grpc.RewardModelServiceStub(channel)
+        for call, request in (
+            (stub.Classify, reward_pb2.ClassifyRequest(texts=["fine"], model_version=version)),
+            (
+                stub.Score,
+                reward_pb2.ScoreRequest(
+                    items=[reward_pb2.ScoreItem(prompt="a", response="b")], model_version=version
+                ),
+            ),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                call(request, timeout=30)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert refused.value.details().startswith("model_version: ")
