@@ -127,6 +127,7 @@ class Platform:
     def __init__(self, out: Path, *, tmpfs_mb: int = 0) -> None:
         self.out = out
         self.lock = threading.Lock()  # one fault at a time
+        self.disk_full = threading.Event()
         self.tmpfs = False
         artifacts = out / "artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
@@ -230,6 +231,7 @@ class Platform:
                         handle.write(chunk)
                         handle.flush()
                         written += len(chunk)
+            self.disk_full.set()
             _log(f"artifact disk full ({written >> 20} MiB ballast, {note}); holding {hold_s}s")
             time.sleep(hold_s)
             ballast.unlink()
@@ -445,6 +447,7 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
     rounds: list[RoundResult] = []
     started = time.monotonic()
     fuzz_report = None
+    fuzz_lost: list[str] = []
     try:
         platform.start()
         _log(f"platform up in {time.monotonic() - started:.0f}s; kill order {order}")
@@ -475,12 +478,15 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 )
             if number == args.disk_full_round and platform.tmpfs:
-                # Early: while data prep stores the round's feedback (a retraining round)
-                # or prepares the data (the first round).
-                plan.append((rng.uniform(0.0, 3.0), "disk", {"hold": 8.0}))
+                # At once: full while data prep stores the round's feedback (a retraining
+                # round) or prepares the data (the first round).
+                plan.append((0.0, "disk", {"hold": 10.0}))
             wall0, t0 = time.time(), time.monotonic()
             _log(f"round {number} ({result.kind}): plan {[(round(o), k) for o, k, _ in plan]}")
+            platform.disk_full.clear()
             faults = _fault_thread(platform, plan, result)
+            if any(kind == "disk" for _, kind, _ in plan):
+                platform.disk_full.wait(60)
             if full:
                 with Client(dataprep=platform.address("dataprep"), timeout=60) as client:
                     prepare_run = _retry(lambda c=client: c.prepare(pipeline=PIPELINE))
@@ -523,8 +529,10 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
                 log=_log,
             )
             _log(f"fuzz: {fuzz_report.as_dict()['fuzz_codes']}")
+            fuzz_lost = stored_feedback(platform.artifacts, fuzz_report.acknowledged_feedback)
     finally:
         platform.stop()
+    invariants["lost"] += len(fuzz_lost)
     summary = {
         # rounds that ended as the invariants require: completed, or failed visibly
         "rounds": sum(r.outcome in ("completed", "failed") for r in rounds),
@@ -543,6 +551,7 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
         "feedback_refused": len(driver.refused),
         **invariants,
         **(fuzz_report.as_dict() if fuzz_report else {"fuzzed_requests": 0, "internal_errors": 0}),
+        "fuzz_feedback_lost": fuzz_lost,
         "health_violations": platform.health_violations,
         "seed": args.seed,
         "seconds": round(time.monotonic() - started, 1),
@@ -552,6 +561,24 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
         "out": str(out),
     }
     return summary
+
+
+def stored_feedback(artifacts: Path, acknowledged: list[str], timeout: float = 60) -> list[str]:
+    """The fuzz's acknowledged feedback that data prep has not stored for a pipeline
+    after `timeout` (dead-lettered, or never delivered)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        path = artifacts / "state" / "dataprep" / "feedback.sqlite"
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            query = "SELECT feedback_id FROM feedback WHERE pipeline != ''"
+            stored = {fid for (fid,) in db.execute(query)}
+        finally:
+            db.close()
+        missing = [fid for fid in acknowledged if fid not in stored]
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(2)
 
 
 def _retry(call, attempts: int = 30):
@@ -646,7 +673,7 @@ def check_invariants(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
@@ -659,7 +686,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round-timeout", type=float, default=900)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--out", default="", help="working directory (kept)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # cleans up like Ctrl-C
     summary = play(args)
     if args.json:
