@@ -598,6 +598,8 @@ def _send_feedback(client, spec, served: dict, judge, options: DemoOptions) -> d
             first, second = reply.completions[2 * k], reply.completions[2 * k + 1]
             if by_kind["preference"] >= wanted or first.strip() == second.strip():
                 continue  # equal texts say nothing
+            if not first.strip() or not second.strip():
+                continue  # an empty answer (EOS at once) is no preference pair
             scores = judge.positive_scores([prompt + first, prompt + second]).tolist()
             chosen, rejected = (first, second) if scores[0] >= scores[1] else (second, first)
             send(
