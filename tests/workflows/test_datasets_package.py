@@ -71,15 +71,16 @@ def test_reviews_are_balanced_short_and_unique():
     assert all(set(json.loads(line)) == {"text", "label"} for line in raw)
 
 
-def test_reviews_en_pipeline_prepares_without_a_data_dir(tmp_path):
-    spec = load_pipeline("reviews-en", quick=True)
-    source = spec.datasets["reviews"]
+@pytest.mark.parametrize(("quick", "share"), [(False, (0.12, 0.28)), (True, (0.03, 0.1))])
+def test_reviews_en_pipeline_prepares_without_a_data_dir(tmp_path, quick, share):
+    source = load_pipeline("reviews-en", quick=quick).datasets["reviews"]
     assert source.path == REVIEWS
     manifest = prepare_source("reviews", source, tmp_path / "no-data", tmp_path / "out")
     dataset = load_dataset(Path(manifest["path"]))
     train, validation = list(dataset["train"]), list(dataset["validation"])
     assert len(train) + len(validation) == 650
-    assert 0.12 < len(validation) / 650 < 0.28
+    assert share[0] < len(validation) / 650 < share[1]
+    assert {r.label for r in validation} == {"positive", "negative"}
 
 
 def test_package_data_is_installed_with_the_wheel():

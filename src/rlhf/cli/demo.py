@@ -14,7 +14,9 @@ def demo(
         "reviews-en",
         help="pipeline spec; the default and sentiment-zh need no data fetched by hand",
     ),
-    quick: bool = typer.Option(False, "--quick", help="fewer steps (<= 10 min on 2 cores)"),
+    quick: bool = typer.Option(
+        False, "--quick", help="fewer steps, smaller held-out split (~10-15 min on 2 cores)"
+    ),
     workdir: Path = typer.Option(Path("artifacts/demo"), help="artifact directory"),
     data_dir: Path | None = typer.Option(
         None, help="data sets named by relative paths (e.g. sentiment-en's SST-2/IMDB)"
