@@ -240,7 +240,14 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
             raise NotFound(f"dataset {request.name!r} does not exist")
         from rlhf.engine.data import load_dataset
 
-        versions = sorted(root.iterdir(), key=lambda p: p.stat().st_mtime)
+        # Only prepared versions (with a manifest): `feedback/` holds feedback windows,
+        # each a folder of per-split datasets, which GetDataset cannot name.
+        versions = sorted(
+            (p for p in root.iterdir() if (p / "manifest.json").is_file()),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if not versions:
+            raise NotFound(f"dataset {request.name!r} has no prepared version")
         if request.version:
             wanted = request.version.removeprefix("sha256:")[:16]
             versions = [p for p in versions if p.name == wanted]

@@ -133,3 +133,18 @@ def test_a_policy_version_is_not_a_classifier(pipeline_services):
                 call(request, timeout=30)
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert refused.value.details().startswith("model_version: ")
+
+
+def test_get_dataset_of_the_feedback_windows_folder_is_not_found(pipeline_services):
+    """`datasets/feedback/` holds feedback windows (folders of per-split datasets, no
+    manifest of their own): GetDataset(name="feedback") answered INTERNAL."""
+    from rlhf.v1 import dataprep_pb2, dataprep_pb2_grpc
+
+    window = pipeline_services.root / "datasets" / "feedback" / "p-w1"
+    (window / "labels").mkdir(parents=True)
+    (window / "feedback.json").write_text("{}")
+    with grpc.insecure_channel(pipeline_services.address) as channel:
+        stub = dataprep_pb2_grpc.DataPrepServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.GetDataset(dataprep_pb2.GetDatasetRequest(name="feedback"), timeout=30)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
