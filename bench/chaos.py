@@ -247,7 +247,11 @@ class Platform:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self.broker.stop()
-        if self.tmpfs:
+        if self.tmpfs:  # keep what the services wrote: the tmpfs goes with the unmount
+            import shutil
+
+            with contextlib.suppress(OSError, shutil.Error):
+                shutil.copytree(self.artifacts, self.out / "artifacts-kept", symlinks=True)
             subprocess.run(["umount", "-l", str(self.artifacts)], capture_output=True)
 
 
@@ -464,7 +468,7 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
                 service = order[(number - 1) % len(order)]
                 plan.append(
                     (
-                        rng.uniform(0.1, 0.8) * length,
+                        rng.uniform(0.05, 0.6) * length,
                         "kill",
                         {"service": service, "downtime": rng.uniform(0.5, 4.0)},
                     )
