@@ -77,6 +77,9 @@ PIPELINES_DIR = REPO / "tests" / "chaos" / "pipelines"
 PIPELINE = "chaos-zh"
 POLICY = f"{PIPELINE}-policy"
 SERVICES = ("dataprep", "reward", "adversary", "trainer", "inference")
+# Services running work (runs) in a full round and in a retraining round.
+WORKERS_FULL = ("dataprep", "reward", "adversary", "trainer")
+WORKERS_RETRAIN = ("reward", "trainer")
 # Rough length of each kind of round on 2 cores, for placing the faults inside it.
 FIRST_ROUND_S = 150.0
 RETRAIN_ROUND_S = 60.0
@@ -414,31 +417,64 @@ class FeedbackDriver:
                     time.sleep(1.0)
 
 
-def _fault_thread(platform: Platform, plan: list[tuple[float, str, Any]], result: RoundResult):
-    """Run the round's faults at their offsets (seconds from the round's start)."""
-    start = time.monotonic()
+def _busy_since(artifacts: Path, service: str, since_wall: float) -> str:
+    """A run of `service` RUNNING and updated since `since_wall` ("" when none)."""
+    for record in run_records(artifacts):
+        if (
+            record["service"] == service
+            and record["state"] == "running"
+            and _ts(record["updated_at"]) >= since_wall
+        ):
+            return record["run_id"]
+    return ""
 
-    def run() -> None:
-        for offset, kind, arg in sorted(plan, key=lambda p: p[0]):
-            time.sleep(max(0.0, start + offset - time.monotonic()))
-            note = f"round {result.number} +{time.monotonic() - start:.0f}s"
-            try:
-                if kind == "kill":
-                    platform.kill_and_restart(arg["service"], arg["downtime"], note)
-                    result.faults.append(f"kill {arg['service']} at +{offset:.0f}s")
-                elif kind == "broker":
-                    platform.restart_broker(arg["hard"], arg["downtime"], note)
-                    result.faults.append(f"broker {'SIGKILL' if arg['hard'] else 'SIGTERM'}")
-                elif kind == "disk":
-                    platform.fill_disk(arg["hold"], note)
-                    result.faults.append(f"disk full {arg['hold']}s")
-            except Exception as exc:  # noqa: BLE001 - a fault that failed is reported
-                _log(f"fault {kind} failed: {exc!r}")
-                result.faults.append(f"{kind} failed: {exc!r}"[:200])
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+class Faults:
+    """The round's faults, each on its own thread at its offset from the round's start.
+
+    A kill with `busy` waits (up to a minute past its offset) until the service is
+    running work of this round, then `after` seconds more: a crash mid-training rather
+    than of an idle process."""
+
+    def __init__(self, platform: Platform, plan: list[tuple[float, str, Any]], result) -> None:
+        self.platform, self.result = platform, result
+        self.start, self.start_wall = time.monotonic(), time.time()
+        self.threads = [threading.Thread(target=self._run, args=item, daemon=True) for item in plan]
+        for thread in self.threads:
+            thread.start()
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _run(self, offset: float, kind: str, arg: dict[str, Any]) -> None:
+        platform, result = self.platform, self.result
+        time.sleep(max(0.0, self.start + offset - time.monotonic()))
+        busy = ""
+        if kind == "kill" and arg.get("busy"):
+            give_up = time.monotonic() + 60
+            while not busy and time.monotonic() < give_up:
+                busy = _busy_since(platform.artifacts, arg["service"], self.start_wall)
+                time.sleep(0.5)
+            if busy:
+                time.sleep(arg.get("after", 0.0))
+        note = f"round {result.number} +{time.monotonic() - self.start:.0f}s"
+        if busy:
+            note += f" during {busy}"
+        try:
+            if kind == "kill":
+                platform.kill_and_restart(arg["service"], arg["downtime"], note)
+                result.faults.append(f"kill {arg['service']} ({note})")
+            elif kind == "broker":
+                platform.restart_broker(arg["hard"], arg["downtime"], note)
+                result.faults.append(f"broker {'SIGKILL' if arg['hard'] else 'SIGTERM'} ({note})")
+            elif kind == "disk":
+                platform.fill_disk(arg["hold"], note)
+                result.faults.append(f"disk full {arg['hold']}s ({note})")
+        except Exception as exc:  # noqa: BLE001 - a fault that failed is reported
+            _log(f"fault {kind} failed: {exc!r}")
+            result.faults.append(f"{kind} failed: {exc!r}"[:200])
 
 
 def play(args: argparse.Namespace) -> dict[str, Any]:
@@ -466,13 +502,15 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
             plan: list[tuple[float, str, Any]] = []
             if args.kills:
                 service = order[(number - 1) % len(order)]
-                plan.append(
-                    (
-                        rng.uniform(0.05, 0.6) * length,
-                        "kill",
-                        {"service": service, "downtime": rng.uniform(0.5, 4.0)},
-                    )
-                )
+                kill = {
+                    "service": service,
+                    "downtime": rng.uniform(0.5, 4.0),
+                    # a service with work in this round is mostly killed while it runs
+                    "busy": rng.random() < 0.7
+                    and service in (WORKERS_FULL if full else WORKERS_RETRAIN),
+                    "after": rng.uniform(0.0, 8.0),
+                }
+                plan.append((rng.uniform(0.05, 0.6) * length, "kill", kill))
             if args.broker_every and (number - 1) % args.broker_every == 0:
                 plan.append(
                     (
@@ -488,7 +526,7 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
             wall0, t0 = time.time(), time.monotonic()
             _log(f"round {number} ({result.kind}): plan {[(round(o), k) for o, k, _ in plan]}")
             platform.disk_full.clear()
-            faults = _fault_thread(platform, plan, result)
+            faults = Faults(platform, plan, result)
             if any(kind == "disk" for _, kind, _ in plan):
                 platform.disk_full.wait(60)
             if full:
