@@ -432,7 +432,7 @@ def _busy_since(artifacts: Path, service: str, since_wall: float) -> str:
 class Faults:
     """The round's faults, each on its own thread at its offset from the round's start.
 
-    A kill with `busy` waits (up to a minute past its offset) until the service is
+    A kill with `busy` waits (up to 150 s past its offset) until the service is
     running work of this round, then `after` seconds more: a crash mid-training rather
     than of an idle process."""
 
@@ -453,7 +453,7 @@ class Faults:
         time.sleep(max(0.0, self.start + offset - time.monotonic()))
         busy = ""
         if kind == "kill" and arg.get("busy"):
-            give_up = time.monotonic() + 60
+            give_up = time.monotonic() + 150
             while not busy and time.monotonic() < give_up:
                 busy = _busy_since(platform.artifacts, arg["service"], self.start_wall)
                 time.sleep(0.5)
