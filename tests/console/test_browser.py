@@ -272,6 +272,7 @@ def test_labeller_compares_and_the_preference_reaches_the_bus(stack, driver):
         time.sleep(0.5)
     pending = [f for f in store.pending(PIPELINE) if f.feedback_id == f"console-{cid}"]
     assert len(pending) == 1 and pending[0].labeller == "alice"
+    stack.compared = f"console-{cid}"
 
 
 def test_markup_in_text_is_shown_as_text(stack, driver):
@@ -342,3 +343,46 @@ def test_inference_down_is_said(stack, driver):
     assert "unavailable" in driver.find_element(By.ID, "error").text
     assert driver.find_element(By.ID, "inference-down").is_displayed()
     shot(stack, driver, "compare-inference-down")
+
+
+def test_the_preference_is_in_the_lineage_of_the_next_version(stack, driver):
+    """Enough more feedback to fire the trigger: the retrained version's lineage (as
+    `rlhf models show` prints it) names the window holding the console's preference."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rlhf.cli import _register_subcommands, app
+
+    compared = getattr(stack, "compared", None)
+    if compared is None:
+        pytest.skip("the Compare test did not record a preference")
+    store = FeedbackStore(stack.root / "state" / "dataprep" / "feedback.sqlite")
+    serving = stack.registry.promoted(MODEL).version
+    for i in range(max(0, 50 - len(store.pending(PIPELINE)))):
+        stack.client.record_feedback(
+            f"req-{i}",
+            serving,
+            kind="label",
+            prompt=f"服务很好，第{i}次入住",
+            label="positive",
+            pipeline=PIPELINE,
+            feedback_id=f"fill-{i}",
+        )
+    retrained = stack.observer.wait_for(
+        lambda: [
+            c.model
+            for c in stack.observer.checkpoints
+            if c.model.name == MODEL and c.model.lineage.parent_version == serving
+        ],
+        600,
+        "the retrained candidate",
+    )[0]
+    _register_subcommands()
+    shown = CliRunner().invoke(
+        app, ["models", "show", retrained.version, "--artifact-dir", str(stack.root)]
+    )
+    assert shown.exit_code == 0, shown.output
+    windows = json.loads(shown.output)["lineage"]["feedback_windows"]
+    assert any(compared in w["feedback_ids"] for w in windows), windows
+    assert int(windows[0]["counts"]["preference"]) >= 1  # int64 prints as a string
