@@ -439,6 +439,7 @@ class Faults:
     def __init__(self, platform: Platform, plan: list[tuple[float, str, Any]], result) -> None:
         self.platform, self.result = platform, result
         self.start, self.start_wall = time.monotonic(), time.time()
+        self.round_over = threading.Event()  # set by play(): stop waiting for work
         self.threads = [threading.Thread(target=self._run, args=item, daemon=True) for item in plan]
         for thread in self.threads:
             thread.start()
@@ -454,12 +455,14 @@ class Faults:
         busy = ""
         if kind == "kill" and arg.get("busy"):
             give_up = time.monotonic() + 150
-            while not busy and time.monotonic() < give_up:
+            while not busy and time.monotonic() < give_up and not self.round_over.is_set():
                 busy = _busy_since(platform.artifacts, arg["service"], self.start_wall)
                 time.sleep(0.5)
             if busy:
                 time.sleep(arg.get("after", 0.0))
         note = f"round {result.number} +{time.monotonic() - self.start:.0f}s"
+        if self.round_over.is_set():
+            note += " (after the round ended)"
         if busy:
             note += f" during {busy}"
         try:
@@ -547,9 +550,10 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
             outcome, pipeline_run, reason = wait_round(
                 platform.artifacts, wall0, find_run, args.round_timeout
             )
+            result.seconds = round(time.monotonic() - t0, 1)
+            faults.round_over.set()
             faults.join(timeout=600)  # the round's faults are over before the next round
             result.outcome, result.pipeline_run, result.reason = outcome, pipeline_run, reason
-            result.seconds = round(time.monotonic() - t0, 1)
             record = _policy_run(platform.artifacts, pipeline_run) if pipeline_run else None
             result.promoted = (
                 ((record or {}).get("result") or {}).get("version", "")
