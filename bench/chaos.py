@@ -81,8 +81,8 @@ SERVICES = ("dataprep", "reward", "adversary", "trainer", "inference")
 WORKERS_FULL = ("dataprep", "reward", "adversary", "trainer")
 WORKERS_RETRAIN = ("reward", "trainer")
 # Rough length of each kind of round on 2 cores, for placing the faults inside it.
-FIRST_ROUND_S = 150.0
-RETRAIN_ROUND_S = 60.0
+FIRST_ROUND_S = 100.0
+RETRAIN_ROUND_S = 40.0
 
 
 def _log(message: str) -> None:
@@ -421,7 +421,7 @@ def _busy_since(artifacts: Path, service: str, since_wall: float) -> str:
     """A run of `service` RUNNING and updated since `since_wall` ("" when none)."""
     for record in run_records(artifacts):
         if (
-            record["service"] == service
+            record["service"] == (service or record["service"])
             and record["state"] == "running"
             and _ts(record["updated_at"]) >= since_wall
         ):
@@ -440,6 +440,7 @@ class Faults:
         self.platform, self.result = platform, result
         self.start, self.start_wall = time.monotonic(), time.time()
         self.round_over = threading.Event()  # set by play(): stop waiting for work
+        self.late = 0  # faults that came after the round had ended
         self.threads = [threading.Thread(target=self._run, args=item, daemon=True) for item in plan]
         for thread in self.threads:
             thread.start()
@@ -453,16 +454,18 @@ class Faults:
         platform, result = self.platform, self.result
         time.sleep(max(0.0, self.start + offset - time.monotonic()))
         busy = ""
-        if kind == "kill" and arg.get("busy"):
+        if arg.get("busy"):  # a service's work, or (broker) anyone's
+            service = arg.get("service", "")
             give_up = time.monotonic() + 150
             while not busy and time.monotonic() < give_up and not self.round_over.is_set():
-                busy = _busy_since(platform.artifacts, arg["service"], self.start_wall)
+                busy = _busy_since(platform.artifacts, service, self.start_wall)
                 time.sleep(0.5)
             if busy:
                 time.sleep(arg.get("after", 0.0))
         note = f"round {result.number} +{time.monotonic() - self.start:.0f}s"
         if self.round_over.is_set():
             note += " (after the round ended)"
+            self.late += 1
         if busy:
             note += f" during {busy}"
         try:
@@ -491,6 +494,7 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     fuzz_report = None
     fuzz_lost: list[str] = []
+    late_faults = 0
     try:
         platform.start()
         _log(f"platform up in {time.monotonic() - started:.0f}s; kill order {order}")
@@ -513,15 +517,15 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
                     and service in (WORKERS_FULL if full else WORKERS_RETRAIN),
                     "after": rng.uniform(0.0, 8.0),
                 }
-                plan.append((rng.uniform(0.05, 0.6) * length, "kill", kill))
+                plan.append((rng.uniform(0.05, 0.5) * length, "kill", kill))
             if args.broker_every and (number - 1) % args.broker_every == 0:
-                plan.append(
-                    (
-                        rng.uniform(0.1, 0.8) * length,
-                        "broker",
-                        {"hard": rng.random() < 0.5, "downtime": rng.uniform(1.0, 6.0)},
-                    )
-                )
+                broker = {
+                    "hard": rng.random() < 0.5,
+                    "downtime": rng.uniform(1.0, 6.0),
+                    "busy": True,  # while some service runs work of the round
+                    "after": rng.uniform(0.0, 5.0),
+                }
+                plan.append((rng.uniform(0.05, 0.5) * length, "broker", broker))
             if number == args.disk_full_round and platform.tmpfs:
                 # At once: full while data prep stores the round's feedback (a retraining
                 # round) or prepares the data (the first round).
@@ -553,6 +557,7 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
             result.seconds = round(time.monotonic() - t0, 1)
             faults.round_over.set()
             faults.join(timeout=600)  # the round's faults are over before the next round
+            late_faults += faults.late
             result.outcome, result.pipeline_run, result.reason = outcome, pipeline_run, reason
             record = _policy_run(platform.artifacts, pipeline_run) if pipeline_run else None
             result.promoted = (
@@ -588,6 +593,7 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
         "kills": len(platform.kills),
         "killed": dict(Counter(k["service"] for k in platform.kills)),
         "broker_restarts": len(platform.broker_restarts),
+        "faults_after_round_end": late_faults,
         "disk_full": (
             len(platform.disk_fills) if platform.tmpfs else "skipped (no tmpfs: needs root)"
         ),
