@@ -244,6 +244,9 @@ class Platform:
     def stop(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not skip this
             signal.signal(sig, signal.SIG_IGN)
+        # Let a fault in progress finish (it may be restarting a service) and no other
+        # start: the lock is never released.
+        self.lock.acquire(timeout=300)
         self.stack.stop()
         for proc in self.stack.procs.values():
             for pid in _descendants(proc.pid):
