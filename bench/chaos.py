@@ -14,9 +14,10 @@ Faults, at seeded random points of each round:
 
 * one service SIGKILLed (with its children: inference's tritonserver), its port checked
   not SERVING, then restarted and checked SERVING; the five services take turns, in a
-  seeded order, so five rounds kill each once;
+  seeded order, so five rounds kill each once; most kills of a service with work in the
+  round wait until it runs some (mid-training);
 * the Kafka broker stopped (SIGTERM or SIGKILL, seeded) and restarted on the same data
-  directory every `--broker-every` rounds;
+  directory every `--broker-every` rounds, while some service runs work of the round;
 * the artifact disk filled (a ballast file on the tmpfs, ENOSPC for every write) for a
   few seconds in round `--disk-full-round` (only with a tmpfs: "disk_full" says
   "skipped" otherwise).
