@@ -83,7 +83,7 @@ WORKERS_FULL = ("dataprep", "reward", "adversary", "trainer")
 WORKERS_RETRAIN = ("reward", "trainer")
 # Rough length of each kind of round on 2 cores, for placing the faults inside it.
 FIRST_ROUND_S = 100.0
-RETRAIN_ROUND_S = 40.0
+RETRAIN_ROUND_S = 30.0
 
 
 def _log(message: str) -> None:
@@ -519,7 +519,7 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
                     # a service with work in this round is mostly killed while it runs
                     "busy": rng.random() < 0.7
                     and service in (WORKERS_FULL if full else WORKERS_RETRAIN),
-                    "after": rng.uniform(0.0, 8.0),
+                    "after": rng.uniform(0.0, 2.0),
                 }
                 plan.append((rng.uniform(0.05, 0.5) * length, "kill", kill))
             if args.broker_every and (number - 1) % args.broker_every == 0:
@@ -527,7 +527,7 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
                     "hard": rng.random() < 0.5,
                     "downtime": rng.uniform(1.0, 6.0),
                     "busy": True,  # while some service runs work of the round
-                    "after": rng.uniform(0.0, 5.0),
+                    "after": rng.uniform(0.0, 2.0),
                 }
                 plan.append((rng.uniform(0.05, 0.5) * length, "broker", broker))
             if number == args.disk_full_round and platform.tmpfs:
@@ -570,7 +570,7 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
                 else ""
             )
             if not full and outcome == "completed":
-                retrain_estimate = max(30.0, result.seconds)
+                retrain_estimate = max(8.0, result.seconds)
             rounds.append(result)
             _log(f"round {number}: {outcome} in {result.seconds}s {reason[:200]}")
         invariants = check_invariants(platform.artifacts, driver.acknowledged, rounds)
