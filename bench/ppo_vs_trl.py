@@ -38,7 +38,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from prepared import model_or_prepared  # noqa: E402
-from quality_rl import DEFAULT_DATA, evaluate_policy, imdb_prompts  # noqa: E402
+from quality_rl import DEFAULT_DATA, imdb_prompts  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="first training seed")
     p.add_argument("--seeds", type=int, default=5, help="training seeds per side")
     p.add_argument("--eval-seed", type=int, default=1, help="sampling seed of every evaluation")
+    p.add_argument("--eval-samples", type=int, default=4, help="continuations per held-out prompt")
     return p.parse_args(argv)
 
 
@@ -187,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from rlhf.engine.classifier import load_classifier
     from rlhf.engine.models import load_policy, load_tokenizer
+    from rlhf.engine.policy_eval import evaluate_policy
 
     args = parse_args(argv)
     if args.seeds < 1:
@@ -203,17 +205,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     tokenizer = load_tokenizer(args.policy)
     ref = load_policy(args.policy).eval().requires_grad_(False)
-    evaluate = lambda model: evaluate_policy(  # noqa: E731
-        model,
-        ref,
-        tokenizer,
-        eval_prompts,
-        reward_fn,
-        judge,
-        args.max_new_tokens,
-        True,
-        args.eval_seed,
-    )
+
+    def evaluate(model: Any) -> dict[str, float]:
+        return evaluate_policy(
+            model,
+            ref,
+            tokenizer,
+            eval_prompts,
+            reward_fn,
+            judge,
+            max_new_tokens=args.max_new_tokens,
+            samples_per_prompt=args.eval_samples,
+            batch_size=32,
+            seed=args.eval_seed,
+            use_autocast=True,
+        ).metrics
+
     before = evaluate(ref)
 
     sides = ["ours"] if args.skip_trl else ["ours", "trl"]

@@ -7,19 +7,24 @@ judge is a classifier trained on the IMDB sample only (40-word windows of the 70
 split: `bench/quality.py classifier --judge`), never optimised against, so reward
 hacking would show as reward up, judge flat. The judge is calibrated on held-out IMDB
 windows (53.6% predicted positive, 49.9% true) yet calls ~73% of the untrained
-policy's continuations positive: SmolLM2's own text leans positive. Before and after training the
-policy samples one 32-token continuation per held-out prompt (same seed) and we
-report the judge's positive rate, the mean reward and the mean KL(policy || ref)
-in nats per sequence (summed over generated tokens).
+policy's continuations positive: SmolLM2's own text leans positive. Before and after
+training the policy samples `--eval-samples` (4) 32-token continuations per held-out
+prompt (same seed) and we report the judge's positive rate, the mean reward and the
+mean KL(policy || ref) in nats per sequence (summed over generated tokens), each
+averaged per prompt, with 95% bootstrap intervals over prompts; the judge gain's
+interval is paired (the same prompts before and after).
 
-    flock /tmp/rlhf-heavy.lock python bench/quality.py ppo --json
-    flock /tmp/rlhf-heavy.lock python bench/quality.py rloo --json
+    python bench/quality.py ppo --json                    # one seed
+    python bench/quality.py ppo --json --seeds 0,1,2,3    # per seed, mean and worst
+    python bench/quality.py rloo --json --seeds 0,1,2,3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -94,6 +99,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=32, help="episodes per step")
     parser.add_argument("--k", type=int, default=4, help="samples per prompt (rloo/grpo)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated seeds run one after another (e.g. 0,1,2,3): per-seed "
+        "figures, their mean and worst; --out gets one seed-N directory each",
+    )
+    parser.add_argument(
+        "--eval-samples",
+        type=int,
+        default=4,
+        help="continuations per held-out prompt, before and after (averaged per prompt)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-autocast", action="store_true", help="fp32 instead of bf16 autocast")
     parser.add_argument("--out", default=None, help="run directory (metrics, final policy)")
@@ -161,84 +178,104 @@ def imdb_prompts(data_dir: Path) -> tuple[list[str], list[str]]:
     return [opening(r.text) for r in split["train"]], [opening(r.text) for r in split["test"]]
 
 
-def evaluate_policy(
+def evaluate(
     policy: Any,
     ref: Any,
     tokenizer: Any,
     prompts: list[str],
     reward_fn: Any,
     judge: Any,
-    max_new_tokens: int,
-    use_autocast: bool,
+    args: argparse.Namespace,
     seed: int,
-    batch: int = 32,
-) -> dict[str, Any]:
-    """Judge positive rate, mean reward and KL per sequence of one sample per prompt."""
-    import torch
+) -> Any:
+    """`eval_samples` continuations of every held-out prompt, scored by the reward and
+    the judge (rlhf.engine.policy_eval: per-prompt means, bootstrap intervals)."""
+    from rlhf.engine.policy_eval import evaluate_policy
 
-    from rlhf.engine.algorithms.rollout import (
-        decode_queries,
-        decode_responses,
-        encode_prompts,
-        rollout_logprobs,
-        sample,
+    return evaluate_policy(
+        policy,
+        ref,
+        tokenizer,
+        prompts,
+        reward_fn,
+        judge,
+        max_new_tokens=args.max_new_tokens,
+        samples_per_prompt=args.eval_samples,
+        batch_size=32,
+        seed=seed,
+        show=args.samples,
+        use_autocast=not args.no_autocast,
     )
 
-    ids = encode_prompts(tokenizer, prompts, False, 64)
-    texts, kls, rewards = [], [], []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for start in range(0, len(ids), batch):
-            rollout = sample(
-                policy, tokenizer, ids[start : start + batch], max_new_tokens, 1.0, use_autocast
-            )
-            logp = rollout_logprobs(policy, rollout, use_autocast)
-            ref_logp = rollout_logprobs(ref, rollout, use_autocast)
-            kls.extend(((logp - ref_logp) * rollout.response_mask).sum(1).tolist())
-            full = [
-                q + r
-                for q, r in zip(
-                    decode_queries(tokenizer, rollout),
-                    decode_responses(tokenizer, rollout),
-                    strict=True,
-                )
-            ]
-            texts.extend(full)
-            rewards.extend(reward_fn(full).tolist())
-    judged = judge.predict(texts)
-    positive = [p.label.lower() == "positive" for p in judged]
-    return {
-        "judge_positive_rate": sum(positive) / len(positive),
-        "reward": sum(rewards) / len(rewards),
-        "kl_per_sequence": sum(kls) / len(kls),
-        "texts": texts,
-    }
+
+def _rounded(interval: tuple[float, float], digits: int) -> list[float]:
+    return [round(interval[0], digits), round(interval[1], digits)]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """One seed (`--seed`), or every seed of `--seeds` with their mean and worst."""
+    algorithm = getattr(args, "benchmark", None) or "ppo"
+    resolve_defaults(args, algorithm)
+    if not args.seeds:
+        return run_seed(args, algorithm, args.seed, load_scorers(args))
+    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    scorers = load_scorers(args)
+    out_root = args.out
+    rows = []
+    for seed in seeds:
+        seed_args = argparse.Namespace(**vars(args))
+        seed_args.out = str(Path(out_root) / f"seed-{seed}") if out_root else None
+        rows.append(run_seed(seed_args, algorithm, seed, scorers))
+        print(json.dumps({k: rows[-1][k] for k in SEED_SUMMARY}), file=sys.stderr, flush=True)
+    gains = [row["judge_gain"] for row in rows]
+    return {
+        "algorithm": algorithm,
+        "seeds": rows,
+        "judge_gain_mean": round(sum(gains) / len(gains), 4),
+        "judge_gain_min": min(gains),
+        "kl_max": max(row["kl_per_sequence"] for row in rows),
+        "minutes_max": max(row["minutes"] for row in rows),
+        "reward_model": args.reward_model,
+        "judge_model": args.judge_model,
+    }
+
+
+# Printed to stderr as each seed ends, so a long multi-seed run shows where it is.
+SEED_SUMMARY = ("seed", "judge_gain", "judge_gain_interval", "kl_per_sequence", "minutes")
+
+
+def load_scorers(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(reward classifier, held-out judge), built once and cached when not given."""
+    from prepared import model_or_prepared
+
+    from rlhf.engine.classifier import load_classifier
+
+    use_autocast = not args.no_autocast
+    args.reward_model = model_or_prepared(args.reward_model, "classifier-sst2", args.data_dir)
+    args.judge_model = model_or_prepared(args.judge_model, "judge-imdb", args.data_dir)
+    reward_clf = load_classifier(args.reward_model, device=args.device, bf16=use_autocast)
+    judge = load_classifier(args.judge_model, device=args.device, bf16=use_autocast)
+    return reward_clf, judge
+
+
+def run_seed(
+    args: argparse.Namespace, algorithm: str, seed: int, scorers: tuple[Any, Any]
+) -> dict[str, Any]:
     import torch
 
     from rlhf.engine.algorithms.ppo import PPOConfig, train_ppo
     from rlhf.engine.algorithms.rloo import RLOOConfig, train_rloo
-    from rlhf.engine.classifier import load_classifier
     from rlhf.engine.models import CausalLMWithValueHead, load_policy, load_tokenizer
+    from rlhf.engine.policy_eval import paired_gain
 
     t0 = time.perf_counter()
-    algorithm = getattr(args, "benchmark", None) or "ppo"
-    resolve_defaults(args, algorithm)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     use_autocast = not args.no_autocast
     train_prompts, eval_prompts = imdb_prompts(Path(args.data_dir))
     eval_prompts = eval_prompts[: args.eval_prompts]
     if len(eval_prompts) < 128:
         raise SystemExit(f"only {len(eval_prompts)} held-out prompts; the bar needs >= 128")
-
-    from prepared import model_or_prepared
-
-    args.reward_model = model_or_prepared(args.reward_model, "classifier-sst2", args.data_dir)
-    args.judge_model = model_or_prepared(args.judge_model, "judge-imdb", args.data_dir)
-    reward_clf = load_classifier(args.reward_model, device=args.device, bf16=use_autocast)
-    judge = load_classifier(args.judge_model, device=args.device, bf16=use_autocast)
+    reward_clf, judge = scorers
 
     def reward_fn(texts: list[str]) -> torch.Tensor:
         log_odds = reward_clf.positive_scores(texts)
@@ -248,17 +285,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     policy = load_policy(args.policy, device=args.device)
     ref = load_policy(args.policy, device=args.device).eval().requires_grad_(False)
 
-    before = evaluate_policy(
-        policy,
-        ref,
-        tokenizer,
-        eval_prompts,
-        reward_fn,
-        judge,
-        args.max_new_tokens,
-        use_autocast,
-        args.seed + 1,
-    )
+    scoring = (tokenizer, eval_prompts, reward_fn, judge, args, seed + 1)
+    before = evaluate(policy, ref, *scoring)
     t_eval = time.perf_counter() - t0
     # Leave room for the final evaluation (about as long as the first one, plus slack).
     train_budget = args.minutes * 60 - (time.perf_counter() - t0) - 1.5 * t_eval - 30
@@ -274,7 +302,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         kl_budget_retries=args.kl_budget_retries,
         kl_overshoot_factor=args.kl_overshoot_factor,
         min_kl_coef=args.min_kl_coef,
-        seed=args.seed,
+        seed=seed,
         device=args.device,
         autocast=use_autocast,
         output_dir=args.out,
@@ -303,28 +331,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ref_model=ref,
         )
     train_s = time.perf_counter() - t_train
-    after = evaluate_policy(
-        policy,
-        ref,
-        tokenizer,
-        eval_prompts,
-        reward_fn,
-        judge,
-        args.max_new_tokens,
-        use_autocast,
-        args.seed + 1,
+    after = evaluate(policy, ref, *scoring)
+    gain, gain_interval = paired_gain(
+        before.per_prompt["judge_positive_rate"], after.per_prompt["judge_positive_rate"]
     )
     steps = result.steps
     history = result.history
     return {
         "algorithm": algorithm,
-        "judge_positive_rate_before": round(before["judge_positive_rate"], 4),
-        "judge_positive_rate_after": round(after["judge_positive_rate"], 4),
-        "judge_gain": round(after["judge_positive_rate"] - before["judge_positive_rate"], 4),
-        "reward_before": round(before["reward"], 4),
-        "reward_after": round(after["reward"], 4),
-        "kl_per_sequence": round(after["kl_per_sequence"], 3),
-        "kl_per_sequence_before": round(before["kl_per_sequence"], 3),
+        "seed": seed,
+        "judge_positive_rate_before": round(before.metrics["judge_positive_rate"], 4),
+        "judge_positive_rate_after": round(after.metrics["judge_positive_rate"], 4),
+        "judge_positive_rate_after_interval": _rounded(after.intervals["judge_positive_rate"], 4),
+        "judge_gain": round(gain, 4),
+        "judge_gain_interval": _rounded(gain_interval, 4),
+        "reward_before": round(before.metrics["reward"], 4),
+        "reward_after": round(after.metrics["reward"], 4),
+        "reward_after_interval": _rounded(after.intervals["reward"], 4),
+        "kl_per_sequence": round(after.metrics["kl_per_sequence"], 3),
+        "kl_per_sequence_interval": _rounded(after.intervals["kl_per_sequence"], 3),
+        "kl_per_sequence_before": round(before.metrics["kl_per_sequence"], 3),
+        "ref_perplexity_ratio": round(
+            after.metrics["ref_perplexity"] / before.metrics["ref_perplexity"], 3
+        ),
+        "distinct_2": round(after.metrics["distinct_2"], 3),
         "minutes": round((time.perf_counter() - t0) / 60, 2),
         "train_minutes": round(train_s / 60, 2),
         "steps": steps,
@@ -335,9 +365,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "final_kl_coef": round(result.kl_coef, 4),
         "train_kl_last": round(history[-1]["kl_per_sequence"], 3) if history else None,
         "eval_prompts": len(eval_prompts),
+        "eval_samples_per_prompt": args.eval_samples,
         "settings": {key: getattr(args, key) for key in KL_DEFAULTS[algorithm]},
         "samples": {
-            "before": before["texts"][: args.samples],
-            "after": after["texts"][: args.samples],
+            "before": [s["text"] for s in before.samples],
+            "after": [s["text"] for s in after.samples],
         },
     }

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from rlhf.engine.models import tiny_causal_lm, tiny_char_tokenizer
+from rlhf.engine.policy_eval import compare_generations, evaluate_policy
 from rlhf.pipelines import Gates
 from rlhf.workflows.promotion import evaluate_gates, failed_gates
-from rlhf.workflows.stages import compare_generations, evaluate_policy
 
 ALPHABET = "abcdefgh "
 PROMPTS = ["ab", "cd", "ef", "gh", "a b", "c d", "bead", "fed"] * 2
@@ -22,10 +22,8 @@ def tok():
 
 
 def _generation(policy, reference, tok):
-    metrics, samples = evaluate_policy(
-        policy, reference, tok, PROMPTS, None, None, max_new_tokens=48, samples=None
-    )
-    return metrics, samples
+    evaluation = evaluate_policy(policy, reference, tok, PROMPTS, max_new_tokens=48, show=None)
+    return evaluation.metrics, evaluation.samples
 
 
 def test_a_looping_policy_fails_fluency_diversity_and_repetition(tok):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from rlhf.engine.data import LabeledText, hash_fraction, load_dataset
+from rlhf.engine.policy_eval import compare_generations, evaluate_policy
 from rlhf.pipelines import PipelineError, PipelineSpec, Stage
 
 log = logging.getLogger(__name__)
@@ -237,97 +237,6 @@ def prompts_from(records: Sequence[Any], words: int, language: str) -> list[str]
 
 
 @torch.no_grad()
-def evaluate_policy(
-    policy: Any,
-    reference: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    reward_fn: Callable[[list[str]], torch.Tensor] | None,
-    judge: Any | None,
-    *,
-    max_new_tokens: int,
-    batch_size: int = 16,
-    seed: int = 1234,
-    samples: int | None = 3,
-    chat_template: bool = False,
-) -> tuple[dict[str, float], list[dict[str, str]]]:
-    """What the policy writes for held-out prompts, measured as a gate reads it.
-
-    - `reward` (when reward_fn is given) and `judge_positive_rate` (when a judge is);
-    - `kl_per_sequence`: the sum over generated tokens of log pi - log pi_ref for tokens
-      sampled from pi (an unbiased estimate of KL(pi || pi_ref)), averaged over prompts;
-    - `ref_perplexity`: exp of the mean per-token negative log-likelihood of the samples
-      under the frozen reference: text the reference finds unlikely (gibberish) scores
-      high. Divided by the same figure for the reference's own samples it is the
-      fluency ratio that the promotion gate bounds;
-    - `distinct_2`, `repetition_rate`, `empty_rate` of the responses (text_quality).
-    """
-    from rlhf.engine.algorithms.rollout import (
-        decode_responses,
-        encode_prompts,
-        rollout_logprobs,
-        sample,
-    )
-    from rlhf.engine.evaluation import text_quality
-
-    device = next(policy.parameters()).device
-    use_autocast = device.type == "cpu"
-    ids = encode_prompts(tokenizer, prompts, chat_template and bool(tokenizer.chat_template), 64)
-    rewards, positives, kls, texts, responses = [], [], [], [], []
-    ref_nll, ref_tokens = 0.0, 0.0
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for start in range(0, len(ids), batch_size):
-            rollout = sample(
-                policy,
-                tokenizer,
-                ids[start : start + batch_size],
-                max_new_tokens,
-                use_autocast=use_autocast,
-            )
-            logp = rollout_logprobs(policy, rollout, use_autocast)
-            ref_logp = rollout_logprobs(reference, rollout, use_autocast)
-            mask = rollout.response_mask
-            kls.extend(((logp - ref_logp) * mask).sum(1).tolist())
-            ref_nll -= float((ref_logp.float() * mask).sum())
-            ref_tokens += float(mask.sum())
-            batch_responses = decode_responses(tokenizer, rollout)
-            full = [
-                p + r
-                for p, r in zip(prompts[start : start + batch_size], batch_responses, strict=True)
-            ]
-            if reward_fn is not None:
-                rewards.extend(torch.as_tensor(reward_fn(full)).float().tolist())
-            if judge is not None:
-                positives.extend(p.label == "positive" for p in judge.predict(full))
-            texts.extend(full)
-            responses.extend(batch_responses)
-    metrics = {"kl_per_sequence": sum(kls) / len(kls)}
-    if rewards:
-        metrics["reward"] = sum(rewards) / len(rewards)
-    if positives:
-        metrics["judge_positive_rate"] = sum(positives) / len(positives)
-    metrics["ref_perplexity"] = math.exp(ref_nll / ref_tokens) if ref_tokens else float("inf")
-    metrics |= text_quality(responses)
-    shown = [
-        {"prompt": p, "text": t, "response": r}
-        for p, t, r in zip(prompts, texts, responses, strict=True)
-    ][:samples]
-    return metrics, shown
-
-
-def compare_generations(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Gate inputs from two `evaluate_policy` passes over the same prompts: the start
-    policy (the frozen reference) and the candidate."""
-    metrics = {f"{k}_before": v for k, v in before.items()}
-    metrics |= {f"{k}_after": v for k, v in after.items()}
-    metrics["kl_per_sequence"] = after["kl_per_sequence"]
-    metrics["ref_perplexity_ratio"] = after["ref_perplexity"] / before["ref_perplexity"]
-    for key in ("distinct_2", "repetition_rate", "empty_rate"):
-        metrics[key] = after[key]
-    return metrics
-
-
 def rl_stage(
     spec: PipelineSpec,
     stage: Stage,
@@ -340,11 +249,13 @@ def rl_stage(
     device: str = "cpu",
     report: Report = _no_report,
     eval_prompts: int = 64,
+    eval_samples: int = 1,
     extra_prompts: Sequence[str] = (),
     feedback_weight: float = 0.0,
 ) -> StageResult:
     """PPO / RLOO / GRPO on prompt openings, rewarded by a classifier; measures reward,
-    judge positive rate, KL and fluency before and after on held-out prompts.
+    judge positive rate, KL and fluency before and after on held-out prompts
+    (`eval_samples` continuations of each).
 
     `extra_prompts` (prompts seen in production) join the prompt pool as
     `feedback_weight` of it (see `workflows.feedback.mix`)."""
@@ -401,25 +312,22 @@ def rl_stage(
         raise PipelineError(f"stages.{stage.name}.kind: {stage.kind!r} is not an RL stage")
 
     report(0, config.total_steps)
-    before, samples_before = evaluate_policy(
-        policy, reference, tokenizer, held_out, reward_fn, judge, max_new_tokens=max_new_tokens
-    )
+    generation = {"max_new_tokens": max_new_tokens, "samples_per_prompt": eval_samples}
+    before = evaluate_policy(policy, reference, tokenizer, held_out, reward_fn, judge, **generation)
     result = train()
     trained = getattr(policy, "lm", policy)
-    after, samples_after = evaluate_policy(
-        trained, reference, tokenizer, held_out, reward_fn, judge, max_new_tokens=max_new_tokens
-    )
+    after = evaluate_policy(trained, reference, tokenizer, held_out, reward_fn, judge, **generation)
     report(config.total_steps, config.total_steps)
     model_dir = out_dir / "model"
     trained.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    metrics = compare_generations(before, after)
+    metrics = compare_generations(before.metrics, after.metrics)
     metrics["train_prompts"] = float(len(train_prompts))
     metrics["steps"] = float(getattr(result, "steps", config.total_steps))
     metrics["stopped_on_kl_budget"] = float(bool(getattr(result, "stopped_on_budget", False)))
     samples = [
         {"prompt": b["prompt"], "before": b["text"], "after": a["text"]}
-        for b, a in zip(samples_before, samples_after, strict=True)
+        for b, a in zip(before.samples, after.samples, strict=True)
     ]
     return StageResult(model_dir, metrics, samples)
 
@@ -570,14 +478,12 @@ def dpo_stage(
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
     generation = {
         "max_new_tokens": eval_new_tokens,
-        "samples": None,
+        "show": None,
         "chat_template": config.use_chat_template,
     }
     report(0, 1)
     if prompts:
-        before, start_samples = evaluate_policy(
-            policy, reference, tokenizer, prompts, None, None, **generation
-        )
+        before = evaluate_policy(policy, reference, tokenizer, prompts, **generation)
     result = train_dpo(config, policy, tokenizer, train, held_out, ref_model=reference)
     report(1, 1)
     model_dir = out_dir / "model"
@@ -589,10 +495,9 @@ def dpo_stage(
     metrics["train_pairs"] = float(len(train))
     samples: list[dict[str, str]] = []
     if prompts:
-        after, candidate_samples = evaluate_policy(
-            policy, reference, tokenizer, prompts, None, None, **generation
-        )
-        metrics |= compare_generations(before, after)
+        after = evaluate_policy(policy, reference, tokenizer, prompts, **generation)
+        metrics |= compare_generations(before.metrics, after.metrics)
+        start_samples, candidate_samples = before.samples, after.samples
         if scorer_dir is not None:
             metrics["win_rate"] = win_rate(scorer_dir, candidate_samples, start_samples, device)
         samples = [
