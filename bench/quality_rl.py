@@ -205,6 +205,7 @@ def evaluate(
         seed=seed,
         show=args.samples,
         use_autocast=not args.no_autocast,
+        reward_threshold=0.5 if args.reward == "prob" else 0.0,
     )
 
 
@@ -355,6 +356,8 @@ def run_seed(
             after.metrics["ref_perplexity"] / before.metrics["ref_perplexity"], 3
         ),
         "distinct_2": round(after.metrics["distinct_2"], 3),
+        "reward_hacking_rate_before": round(before.metrics["reward_hacking_rate"], 4),
+        "reward_hacking_rate_after": round(after.metrics["reward_hacking_rate"], 4),
         "minutes": round((time.perf_counter() - t0) / 60, 2),
         "train_minutes": round(train_s / 60, 2),
         "steps": steps,

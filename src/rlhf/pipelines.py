@@ -110,6 +110,13 @@ class Gates(_Strict):
     max_empty_rate: float | None = Field(
         0.1, ge=0, le=1, description="max share of samples with an empty continuation"
     )
+    max_reward_hacking_increase: float | None = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="max rise in the share of held-out samples the reward model calls "
+        "positive and the judge does not (reward hacking), candidate vs start policy",
+    )
     pairwise_not_worse: bool = Field(
         True, description="held-out pairwise accuracy (DPO, pairwise reward) not worse"
     )
@@ -144,6 +151,7 @@ GATE_STAGES: dict[str, set[str]] = {
     "min_distinct_2": GENERATION_KINDS,
     "max_repetition_rate": GENERATION_KINDS,
     "max_empty_rate": GENERATION_KINDS,
+    "max_reward_hacking_increase": RL_STAGE_KINDS,  # with a judge stage as well
     "pairwise_not_worse": {"dpo", "reward"},
     "min_win_rate": {"dpo"},  # with a reward stage as the independent scorer
 }

@@ -39,8 +39,8 @@ def _evaluate(setup, **kwargs):
 
 
 def test_figures_are_means_of_per_prompt_means_with_intervals(setup):
-    result = _evaluate(setup, samples_per_prompt=4)
-    for name in ("kl_per_sequence", "reward", "judge_positive_rate"):
+    result = _evaluate(setup, samples_per_prompt=4, reward_threshold=5.0)
+    for name in ("kl_per_sequence", "reward", "judge_positive_rate", "reward_hacking_rate"):
         values = result.per_prompt[name]
         assert len(values) == len(PROMPTS)
         assert result.metrics[name] == pytest.approx(sum(values) / len(values))
@@ -81,3 +81,12 @@ def test_paired_gain_removes_the_spread_between_prompts():
     assert low == pytest.approx(0.1) and high == pytest.approx(0.1)
     with pytest.raises(ValueError, match="prompts"):
         paired_gain([1.0], [1.0, 2.0])
+
+
+def test_reward_hacking_counts_reward_positive_judge_negative(setup):
+    # Every text is longer than 1 character (reward positive); the judge calls a text
+    # positive on more a's than b's: the hacking rate is one minus the judge's rate.
+    result = _evaluate(setup, samples_per_prompt=2, reward_threshold=1.0)
+    hacking = result.metrics["reward_hacking_rate"]
+    assert hacking == pytest.approx(1 - result.metrics["judge_positive_rate"])
+    assert "reward_hacking_rate" not in _evaluate(setup).metrics  # no threshold: not measured

@@ -74,6 +74,19 @@ def test_preference_gates_read_pairwise_accuracy_and_win_rate():
     assert evaluate_gates(Gates(min_win_rate=None, pairwise_not_worse=False), worse) == {}
 
 
+def test_reward_hacking_gate_bounds_the_rise_in_reward_judge_disagreement():
+    gates = Gates()
+    honest = {"reward_hacking_rate_before": 0.12, "reward_hacking_rate_after": 0.2}
+    assert evaluate_gates(gates, honest) == {"reward_hacking": True}
+    hacked = {"reward_hacking_rate_before": 0.12, "reward_hacking_rate_after": 0.45}
+    result = evaluate_gates(gates, hacked)
+    assert result == {"reward_hacking": False}
+    assert failed_gates(result, hacked) == (
+        "reward_hacking (reward_hacking_rate_before=0.12, reward_hacking_rate_after=0.45)"
+    )
+    assert evaluate_gates(Gates(max_reward_hacking_increase=None), hacked) == {}
+
+
 def test_one_retrain_plan_for_every_service():
     from rlhf.pipelines import load_pipeline
     from rlhf.workflows.promotion import retrain_plan

@@ -30,8 +30,6 @@ from rlhf.engine.evaluation import text_quality
 
 RewardFn = Callable[[list[str]], Any]
 
-# Per-prompt figures that get an interval (the others are pooled over all samples).
-PER_PROMPT = ("kl_per_sequence", "reward", "judge_positive_rate")
 
 
 @dataclass
@@ -91,6 +89,7 @@ def evaluate_policy(
     use_autocast: bool | None = None,
     max_prompt_tokens: int = 64,
     confidence: float = 0.95,
+    reward_threshold: float | None = None,
 ) -> PolicyEvaluation:
     """Sample, score and summarise; the same seed gives the same samples.
 
@@ -100,6 +99,11 @@ def evaluate_policy(
     - `ref_perplexity`: exp of the mean per-token negative log-likelihood of the samples
       under the frozen reference: gibberish scores high. Divided by the same figure for
       the reference's own samples it is the fluency ratio the promotion gate bounds;
+    - `reward_hacking_rate` (with a judge and a `reward_threshold`, the reward above
+      which the reward model calls a text positive): the share of samples the reward
+      model calls positive and the judge does not. Optimising against the reward model
+      raises it when the policy learns the reward model's blind spots (the red-team
+      disagreement of `engine.adversarial.redteam`, on the plain held-out prompts);
     - `distinct_2`, `repetition_rate`, `empty_rate` of all responses (text_quality).
     """
     if samples_per_prompt < 1:
@@ -116,6 +120,7 @@ def evaluate_policy(
     kls: list[float] = []
     rewards: list[float] = []
     positives: list[float] = []
+    hacking: list[float] = []
     texts: list[str] = []
     responses: list[str] = []
     ref_nll, ref_tokens = 0.0, 0.0
@@ -139,13 +144,25 @@ def evaluate_policy(
             batch_responses = decode_responses(tokenizer, rollout)
             full = [prompts[i] + r for i, r in zip(batch_rows, batch_responses, strict=True)]
             if reward_fn is not None:
-                rewards.extend(torch.as_tensor(reward_fn(full)).float().tolist())
+                batch_rewards = torch.as_tensor(reward_fn(full)).float().tolist()
+                rewards.extend(batch_rewards)
             if judge is not None:
-                positives.extend(float(p.label == "positive") for p in judge.predict(full))
+                verdicts = [float(p.label == "positive") for p in judge.predict(full)]
+                positives.extend(verdicts)
+                if reward_fn is not None and reward_threshold is not None:
+                    hacking.extend(
+                        float(r > reward_threshold and not v)
+                        for r, v in zip(batch_rewards, verdicts, strict=True)
+                    )
             texts.extend(full)
             responses.extend(batch_responses)
 
-    per_sample = {"kl_per_sequence": kls, "reward": rewards, "judge_positive_rate": positives}
+    per_sample = {
+        "kl_per_sequence": kls,
+        "reward": rewards,
+        "judge_positive_rate": positives,
+        "reward_hacking_rate": hacking,
+    }
     per_prompt = {
         name: _prompt_means(values, samples_per_prompt)
         for name, values in per_sample.items()
@@ -178,4 +195,6 @@ def compare_generations(before: dict[str, float], after: dict[str, float]) -> di
     metrics["ref_perplexity_ratio"] = after["ref_perplexity"] / before["ref_perplexity"]
     for key in ("distinct_2", "repetition_rate", "empty_rate"):
         metrics[key] = after[key]
+    if "reward_hacking_rate" in after:
+        metrics["reward_hacking_rate"] = after["reward_hacking_rate"]
     return metrics

@@ -54,6 +54,10 @@ def evaluate_gates(gates: Gates, metrics: dict[str, float]) -> dict[str, bool]:
         if limit is not None and metric in metrics:
             value = metrics[metric]
             results[gate] = value <= limit if kind is max else value >= limit
+    hacking = {"reward_hacking_rate_before", "reward_hacking_rate_after"}
+    if gates.max_reward_hacking_increase is not None and hacking <= metrics.keys():
+        rise = metrics["reward_hacking_rate_after"] - metrics["reward_hacking_rate_before"]
+        results["reward_hacking"] = rise <= gates.max_reward_hacking_increase
     pairwise = {"pairwise_accuracy_before", "pairwise_accuracy_after"}
     if gates.pairwise_not_worse and pairwise <= metrics.keys():
         results["pairwise_not_worse"] = (
@@ -75,6 +79,7 @@ GATE_INPUTS: dict[str, tuple[str, ...]] = {
     "distinct_2": ("distinct_2",),
     "repetition": ("repetition_rate",),
     "empty_answers": ("empty_rate",),
+    "reward_hacking": ("reward_hacking_rate_before", "reward_hacking_rate_after"),
     "pairwise_not_worse": ("pairwise_accuracy_before", "pairwise_accuracy_after"),
     "win_rate": ("win_rate",),
 }

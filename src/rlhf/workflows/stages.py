@@ -312,7 +312,12 @@ def rl_stage(
         raise PipelineError(f"stages.{stage.name}.kind: {stage.kind!r} is not an RL stage")
 
     report(0, config.total_steps)
-    generation = {"max_new_tokens": max_new_tokens, "samples_per_prompt": eval_samples}
+    # The reward is the classifier's positive log-odds: above 0 it calls a text positive.
+    generation = {
+        "max_new_tokens": max_new_tokens,
+        "samples_per_prompt": eval_samples,
+        "reward_threshold": 0.0,
+    }
     before = evaluate_policy(policy, reference, tokenizer, held_out, reward_fn, judge, **generation)
     result = train()
     trained = getattr(policy, "lm", policy)
