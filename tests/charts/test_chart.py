@@ -662,7 +662,7 @@ def test_image_digest_pins_the_image_and_registry_override() -> None:
     triton = by_name(objs, "Deployment", "t-rlhf-triton")["spec"]["template"]["spec"]["containers"][
         0
     ]
-    assert triton["image"].startswith("registry.local/nvidia/tritonserver:")
+    assert triton["image"].startswith("registry.local/rlhf-platform/rlhf-triton:")
 
 
 def test_pipeline_specs_from_values_land_in_the_configmap(tmp_path) -> None:

@@ -12,7 +12,10 @@ from rlhf.contract import SERVICES
 
 
 def serve(
-    service: str = typer.Argument(..., help=f"one of: {', '.join(SERVICES)}"),
+    # RLHF_SERVICE: set by services/Dockerfile, so each image's default command names it.
+    service: str = typer.Argument(
+        ..., envvar="RLHF_SERVICE", help=f"one of: {', '.join(SERVICES)}"
+    ),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML settings file"),
     port: int | None = typer.Option(None, help="gRPC port (overrides settings)"),
 ) -> None:
