@@ -6,7 +6,8 @@ with py.typed and the packaged data sets; the core requirements name no heavy pa
 It is then installed with `--no-deps` into a fresh venv whose dependencies come from
 this venv's site-packages (a `.pth` line, nothing downloaded), where `rlhf pipeline
 list` must list every shipped spec. `rlhf.client` and `rlhf pipeline list` also run
-with the heavy packages made unimportable by an import hook.
+with the heavy packages made unimportable by an import hook, and a command that needs
+one (`rlhf demo`) names the extra to install.
 
 Slow (`-m slow`): the issue's acceptance as a user runs it, `pip install
 '<wheel>[client]'` into an empty venv from the package index: no torch installed, and
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -134,6 +136,22 @@ def test_pipeline_list_runs_without_heavy_packages() -> None:
     code = BLOCKER + "sys.argv = ['rlhf', 'pipeline', 'list']\nfrom rlhf.cli import main\nmain()"
     out = _run([sys.executable, "-c", code], cwd=REPO).stdout
     assert sorted(line.split()[0] for line in out.splitlines()) == [Path(n).stem for n in SHIPPED]
+
+
+def test_a_command_that_needs_an_extra_names_it(tmp_path: Path) -> None:
+    code = BLOCKER + "sys.argv = ['rlhf', 'demo', '--quick']\nfrom rlhf.cli import main\nmain()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=tmp_path
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "pip install 'rlhf-platform[engine]'" in proc.stderr
+
+
+def test_every_extra_the_command_names_is_declared() -> None:
+    from rlhf.cli import EXTRA_OF
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert set(EXTRA_OF.values()) <= set(config["project"]["optional-dependencies"])
 
 
 def test_installed_wheel_lists_the_shipped_pipelines(wheel: Path, tmp_path: Path) -> None:

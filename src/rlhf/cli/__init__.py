@@ -68,6 +68,26 @@ def _register_subcommands() -> None:
             app.command(name=name, help=help_text)(sub)
 
 
+# Top-level module -> the extra of the wheel that installs it (pyproject.toml): the core
+# install has the client SDK and this command, not the engine.
+EXTRA_OF: dict[str, str] = dict.fromkeys(
+    (
+        *("torch", "transformers", "tokenizers", "safetensors", "accelerate", "numpy"),
+        *("gguf", "sacrebleu", "rouge_score", "pyarrow", "pypinyin", "vaderSentiment", "tqdm"),
+    ),
+    "engine",
+) | {"tritonclient": "serving", "pytriton": "tritonserver", "kubernetes": "k8s"}
+
+
 def main() -> None:
     _register_subcommands()
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:  # a command needs an extra the install lacks
+        extra = EXTRA_OF.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        typer.echo(
+            f"rlhf: {exc.name} is not installed: pip install 'rlhf-platform[{extra}]'", err=True
+        )
+        raise SystemExit(1) from exc
