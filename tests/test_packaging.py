@@ -9,9 +9,9 @@ list` must list every shipped spec. `rlhf.client` and `rlhf pipeline list` also 
 with the heavy packages made unimportable by an import hook, and a command that needs
 one (`rlhf demo`) names the extra to install.
 
-Slow (`-m slow`): the issue's acceptance as a user runs it, `pip install
-'<wheel>[client]'` into an empty venv from the package index: no torch installed, and
-`from rlhf.client import Client` and `rlhf pipeline list` work.
+Slow (`-m slow`, about a minute): the issue's acceptance as a user runs it, `python -m
+build`, then `pip install '<wheel>[client]'` into an empty venv from the package index:
+no torch installed, and `from rlhf.client import Client` and `rlhf pipeline list` work.
 """
 
 from __future__ import annotations
@@ -66,15 +66,21 @@ def _run(args: list[str | Path], **kwargs: object) -> subprocess.CompletedProces
     return proc
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project's wheel, built from a copy of what the Dockerfile copies."""
-    src = tmp_path_factory.mktemp("src")
+def _source_copy(dest: Path) -> Path:
+    """What the Dockerfile copies: the checkout gets no build/ or egg-info from a build."""
+    dest.mkdir(parents=True, exist_ok=True)
     for name in ("pyproject.toml", "setup.py", "README.md"):
-        shutil.copy2(REPO / name, src / name)
+        shutil.copy2(REPO / name, dest / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for name in ("src", "services", "pipelines"):
-        shutil.copytree(REPO / name, src / name, ignore=ignore)
+        shutil.copytree(REPO / name, dest / name, ignore=ignore)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built without build isolation (nothing downloaded)."""
+    src = _source_copy(tmp_path_factory.mktemp("src"))
     out = tmp_path_factory.mktemp("dist")
     _run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
@@ -176,8 +182,13 @@ def test_installed_wheel_lists_the_shipped_pipelines(wheel: Path, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_client_extra_installs_without_torch(wheel: Path, tmp_path: Path) -> None:
-    """pip install '<wheel>[client]' in an empty venv, dependencies from the index."""
+def test_client_extra_installs_without_torch(tmp_path: Path) -> None:
+    """The acceptance as a user runs it: `python -m build` (sdist, then the wheel from
+    it; build requirements and the client's dependencies from the package index), then
+    `pip install '<wheel>[client]'` in an empty venv."""
+    src = _source_copy(tmp_path / "src")
+    _run([sys.executable, "-m", "build", "--outdir", tmp_path / "dist", src], timeout=900)
+    (wheel,) = (tmp_path / "dist").glob("rlhf_platform-*.whl")
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", venv])
     _run([venv / "bin/python", "-m", "pip", "install", "-q", f"{wheel}[client]"], timeout=900)
