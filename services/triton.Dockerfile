@@ -9,8 +9,10 @@
 #   docker build -f services/triton.Dockerfile -t ghcr.io/rlhf-platform/rlhf-triton:0.1.0 .
 # The chart's triton.image points here. Triton's Python backend runs the base image's
 # system python3, so the packages go there. The torch and transformers versions are the
-# ones the test suite runs backend.py with (tests/serving); PyPI's Linux torch wheel
-# brings its CUDA libraries, so the same image serves on CPU and on GPUs.
+# ones the test suite runs backend.py with (tests/serving). PyPI's Linux torch wheel
+# brings its CUDA libraries (torch 2.15: CUDA 13, so an R580 or newer driver on GPU
+# nodes); for nodes with an older driver (Triton 25.01 itself needs R570), pass the
+# PyTorch wheel index for CUDA 12.8 as TORCH_INDEX_URL. On CPU either works.
 # The base is pinned by version; pin it by digest too in your registry mirror.
 
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.01-py3
@@ -18,6 +20,7 @@ ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.01-py3
 FROM ${TRITON_IMAGE} AS runtime
 ARG TORCH_VERSION=2.15.0
 ARG TRANSFORMERS_VERSION=5.24.0
+ARG TORCH_INDEX_URL=""
 LABEL org.opencontainers.image.title="rlhf-triton" \
       org.opencontainers.image.description="Triton Inference Server with the RLHF platform's Python-backend dependencies (HTTP :8000, gRPC :8001, metrics :8002)" \
       org.opencontainers.image.source="https://github.com/rlhf-platform/rlhf-platform" \
@@ -27,7 +30,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_BREAK_SYSTEM_PACKAGES=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python3 -m pip install "torch==${TORCH_VERSION}" "transformers==${TRANSFORMERS_VERSION}"
+RUN python3 -m pip install ${TORCH_INDEX_URL:+--index-url "${TORCH_INDEX_URL}"} \
+      "torch==${TORCH_VERSION}" \
+ && python3 -m pip install "transformers==${TRANSFORMERS_VERSION}"
 # The backend is imported as Triton imports it (triton_python_backend_utils is Triton's
 # own and optional at import time), so a missing dependency fails the build, not a load.
 COPY src/rlhf/serving/backend.py /opt/rlhf/check/model.py

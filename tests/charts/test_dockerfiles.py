@@ -91,7 +91,9 @@ def test_each_service_gets_declared_extras_with_what_it_imports() -> None:
     for name, chosen in extras.items():
         assert chosen <= declared, f"{name}: {chosen - declared} not in pyproject.toml"
         assert {"engine", "otlp"} <= chosen, name  # torch everywhere; traces over OTLP
-    assert "serving" in extras["inference"]  # the Triton client
+    # The Triton client, and the local tritonserver it starts when the chart has
+    # `triton.enabled: false` (ServingSettings.triton_url unset).
+    assert {"serving", "tritonserver"} <= extras["inference"]
     assert "k8s" in extras["trainer"]  # training Jobs
 
 
