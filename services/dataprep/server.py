@@ -18,6 +18,12 @@ from pathlib import Path
 from rlhf.pipelines import DataSource, PipelineError, PipelineSpec, load_named_pipeline
 from rlhf.runtime.confine import confined_path
 from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
+from rlhf.runtime.platform_metrics import (
+    FEEDBACK_IN_WINDOWS,
+    FEEDBACK_STORED,
+    FEEDBACK_WINDOWS,
+    feedback_kind,
+)
 from rlhf.runtime.runs import RunContext
 from rlhf.runtime.service import (
     TOPIC_DATASET_PREPARED,
@@ -277,7 +283,8 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
         feedback: events_pb2.FeedbackRecorded = event.payload
         if not feedback.feedback_id or not feedback.pipeline:
             raise ValueError("feedback event without feedback_id or pipeline")
-        self.feedback.add(feedback)
+        if self.feedback.add(feedback):
+            FEEDBACK_STORED.labels(feedback.pipeline, feedback_kind(feedback.kind)).inc()
         spec = load_named_pipeline(
             feedback.pipeline, quick=self._profile(feedback.pipeline) == "quick"
         )
@@ -308,6 +315,8 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
             log.warning("feedback window %s: %s", decision.window_id, summary["reason"])
         log.info("retrain requested for %s: %s", feedback.pipeline, decision.reason)
         self.ctx.publish(TOPIC_RETRAIN_REQUESTED, request, key=feedback.pipeline)
+        FEEDBACK_WINDOWS.labels(feedback.pipeline).inc()
+        FEEDBACK_IN_WINDOWS.labels(feedback.pipeline).inc(len(claimed))
 
 
 def _combined_version(manifests: dict[str, dict]) -> str:

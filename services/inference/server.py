@@ -43,6 +43,7 @@ from rlhf.runtime.grpc import (
     run_server,
 )
 from rlhf.runtime.grpc.authz import current_principal
+from rlhf.runtime.platform_metrics import FEEDBACK_RECORDED, feedback_kind
 from rlhf.runtime.settings import load_settings
 from rlhf.serving.backend import Sampling
 from rlhf.serving.client import ModelInputError, ModelNotLoaded, ServingError, TritonUnavailable
@@ -510,6 +511,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                     event_id=feedback_id,
                 )
                 self.feedback.add(feedback_id, digest)
+                FEEDBACK_RECORDED.labels(feedback_kind(request.kind)).inc()
                 return True
 
         try:

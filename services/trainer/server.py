@@ -27,6 +27,7 @@ from rlhf.pipelines import PipelineError, PipelineSpec, load_named_pipeline
 from rlhf.registry import ModelNotFound
 from rlhf.runtime.confine import confined_path, run_config
 from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
+from rlhf.runtime.platform_metrics import PROMOTIONS, ROLLBACKS, record_gates
 from rlhf.runtime.runs import RunContext, RunNotFound
 from rlhf.runtime.service import (
     TOPIC_DATASET_PREPARED,
@@ -310,6 +311,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             }
         )
         gates = promotion.evaluate_gates(spec.gates, metrics)
+        record_gates(spec.name, gates)
         dataset_refs = [
             common_pb2.ArtifactRef(uri=f"file://{p}", kind="dataset") for p in datasets.values()
         ]
@@ -383,6 +385,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         if not params.get("retrain"):
             metrics.update(state.get("robustness", {}))
         gates = promotion.evaluate_gates(spec.gates, metrics)
+        record_gates(spec.name, gates)
         if all(gates.values()):
             self._promote(ctx, spec, model.version)
         else:
@@ -409,6 +412,9 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         )
         event.model.CopyFrom(model)
         self.ctx.publish(TOPIC_MODEL_PROMOTED, event, key=model.name)
+        PROMOTIONS.labels(pipeline, model.name).inc()
+        if run_id.startswith("rollback-"):
+            ROLLBACKS.labels(model.name).inc()
         return model
 
     # -- RPCs -------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """JSON schemas for the custom resources the chart renders (not in kubernetes-validate).
 
 Condensed from the CRDs' openAPIV3Schema: Strimzi KafkaTopic kafka.strimzi.io/v1beta2 and
-Prometheus Operator ServiceMonitor monitoring.coreos.com/v1: the fields the chart sets,
-with their types, and no unknown top-level spec fields.
+Prometheus Operator ServiceMonitor and PrometheusRule monitoring.coreos.com/v1: the
+fields the chart sets, with their types, and no unknown top-level spec fields.
 """
 
 from __future__ import annotations
@@ -155,4 +155,60 @@ PYTORCH_JOB = {
     },
 }
 
-BY_KIND = {"KafkaTopic": KAFKA_TOPIC, "ServiceMonitor": SERVICE_MONITOR, "PyTorchJob": PYTORCH_JOB}
+PROMETHEUS_RULE = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": _METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": {"type": "string", "pattern": _DURATION},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["expr"],
+                                    "properties": {
+                                        "alert": {"type": "string", "minLength": 1},
+                                        "record": {"type": "string", "minLength": 1},
+                                        "expr": {"type": ["string", "integer"]},
+                                        "for": {"type": "string", "pattern": _DURATION},
+                                        "labels": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "string"},
+                                        },
+                                        "annotations": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+        },
+    },
+}
+
+BY_KIND = {
+    "KafkaTopic": KAFKA_TOPIC,
+    "ServiceMonitor": SERVICE_MONITOR,
+    "PyTorchJob": PYTORCH_JOB,
+    "PrometheusRule": PROMETHEUS_RULE,
+}

@@ -39,6 +39,7 @@ from rlhf.runtime.bus import (
     create_bus,
     dlq_topic,
 )
+from rlhf.runtime.metrics import REGISTRY
 from rlhf.runtime.settings import KafkaSettings, load_settings
 from rlhf.runtime.telemetry import configure_tracing
 from rlhf.v1 import events_pb2
@@ -337,6 +338,14 @@ def test_poison_event_goes_to_dlq_after_retries(harness: Harness) -> None:
     assert headers["dlq_group"] == "g-poison"
     assert Feedback.FromString(dead.value) == Feedback(label="poison")
     assert bus.stats.dead_lettered == 1
+    series = {"topic": topic, "group": "g-poison"}
+    assert REGISTRY.get_sample_value("rlhf_bus_dead_letters_total", series) == 1
+    if harness.kind == "kafka":  # the consumer reports its lag (0: it has read everything)
+        wait_until(
+            lambda: REGISTRY.get_sample_value("rlhf_bus_consumer_lag", series) == 0,
+            timeout=20,
+            what="the consumer lag gauge",
+        )
 
 
 def test_malformed_events_go_to_dlq_without_blocking(harness: Harness) -> None:

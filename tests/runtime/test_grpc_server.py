@@ -307,3 +307,22 @@ def test_second_sigterm_stops_without_waiting_for_the_grace_period(tmp_path):
     finally:
         app.stop()
     assert "second signal, stopping without draining" in app.log()
+
+
+def test_health_status_is_exported_as_a_metric():
+    from rlhf.runtime.grpc.health import HealthServicer
+    from rlhf.runtime.metrics import REGISTRY
+
+    def serving() -> float | None:
+        return REGISTRY.get_sample_value("rlhf_service_serving", {"service": "rlhf.v1.Probe"})
+
+    async def main() -> list[float | None]:
+        health = HealthServicer()
+        seen = []
+        for step in (True, False, True):
+            await health.set("rlhf.v1.Probe", step)
+            seen.append(serving())
+        await health.enter_shutdown()
+        return [*seen, serving()]
+
+    assert asyncio.run(main()) == [1, 0, 1, 0]

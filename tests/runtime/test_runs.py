@@ -1,5 +1,7 @@
 import threading
 
+import pytest
+
 from rlhf.runtime.runs import RunManager
 
 
@@ -117,4 +119,33 @@ def test_requests_beyond_the_queue_limit_are_refused_events_are_not(tmp_path):
         manager.submit("ppo", lambda ctx: None, bounded=True)
     assert manager.submit("ppo", lambda ctx: None).state in ("pending", "running")
     gate.set()
+    manager.shutdown()
+
+
+def test_run_metrics_show_states_progress_reward_and_kl(tmp_path):
+    from rlhf.runtime.metrics import REGISTRY
+
+    manager = RunManager(tmp_path, service="metrics-test")
+    reported, release = threading.Event(), threading.Event()
+
+    def work(ctx):
+        ctx.report(3, 10, score=0.7, kl_per_sequence=2.5)
+        reported.set()
+        release.wait(10)
+
+    record = manager.submit("ppo", work)
+    assert reported.wait(10)
+    running = {"service": "metrics-test", "stage": "ppo", "run_id": record.run_id}
+    sample = lambda name, labels: REGISTRY.get_sample_value(name, labels)  # noqa: E731
+    assert sample("rlhf_runs", {"service": "metrics-test", "state": "running"}) == 1
+    assert sample("rlhf_run_step", running) == 3
+    assert sample("rlhf_run_total_steps", running) == 10
+    assert sample("rlhf_run_reward", running) == pytest.approx(0.7)
+    assert sample("rlhf_run_kl_per_sequence", running) == 2.5
+    release.set()
+    manager.wait(record.run_id, timeout=10)
+    assert sample("rlhf_run_step", running) is None  # only running runs have progress
+    assert sample("rlhf_runs", {"service": "metrics-test", "state": "succeeded"}) == 1
+    finished = {"service": "metrics-test", "state": "succeeded"}
+    assert sample("rlhf_runs_finished_total", finished) == 1
     manager.shutdown()

@@ -241,6 +241,16 @@ schema = {
                             "labels": STRMAP,
                         }
                     ),
+                    "prometheusRule": obj({"enabled": B, "labels": STRMAP}),
+                    "grafanaDashboards": obj(
+                        {
+                            "enabled": B,
+                            "label": {"type": "string", "minLength": 1},
+                            "labelValue": S,
+                            "namespace": S,
+                            "annotations": STRMAP,
+                        }
+                    ),
                 }
             ),
             "kafka": obj(

@@ -18,7 +18,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client.core import GaugeMetricFamily, Metric
 
+from rlhf.runtime import metrics
 from rlhf.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,68 @@ MAX_ATTEMPTS = 3
 
 class RunNotFound(KeyError):
     """No run with that id."""
+
+
+RUNS_FINISHED = metrics.counter(
+    "rlhf_runs_finished", "Runs that ended, by service and final state.", ("service", "state")
+)
+# Progress keys a training loop reports, in order of preference, for the run gauges.
+_REWARD_KEYS = ("reward", "score", "reward_margin")
+_KL_KEYS = ("kl_per_sequence", "kl")
+
+
+class RunsCollector:
+    """Run gauges read from every live RunManager at scrape time (nothing to keep in
+    step): `rlhf_runs{service,state}`, and for each running run its step, total steps,
+    latest reward and KL (`rlhf_run_*{service,stage,run_id}`; one worker per service
+    runs at a time, so the run_id label stays few)."""
+
+    def __init__(self) -> None:
+        self._managers: weakref.WeakSet[RunManager] = weakref.WeakSet()
+
+    def add(self, manager: RunManager) -> None:
+        self._managers.add(manager)
+
+    def collect(self) -> Iterator[Metric]:
+        runs = GaugeMetricFamily(
+            "rlhf_runs", "Runs the service knows, by state.", labels=["service", "state"]
+        )
+        labels = ["service", "stage", "run_id"]
+        gauges = {
+            "step": GaugeMetricFamily("rlhf_run_step", "Step of a running run.", labels=labels),
+            "total": GaugeMetricFamily(
+                "rlhf_run_total_steps", "Steps a running run plans.", labels=labels
+            ),
+            "reward": GaugeMetricFamily(
+                "rlhf_run_reward", "Latest mean reward a running run reported.", labels=labels
+            ),
+            "kl": GaugeMetricFamily(
+                "rlhf_run_kl_per_sequence",
+                "Latest KL(policy || reference), nats per sequence, a running run reported.",
+                labels=labels,
+            ),
+        }
+        for manager in list(self._managers):
+            counts = dict.fromkeys(_STATE_TO_PROTO, 0)
+            for record in manager.list():
+                counts[record.state] = counts.get(record.state, 0) + 1
+                if record.state != "running":
+                    continue
+                values = [manager.service, record.stage, record.run_id]
+                gauges["step"].add_metric(values, record.step)
+                gauges["total"].add_metric(values, record.total_steps)
+                for name, keys in (("reward", _REWARD_KEYS), ("kl", _KL_KEYS)):
+                    key = next((k for k in keys if k in record.metrics), None)
+                    if key is not None:
+                        gauges[name].add_metric(values, record.metrics[key])
+            for state, count in counts.items():
+                runs.add_metric([manager.service, state], count)
+        yield runs
+        yield from gauges.values()
+
+
+RUNS_COLLECTOR = RunsCollector()
+metrics.REGISTRY.register(RUNS_COLLECTOR)
 
 
 def _now() -> str:
@@ -155,10 +220,13 @@ class RunManager:
         on_update: Callable[[RunRecord], None] | None = None,
         max_workers: int = 1,
         executor: ThreadPoolExecutor | None = None,
+        service: str = "",
     ) -> None:
         """`executor`: share one worker pool between managers (several services in one
-        process run their work one at a time instead of racing for the CPU)."""
+        process run their work one at a time instead of racing for the CPU); `service`
+        labels the run metrics."""
         self.state_dir = Path(state_dir)
+        self.service = service
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._on_update = on_update
         self._owns_pool = executor is None
@@ -175,6 +243,7 @@ class RunManager:
             self._records[record.run_id] = record
             if record.request_id:
                 self._by_request[record.request_id] = record.run_id
+        RUNS_COLLECTOR.add(self)
 
     # -- submitting and querying -------------------------------------------------
     def submit(
@@ -312,6 +381,7 @@ class RunManager:
     def _finish(self, record: RunRecord, state: str, message: str) -> None:
         record.state = state
         record.message = message
+        RUNS_FINISHED.labels(self.service, state).inc()
         self._save_and_notify(record)
         self._contexts.pop(record.run_id, None)
 

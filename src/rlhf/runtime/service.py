@@ -60,7 +60,10 @@ class ServiceContext:
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
         self.registry = ModelRegistry(self.artifact_dir / "registry")
         self.runs = RunManager(
-            self.state_dir / "runs", on_update=self._publish_progress, executor=self.executor
+            self.state_dir / "runs",
+            on_update=self._publish_progress,
+            executor=self.executor,
+            service=self.name,
         )
 
     @property

@@ -163,6 +163,17 @@ CONSUMER_RESTARTS = metrics.counter(
     "Event consumers restarted after dying of an unexpected error.",
     ("topic", "group"),
 )
+DEAD_LETTERS = metrics.counter(
+    "rlhf_bus_dead_letters",
+    "Events sent to <topic>.dlq after their handler failed (or they did not parse).",
+    ("topic", "group"),
+)
+CONSUMER_LAG = metrics.gauge(
+    "rlhf_bus_consumer_lag",
+    "Events published to a topic and not yet consumed by the group (Kafka: the sum over "
+    "partitions of high watermark - position).",
+    ("topic", "group"),
+)
 
 
 @dataclass
@@ -647,6 +658,7 @@ class EventBus(ABC):
         )
         self._send([(dlq_topic(sub.topic), record.key, record.value or b"", headers)])
         self.stats.add("dead_lettered")
+        DEAD_LETTERS.labels(sub.topic, sub.group).inc()
 
     def _call_before_commit(self, sub: Subscription, offsets: Mapping[int, int]) -> None:
         if self.before_commit is not None:

@@ -22,6 +22,7 @@ from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from rlhf.runtime.bus.core import (
+    CONSUMER_LAG,
     BusOptions,
     EventBus,
     RawRecord,
@@ -32,6 +33,9 @@ from rlhf.runtime.bus.core import (
 from rlhf.runtime.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+# How often a consumer refreshes its lag gauge (seconds).
+LAG_INTERVAL_S = 5.0
 
 
 def broker_api_version(bootstrap_servers: str) -> str:
@@ -219,8 +223,12 @@ class KafkaBus(EventBus):
             self._await_partition_metadata(consumer, sub.topic)
             consumer.subscribe([sub.topic], listener=_ReadyListener(sub))
             timeout_ms = int(self.options.poll_timeout_s * 1000)
+            lag_measured = 0.0
             while not self._closing.is_set():
                 polled = consumer.poll(timeout_ms=timeout_ms)
+                if time.monotonic() - lag_measured > LAG_INTERVAL_S:
+                    lag_measured = time.monotonic()
+                    self._measure_lag(sub, consumer)
                 if not polled:
                     continue
                 done: dict[TopicPartition, int] = {}
@@ -277,6 +285,21 @@ class KafkaBus(EventBus):
                     consumer.close(autocommit=False)
                 except Exception:  # pragma: no cover - best effort on the way out
                     log.debug("consumer close failed", exc_info=True)
+
+    @staticmethod
+    def _measure_lag(sub: Subscription, consumer: KafkaConsumer) -> None:
+        """Set the lag gauge from what the last fetches told the consumer (no request to
+        the broker: the high watermark comes with every fetch response)."""
+        lag = 0
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            try:
+                position = consumer.position(tp, timeout_ms=0)
+            except Exception:  # revoked meanwhile (a rebalance)
+                continue
+            if high is not None and position is not None:
+                lag += max(0, high - position)
+        CONSUMER_LAG.labels(sub.topic, sub.group).set(lag)
 
     def _stop_transport(self) -> None:
         for thread in self._threads:

@@ -13,9 +13,18 @@ import asyncio
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from rlhf.runtime import metrics
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+SERVICE_SERVING = metrics.gauge(
+    "rlhf_service_serving",
+    "1 while the gRPC health status of a service is SERVING, else 0 (service: the full "
+    "gRPC service name, e.g. rlhf.v1.TrainerService).",
+    ("service",),
+)
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):
@@ -43,6 +52,8 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         async with self._changed:
             self._status[service] = SERVING if serving else NOT_SERVING
             self._changed.notify_all()
+        if service:
+            SERVICE_SERVING.labels(service).set(1 if serving else 0)
 
     async def enter_shutdown(self) -> None:
         """Every service NOT_SERVING for good; watchers get it and their streams end."""
@@ -50,6 +61,8 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             self._shutting_down = True
             for service in self._status:
                 self._status[service] = NOT_SERVING
+                if service:
+                    SERVICE_SERVING.labels(service).set(0)
             self._changed.notify_all()
 
     async def Check(self, request: health_pb2.HealthCheckRequest, context) -> object:
