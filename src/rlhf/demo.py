@@ -279,13 +279,13 @@ def _float32_without_native_bf16(device: str) -> Iterator[None]:
         return
     import importlib
 
-    original = importlib.import_module("rlhf.engine.algorithms.rollout").autocast
+    original = importlib.import_module("rlhf.engine.training").autocast
 
     def autocast(device: Any, enabled: bool) -> contextlib.AbstractContextManager:
         return original(device, False)
 
     patched = []
-    for name in ("rollout", "ppo", "rloo", "dpo", "lm_training"):
+    for name in ("rollout", "rl", "ppo", "rloo", "dpo", "lm_training"):
         module = importlib.import_module(f"rlhf.engine.algorithms.{name}")
         if getattr(module, "autocast", None) is original:
             module.autocast = autocast

@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rlhf.engine.algorithms.kl_control import AdaptiveKLController, KLBudget
 from rlhf.engine.algorithms.rollout import (
-    AdaptiveKLController,
-    DataCursor,
-    KLBudget,
     SamplingCopy,
-    adamw,
-    attention_kernel,
     decode,
     encode_chat_prompt,
     hh_to_messages,
@@ -23,6 +19,7 @@ from rlhf.engine.algorithms.rollout import (
     sample_categorical,
     token_logprobs,
 )
+from rlhf.engine.training import DataCursor, adamw, attention_kernel
 
 
 def test_response_mask_stops_after_first_eos():

@@ -19,33 +19,32 @@ chat messages and rendered with the tokenizer's chat template when it has one.
 from __future__ import annotations
 
 import copy
-import json
 import math
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from rlhf.engine.algorithms.rollout import (
-    DataCursor,
-    MetricsLogger,
-    adamw,
-    attention_kernel,
-    autocast,
     cache_argument,
-    clip_grad,
     encode_chat_prompt,
     left_pad,
     position_ids_from,
     token_logprobs,
 )
-from rlhf.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlhf.engine.classifier import pad_batch
+from rlhf.engine.training import (
+    DataCursor,
+    TrainConfig,
+    TrainingResult,
+    TrainingRun,
+    attention_kernel,
+    autocast,
+    clip_grad,
+    optimizer_and_schedule,
+)
 
 
 class Pair(Protocol):
@@ -57,8 +56,8 @@ class Pair(Protocol):
 
 
 @dataclass
-class DPOConfig:
-    """DPO hyper-parameters; defaults suit SmolLM2-135M on a small CPU."""
+class DPOConfig(TrainConfig):
+    """DPO hyper-parameters (plus TrainConfig's); defaults suit SmolLM2-135M on a small CPU."""
 
     beta: float = 0.1
     """Strength of the implicit KL constraint (higher = closer to the reference)."""
@@ -70,15 +69,14 @@ class DPOConfig:
     """Pairs per optimiser step (2x sequences per forward)."""
     learning_rate: float = 5e-6
     warmup_steps: int = 5
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    """Linear warm-up, then linear decay to 0 at the last step."""
     max_prompt_tokens: int = 128
     """Prompts are left-truncated to this many tokens."""
     max_response_tokens: int = 128
     """Responses are right-truncated to this many tokens."""
+    eval_batch_size: int = 16
     use_chat_template: bool = True
     """Render prompts with the tokenizer's chat template (when it has one)."""
-    eval_batch_size: int = 16
     share_prompt: bool = True
     """Run each prompt once for both answers (its keys/values shared) instead of two
     whole sequences; same log-probs, fewer token positions."""
@@ -86,24 +84,24 @@ class DPOConfig:
     """When the reference log-probs of the training pairs are computed: all before the
     first update, or per batch as pairs are first drawn (needs a frozen copy of the
     policy unless ``ref_model`` is given: 2x the weights in memory)."""
-    seed: int = 0
-    device: str = "cpu"
-    autocast: bool = True
     attn_implementation: str | None = "auto"
     """Attention kernel for the policy's forward/backward: "auto" = eager on CPU (faster
     backward at these lengths), the model's own on CUDA; None = as loaded."""
-    output_dir: str | None = None
-    checkpoint_every: int = 0
-    resume: bool = True
-    time_limit_s: float | None = None
-    progress: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reference_pass not in ("upfront", "lazy"):
+            raise ValueError(
+                f"reference_pass: expected 'upfront' or 'lazy', got {self.reference_pass!r}"
+            )
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing: must be in [0, 0.5), got {self.label_smoothing}")
 
 
 @dataclass
-class DPOResult:
-    steps: int
-    history: list[dict[str, float]]
-    final_dir: str | None
+class DPOResult(TrainingResult):
+    """TrainingResult plus held-out metrics before and after training."""
+
     eval_before: dict[str, float]
     """Held-out metrics of the reference (implicit rewards all 0: accuracy 0.5 by ties)."""
     eval_after: dict[str, float]
@@ -323,10 +321,6 @@ def train_dpo(
     )
     train = [encode_pair(tokenizer, p, cfg, i) for i, p in enumerate(train_pairs)]
     held_out = [encode_pair(tokenizer, p, cfg, i) for i, p in enumerate(eval_pairs)]
-    if cfg.reference_pass not in ("upfront", "lazy"):
-        raise ValueError(
-            f"reference_pass: expected 'upfront' or 'lazy', got {cfg.reference_pass!r}"
-        )
     lazy = cfg.reference_pass == "lazy"
     policy.to(cfg.device).train()
     # The reference is only needed for its log-probs. Up front it can be the policy
@@ -350,42 +344,13 @@ def train_dpo(
         eval_before = dpo_metrics(ref_eval, ref_eval, cfg.beta)
 
     total_steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
-    optimizer = adamw(
-        policy.parameters(), cfg.device, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(
-            (s + 1) / max(1, cfg.warmup_steps),
-            max(0.0, (total_steps - s) / max(1, total_steps - cfg.warmup_steps)),
-        ),
-    )
+    optimizer, scheduler = optimizer_and_schedule(cfg, policy.parameters(), total_steps, "linear")
     cursor = DataCursor(size=len(train), seed=cfg.seed)
-    history: list[dict[str, float]] = []
-    start_step = 0
-    out_dir = Path(cfg.output_dir) if cfg.output_dir else None
-    if out_dir and cfg.resume and (ckpt := latest_checkpoint(out_dir)) is not None:
-        restored = load_checkpoint(
-            ckpt, {"policy": policy}, {"opt": optimizer}, {"sched": scheduler}
-        )
-        start_step = restored["step"]
-        cursor.load_state_dict(restored["state"]["cursor"])
-        history = restored["state"]["history"]
-    metrics_log = MetricsLogger(out_dir / "metrics.jsonl" if out_dir else None, start_step)
+    run = TrainingRun(
+        cfg, "dpo", total_steps, {"policy": policy}, optimizer, scheduler, {"cursor": cursor}
+    )
 
-    def checkpoint(step: int) -> None:
-        if out_dir is not None:
-            state = {"cursor": cursor.state_dict(), "history": history}
-            save_checkpoint(
-                out_dir, step, {"policy": policy}, {"opt": optimizer}, {"sched": scheduler}, state
-            )
-
-    t_start = time.perf_counter()
-    step = start_step
-    bar = tqdm(total=total_steps, initial=start_step, disable=not cfg.progress, desc="dpo")
-    while step < total_steps:
-        if cfg.time_limit_s is not None and time.perf_counter() - t_start > cfg.time_limit_s:
-            break
+    while run.running():
         idx = cursor.take(cfg.batch_size)
         missing = [i for i in idx if math.isnan(ref_train[i, 0])]
         if missing:
@@ -400,7 +365,6 @@ def train_dpo(
         grad_norm = clip_grad(policy.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        step += 1
         row = {
             "loss": loss.item(),
             "accuracy": pairwise_accuracy_from(chosen_r, rejected_r),
@@ -410,29 +374,16 @@ def train_dpo(
             "grad_norm": grad_norm,
             "lr": scheduler.get_last_lr()[0],
         }
-        history.append(row)
-        metrics_log.log(step, row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
-            checkpoint(step)
-    bar.close()
+        run.end_step(row, loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
 
-    final_dir = None
-    if out_dir is not None:
-        checkpoint(step)
-        final = out_dir / "final"
-        policy.save_pretrained(final)
-        tokenizer.save_pretrained(final)
-        (final / "dpo_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-        final_dir = str(final)
+    final_dir = run.finish(policy, tokenizer)
     eval_after: dict[str, float] = {}
     if ref_eval is not None:
         eval_after = evaluate_dpo(policy, held_out, ref_eval, pad_id, cfg)
-        metrics_log.log(step, {f"eval_{k}": v for k, v in eval_after.items()})
+        run.metrics.log(run.step, {f"eval_{k}": v for k, v in eval_after.items()})
     return DPOResult(
-        steps=step,
-        history=history,
+        steps=run.step,
+        history=run.history,
         final_dir=final_dir,
         eval_before=eval_before,
         eval_after=eval_after,

@@ -1,130 +1,26 @@
-"""Helpers shared by every algorithm: precision, metrics, sampling, log-probs, KL control.
+"""Prompts, sampling, log-probabilities and scores: what the algorithms read from models.
 
 Kept in one place so PPO, RLOO/GRPO, DPO and SFT compute log-probabilities and KL
-exactly the same way (a mismatch there silently biases every KL figure).
+exactly the same way (a mismatch there silently biases every KL figure). KL control
+is in ``kl_control``; precision, optimizer, schedule and metrics in ``rlhf.engine.training``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
-import json
-import math
-import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+
+from rlhf.engine.training import autocast
 
 RewardFn = Callable[[list[str]], torch.Tensor]
 """A reward is any callable from texts to a float tensor [N] (a TextClassifier's
 ``positive_scores``, a lambda in a test, a remote scoring service...)."""
-
-
-# --------------------------------------------------------------------------------------
-# Precision and devices
-
-
-def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    try:
-        dtype = getattr(torch, name)
-    except AttributeError:
-        dtype = None
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"dtype: unknown torch dtype {name!r} (e.g. float32, bfloat16)")
-    return dtype
-
-
-def autocast(device: str | torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU when asked (1.3-2.5x faster here); CUDA and fp32 unchanged.
-
-    Inside one autocast region torch caches the bf16 copies of trainable weights, so
-    a whole ``generate`` call pays for the casts once.
-    """
-    if enabled and torch.device(device).type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def adamw(params: Any, device: str | torch.device, **kwargs: Any) -> torch.optim.AdamW:
-    """AdamW with torch's fused kernel where it has one (CPU, CUDA).
-
-    One pass over each parameter instead of a dozen multi-tensor ops: on this CPU a
-    SmolLM2-135M step takes 0.4-0.8 s instead of 1.4-1.6 s. Same update rule and
-    state_dict format, so checkpoints load either way.
-    """
-    fused = torch.device(device).type in ("cpu", "cuda")
-    return torch.optim.AdamW(params, fused=fused, **kwargs)
-
-
-@contextlib.contextmanager
-def attention_kernel(model: Any, name: str | None, device: str | torch.device) -> Iterator[None]:
-    """Run the block with the model's attention kernel switched to ``name``.
-
-    "auto" means "eager" on CPU and the model's own kernel elsewhere: at RLHF lengths
-    (tens to hundreds of tokens) SDPA's CPU flash-attention backward was 37% of a
-    SmolLM2 backward pass, and eager attention (a few batched matmuls) made the whole
-    backward 1.4-1.8x faster. ``None`` leaves the model alone. The switch is cheap
-    (~0.5 ms) and is undone on exit, so sampling and saved configs are unaffected.
-    """
-    if name == "auto":
-        name = "eager" if torch.device(device).type == "cpu" else None
-    config = getattr(model, "config", None)
-    current = getattr(config, "_attn_implementation", None)
-    if name is None or current is None or name == current:
-        yield
-        return
-    model.set_attn_implementation(name)
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(current)
-
-
-# --------------------------------------------------------------------------------------
-# Metrics
-
-
-class MetricsLogger:
-    """Per-step metrics as JSON lines; on resume, lines after the checkpoint are dropped
-    so the file matches an uninterrupted run."""
-
-    def __init__(self, path: str | os.PathLike[str] | None, resume_step: int = 0) -> None:
-        self.path = Path(path) if path else None
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step > 0 and self.path.exists():
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
-            self.path.write_text("".join(line + "\n" for line in kept))
-        elif self.path.exists():
-            self.path.unlink()
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        if self.path is None:
-            return
-        row = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        value = value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 # --------------------------------------------------------------------------------------
@@ -216,48 +112,6 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Ten
             ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
             mask[row, width - len(seq) :] = 1
     return ids, mask
-
-
-@dataclass
-class DataCursor:
-    """Position in an endlessly reshuffled dataset; part of the checkpoint state.
-
-    The order of epoch e is a permutation drawn from its own generator seeded with
-    (seed, e), so resuming needs only (epoch, index), not the global RNG.
-    """
-
-    size: int
-    seed: int
-    epoch: int = 0
-    index: int = 0
-
-    def _order(self) -> list[int]:
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return torch.randperm(self.size, generator=gen).tolist()
-
-    def take(self, n: int) -> list[int]:
-        if self.size == 0:
-            raise ValueError("dataset is empty")
-        out: list[int] = []
-        order = self._order()
-        while len(out) < n:
-            if self.index >= self.size:
-                self.epoch, self.index = self.epoch + 1, 0
-                order = self._order()
-            out.append(order[self.index])
-            self.index += 1
-        return out
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
-
-
-def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 # --------------------------------------------------------------------------------------
@@ -574,146 +428,3 @@ def score(
     if scores.numel() != len(texts):
         raise ValueError(f"reward_fn returned {scores.numel()} scores for {len(texts)} texts")
     return scores
-
-
-# --------------------------------------------------------------------------------------
-# KL control
-
-
-class AdaptiveKLController:
-    """Adaptive KL coefficient (Ziegler et al. 2019, "Fine-Tuning LMs from Human Prefs").
-
-    After each batch:  e = clip(KL / target - 1, -0.2, 0.2);  beta *= 1 + e * n / horizon,
-    where n is the number of episodes in the batch. KL above target raises beta (more
-    penalty), below target lowers it. ``horizon`` is in episodes: smaller = faster.
-
-    Beta is an integral controller: while KL stays above target it keeps growing, and
-    the policy answers a new beta only after several steps, so a short horizon winds
-    beta up well past the value that holds KL at the target; KL then falls far below it
-    and the reward learned on the way up is partly undone. A horizon of a few batches
-    (e.g. 128 episodes for batches of 32) moves beta at most ~5% per batch.
-
-    Two brakes for a hard KL budget: ``min_coef`` keeps beta from decaying to nothing
-    while KL sits under target (it then has no grip when KL turns), and
-    ``budget_overshoot()`` (KL went past the budget) multiplies beta by
-    ``overshoot_factor``, at least back to its initial value, and counts the overshoot.
-    """
-
-    def __init__(
-        self,
-        init_coef: float,
-        target: float | None,
-        horizon: float,
-        min_coef: float = 0.0,
-        overshoot_factor: float = 2.0,
-    ) -> None:
-        if overshoot_factor < 1.0:
-            raise ValueError(f"overshoot_factor must be >= 1, got {overshoot_factor}")
-        self.value = float(init_coef)
-        self.init_coef = float(init_coef)
-        self.target = target
-        self.horizon = float(horizon)
-        self.min_coef = float(min_coef)
-        self.overshoot_factor = float(overshoot_factor)
-        self.overshoots = 0
-
-    def update(self, current_kl: float, n_episodes: int) -> float:
-        if self.target is None or self.target <= 0:
-            return self.value
-        error = max(-0.2, min(0.2, current_kl / self.target - 1.0))
-        self.value = max(self.min_coef, self.value * (1.0 + error * n_episodes / self.horizon))
-        return self.value
-
-    def budget_overshoot(self) -> float:
-        self.overshoots += 1
-        self.value = max(self.overshoot_factor * self.value, self.init_coef, self.min_coef)
-        return self.value
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "value": self.value,
-            "init_coef": self.init_coef,
-            "target": self.target,
-            "horizon": self.horizon,
-            "min_coef": self.min_coef,
-            "overshoot_factor": self.overshoot_factor,
-            "overshoots": self.overshoots,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.value = float(state["value"])
-        self.init_coef = float(state.get("init_coef", self.init_coef))
-        self.target = state["target"]
-        self.horizon = float(state["horizon"])
-        self.min_coef = float(state.get("min_coef", self.min_coef))
-        self.overshoot_factor = float(state.get("overshoot_factor", self.overshoot_factor))
-        self.overshoots = int(state.get("overshoots", 0))
-
-
-class KLBudget:
-    """Hard ceiling on KL(policy || ref) in nats per sequence, checked before each update.
-
-    Each batch's KL is measured on samples of the current weights. The check reads an
-    exponential moving average over batches (``smoothing`` = weight of the newest
-    batch; 1.0 = that batch alone): one 32-episode batch is noisy, about +-1 nat near
-    a 7-nat target, and a noise spike that restores weights and firms up beta costs
-    the policy 10-20 steps of progress. Past the budget the model goes back to the
-    last weights whose batch passed (``restore``); the caller then stops, or raises
-    beta and goes on.
-
-    With a moving average the check judges weights, not batches: the restored weights
-    are ones the average accepted, so the next batch drawn from them enters the average
-    unchecked. Checking it would only test the noise a second time (the average sits
-    just under the budget there) and, in a benchmark run, compounded two overshoots
-    into beta x2.25 and a 20-step fall in KL and score.
-    """
-
-    def __init__(self, budget: float | None, smoothing: float = 1.0, restore: bool = True):
-        if not 0.0 < smoothing <= 1.0:
-            raise ValueError(f"KL budget smoothing must be in (0, 1], got {smoothing}")
-        self.budget = budget
-        self.smoothing = float(smoothing)
-        self.restore = restore
-        self.smoothed: float | None = None
-        self._snapshot: dict[str, torch.Tensor] | None = None
-        self._just_restored = False
-
-    def exceeded(self, kl_per_seq: float, model: torch.nn.Module) -> bool:
-        """True (and ``model`` restored) when the smoothed KL is past the budget."""
-        if self.budget is None:
-            return False
-        smoothed = (
-            kl_per_seq
-            if self.smoothed is None
-            else self.smoothing * kl_per_seq + (1.0 - self.smoothing) * self.smoothed
-        )
-        if smoothed > self.budget and not self._just_restored:
-            # The restored weights are the ones the running average already describes,
-            # so the rejected batch does not enter it.
-            if self.restore and self._snapshot is not None:
-                model.load_state_dict(self._snapshot)
-                self._just_restored = self.smoothing < 1.0
-            return True
-        self._just_restored = False
-        self.smoothed = smoothed
-        if self.restore:
-            self._snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return False
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"smoothed": self.smoothed}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.smoothed = state.get("smoothed")
-
-
-def clip_grad(parameters: Any, max_norm: float | None) -> float:
-    if max_norm is None or max_norm <= 0:
-        return float("nan")
-    return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
-
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    logits = logits.float()
-    logp = F.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
