@@ -20,14 +20,13 @@ from torch import nn
 
 from rlhf.engine.classifier import (
     TextClassifier,
-    TrainLoopConfig,
     TrainResult,
     classifier_from_backbone,
     pad_batch,
-    run_training_loop,
     tiny_classifier,
 )
 from rlhf.engine.data.records import DataError, PreferencePair
+from rlhf.engine.finetune import TrainLoopConfig, run_training_loop
 
 REWARD_LABELS = ("reward",)
 
