@@ -673,6 +673,35 @@ def test_pipeline_specs_from_values_land_in_the_configmap(tmp_path) -> None:
     assert yaml.safe_load(cm["data"]["sft.yaml"]) == {"name": "sft", "stages": ["sft"]}
 
 
+def _pipelines_wiring(objs: tuple[dict[str, Any], ...], name: str) -> tuple[bool, bool, bool]:
+    """(RLHF_PIPELINES_DIR set, ConfigMap mounted, volume declared) for one Deployment."""
+    pod = by_name(objs, "Deployment", name)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    return (
+        any(e["name"] == "RLHF_PIPELINES_DIR" for e in container["env"]),
+        any(m["name"] == "pipelines" for m in container["volumeMounts"]),
+        any(v["name"] == "pipelines" for v in pod["volumes"]),
+    )
+
+
+def test_without_specs_the_services_use_the_packaged_ones(tmp_path) -> None:
+    """No specs in the chart: no mount over the images' packaged specs. Any spec: the
+    ConfigMap replaces them, in every service and the console."""
+    deployments = [f"t-rlhf-{name}" for name in SERVICES] + ["t-rlhf-console"]
+    plain = render((), CONSOLE)
+    for name in deployments:
+        assert _pipelines_wiring(plain, name) == (False, False, False), name
+    spec = tmp_path / "sft.yaml"
+    spec.write_text("name: sft\nstages:\n  - sft\n")
+    out = helm(
+        "template", "t", str(CHART), "--set-file", f"pipelines.specs.sft={spec}",
+        *(a for s in CONSOLE for a in ("--set", s)),
+    ).stdout  # fmt: skip
+    given = tuple(d for d in yaml.safe_load_all(out) if d)
+    for name in deployments:
+        assert _pipelines_wiring(given, name) == (True, True, True), name
+
+
 def test_topology_spread_defaults_and_opt_out() -> None:
     spec = by_name(render(), "Deployment", "t-rlhf-inference")["spec"]["template"]["spec"]
     keys = {c["topologyKey"] for c in spec["topologySpreadConstraints"]}

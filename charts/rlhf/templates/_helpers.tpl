@@ -277,3 +277,12 @@ container against the service's own DNS name.
   {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/*
+"true" when the chart has pipeline specs (pipelines.specs or files/pipelines/*.yaml):
+their ConfigMap is mounted and RLHF_PIPELINES_DIR points there, in place of the specs
+packaged in the images. Without any, the services use the packaged ones.
+*/}}
+{{- define "rlhf.hasPipelineSpecs" -}}
+{{- if or .Values.pipelines.specs (.Files.Glob "files/pipelines/*.yaml") -}}true{{- end -}}
+{{- end -}}

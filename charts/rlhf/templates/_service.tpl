@@ -97,8 +97,10 @@ NetworkPolicy. Call with (dict "root" $ "name" "<service>").
 - name: RLHF_ARTIFACT_URI
   value: {{ $v.artifacts.objectStorage.uri | quote }}
 {{- end }}
+{{- if include "rlhf.hasPipelineSpecs" $root }}
 - name: RLHF_PIPELINES_DIR
   value: {{ $v.pipelines.mountPath | quote }}
+{{- end }}
 {{- if and (eq $name "inference") $v.triton.enabled }}
 {{- /* services/inference/settings.py: ServingSettings (RLHF_SERVING__*) */}}
 - name: RLHF_SERVING__TRITON_URL
@@ -280,9 +282,11 @@ spec:
             {{- include "rlhf.scratchMounts" $root | nindent 12 }}
             - name: artifacts
               mountPath: {{ $v.artifacts.mountPath }}
+            {{- if include "rlhf.hasPipelineSpecs" $root }}
             - name: pipelines
               mountPath: {{ $v.pipelines.mountPath }}
               readOnly: true
+            {{- end }}
             - name: scripts
               mountPath: /etc/rlhf/scripts
               readOnly: true
@@ -322,9 +326,11 @@ spec:
           {{- else }}
           emptyDir: {}
           {{- end }}
+        {{- if include "rlhf.hasPipelineSpecs" $root }}
         - name: pipelines
           configMap:
             name: {{ include "rlhf.componentName" (dict "root" $root "component" "pipelines") }}
+        {{- end }}
         - name: scripts
           configMap:
             name: {{ include "rlhf.componentName" (dict "root" $root "component" "scripts") }}
