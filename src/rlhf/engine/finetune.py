@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from rlhf.engine import checkpoint as ckpt
-from rlhf.engine.training import MetricsLogger, adamw, clip_grad, decay_groups, lr_schedule
+from rlhf.engine.training import MetricsLogger, adamw, clip_grad, decay_groups, lr_multiplier
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,9 @@ def run_training_loop(
     # BERT recipe: no decay on biases and LayerNorm weights; torch's default kernel.
     optimizer = adamw(decay_groups(model, config.weight_decay), device, fused=None, lr=config.lr)
     warmup_steps = max(1, int(total_steps * config.warmup_ratio))
-    scheduler = lr_schedule(optimizer, warmup_steps, total_steps, decay="linear")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_multiplier(s, warmup_steps, total_steps, "linear")
+    )
     step, history, train_seconds = 0, [], 0.0
     if config.checkpoint_dir and config.resume:
         last = ckpt.latest_checkpoint(config.checkpoint_dir)

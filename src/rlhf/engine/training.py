@@ -4,9 +4,9 @@ PPO, RLOO/GRPO, DPO, SFT/pre-training and the classifier loop differ in their ma
 what surrounds the maths is the same and lives here:
 
 * ``TrainConfig``: the fields every trainer takes, with one name and meaning each;
-* precision and device: ``autocast``, ``attention_kernel``, ``resolve_dtype``;
-* ``lr_multiplier`` / ``lr_schedule``: the one learning-rate schedule (linear warm-up,
-  then constant, linear or cosine decay);
+* precision and device: ``autocast``, ``attention_kernel``;
+* ``lr_multiplier``: the one learning-rate schedule (linear warm-up, then constant,
+  linear or cosine decay); ``optimizer_and_schedule``: AdamW and that schedule;
 * ``adamw``: the optimizer (torch's fused kernel where it has one); ``clip_grad``;
 * ``DataCursor``: the position in an endlessly reshuffled dataset (resumable);
 * ``MetricsLogger``: ``metrics.jsonl``, and the trackers named in ``report_to``;
@@ -45,6 +45,8 @@ from rlhf.engine.checkpoint import latest_checkpoint, load_checkpoint, save_chec
 log = logging.getLogger(__name__)
 
 TRACKERS = ("tensorboard", "mlflow")
+DECAYS = ("constant", "linear", "cosine")
+Decay = Literal["constant", "linear", "cosine"]
 
 
 @dataclass
@@ -56,6 +58,11 @@ class TrainConfig:
     """Peak AdamW learning rate."""
     warmup_steps: int = 0
     """Linear learning-rate warm-up, in optimizer steps."""
+    lr_decay: Decay = "constant"
+    """After warm-up: "constant", "linear" (to 0 at the last step) or "cosine" (to
+    min_lr_ratio at the last step)."""
+    min_lr_ratio: float = 0.0
+    """Floor of the cosine decay, as a fraction of learning_rate."""
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     """Clip the gradient to this global norm (0 = no clipping)."""
@@ -87,6 +94,10 @@ def check_train_fields(cfg: Any) -> None:
         raise ValueError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
     if cfg.warmup_steps < 0:
         raise ValueError(f"warmup_steps: must be >= 0, got {cfg.warmup_steps}")
+    if cfg.lr_decay not in DECAYS:
+        raise ValueError(f"lr_decay: expected one of {list(DECAYS)}, got {cfg.lr_decay!r}")
+    if not 0.0 <= cfg.min_lr_ratio <= 1.0:
+        raise ValueError(f"min_lr_ratio: must be in [0, 1], got {cfg.min_lr_ratio}")
     if cfg.weight_decay < 0:
         raise ValueError(f"weight_decay: must be >= 0, got {cfg.weight_decay}")
     if cfg.checkpoint_every < 0:
@@ -104,19 +115,6 @@ def check_train_fields(cfg: Any) -> None:
 
 # --------------------------------------------------------------------------------------
 # Precision and devices
-
-
-def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
-    """A torch dtype from its name ("bfloat16") or itself."""
-    if isinstance(name, torch.dtype):
-        return name
-    try:
-        dtype = getattr(torch, name)
-    except AttributeError:
-        dtype = None
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"dtype: unknown torch dtype {name!r} (e.g. float32, bfloat16)")
-    return dtype
 
 
 def autocast(device: str | torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -158,9 +156,6 @@ def attention_kernel(model: Any, name: str | None, device: str | torch.device) -
 # Learning-rate schedule and optimizer
 
 
-Decay = Literal["constant", "linear", "cosine"]
-
-
 def lr_multiplier(
     step: int,
     warmup_steps: int,
@@ -188,19 +183,6 @@ def lr_multiplier(
     raise ValueError(f"decay: expected 'constant', 'linear' or 'cosine', got {decay!r}")
 
 
-def lr_schedule(
-    optimizer: torch.optim.Optimizer,
-    warmup_steps: int,
-    total_steps: int,
-    decay: Decay = "constant",
-    min_lr_ratio: float = 0.0,
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """``lr_multiplier`` as a scheduler (its state_dict is the step: resumable)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_multiplier(s, warmup_steps, total_steps, decay, min_lr_ratio)
-    )
-
-
 def adamw(
     params: Any, device: str | torch.device, fused: bool | None = True, **kwargs: Any
 ) -> torch.optim.AdamW:
@@ -217,18 +199,18 @@ def adamw(
 
 
 def optimizer_and_schedule(
-    cfg: TrainConfig,
-    params: Any,
-    total_steps: int,
-    decay: Decay = "constant",
-    min_lr_ratio: float = 0.0,
-    **adamw_kwargs: Any,
+    cfg: TrainConfig, params: Any, total_steps: int, **adamw_kwargs: Any
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW at ``cfg.learning_rate`` and the warm-up + ``decay`` schedule over it."""
+    """AdamW at ``cfg.learning_rate`` and the config's schedule over ``total_steps``
+    (a LambdaLR: its state_dict is the step, so it resumes)."""
     optimizer = adamw(
         params, cfg.device, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, **adamw_kwargs
     )
-    return optimizer, lr_schedule(optimizer, cfg.warmup_steps, total_steps, decay, min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_multiplier(s, cfg.warmup_steps, total_steps, cfg.lr_decay, cfg.min_lr_ratio),
+    )
+    return optimizer, scheduler
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

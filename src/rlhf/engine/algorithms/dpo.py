@@ -37,6 +37,7 @@ from rlhf.engine.algorithms.rollout import (
 from rlhf.engine.classifier import pad_batch
 from rlhf.engine.training import (
     DataCursor,
+    Decay,
     TrainConfig,
     TrainingResult,
     TrainingRun,
@@ -63,27 +64,27 @@ class DPOConfig(TrainConfig):
     """Strength of the implicit KL constraint (higher = closer to the reference)."""
     label_smoothing: float = 0.0
     """Assumed fraction of flipped labels (conservative DPO); 0 = plain DPO."""
-    epochs: float = 1.0
-    """Passes over the training pairs (fractions allowed)."""
-    batch_size: int = 8
-    """Pairs per optimiser step (2x sequences per forward)."""
-    learning_rate: float = 5e-6
-    warmup_steps: int = 5
-    """Linear warm-up, then linear decay to 0 at the last step."""
-    max_prompt_tokens: int = 128
-    """Prompts are left-truncated to this many tokens."""
-    max_response_tokens: int = 128
-    """Responses are right-truncated to this many tokens."""
-    eval_batch_size: int = 16
-    use_chat_template: bool = True
-    """Render prompts with the tokenizer's chat template (when it has one)."""
-    share_prompt: bool = True
-    """Run each prompt once for both answers (its keys/values shared) instead of two
-    whole sequences; same log-probs, fewer token positions."""
     reference_pass: Literal["upfront", "lazy"] = "upfront"
     """When the reference log-probs of the training pairs are computed: all before the
     first update, or per batch as pairs are first drawn (needs a frozen copy of the
     policy unless ``ref_model`` is given: 2x the weights in memory)."""
+    share_prompt: bool = True
+    """Run each prompt once for both answers (its keys/values shared) instead of two
+    whole sequences; same log-probs, fewer token positions."""
+    epochs: float = 1.0
+    """Passes over the training pairs (fractions allowed)."""
+    batch_size: int = 8
+    """Pairs per optimiser step (2x sequences per forward)."""
+    eval_batch_size: int = 16
+    learning_rate: float = 5e-6
+    warmup_steps: int = 5
+    lr_decay: Decay = "linear"
+    use_chat_template: bool = True
+    """Render prompts with the tokenizer's chat template (when it has one)."""
+    max_prompt_tokens: int = 128
+    """Prompts are left-truncated to this many tokens."""
+    max_response_tokens: int = 128
+    """Responses are right-truncated to this many tokens."""
     attn_implementation: str | None = "auto"
     """Attention kernel for the policy's forward/backward: "auto" = eager on CPU (faster
     backward at these lengths), the model's own on CUDA; None = as loaded."""
@@ -344,7 +345,7 @@ def train_dpo(
         eval_before = dpo_metrics(ref_eval, ref_eval, cfg.beta)
 
     total_steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
-    optimizer, scheduler = optimizer_and_schedule(cfg, policy.parameters(), total_steps, "linear")
+    optimizer, scheduler = optimizer_and_schedule(cfg, policy.parameters(), total_steps)
     cursor = DataCursor(size=len(train), seed=cfg.seed)
     run = TrainingRun(
         cfg, "dpo", total_steps, {"policy": policy}, optimizer, scheduler, {"cursor": cursor}

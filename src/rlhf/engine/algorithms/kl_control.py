@@ -188,9 +188,12 @@ class KLControl:
 
     def __init__(self, cfg: KLControlConfig) -> None:
         self.coef = AdaptiveKLController(
-            cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon, cfg.min_kl_coef,
+            cfg.init_kl_coef,
+            cfg.kl_target,
+            cfg.kl_horizon,
+            cfg.min_kl_coef,
             cfg.kl_overshoot_factor,
-        )  # fmt: skip
+        )
         self.budget = KLBudget(cfg.kl_budget, cfg.kl_budget_smoothing, cfg.restore_on_budget)
         self.retries = cfg.kl_budget_retries
         self.stopped = False

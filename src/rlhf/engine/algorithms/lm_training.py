@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from rlhf.engine.training import (
     DataCursor,
+    Decay,
     TrainConfig,
     TrainingResult,
     TrainingRun,
@@ -37,10 +38,9 @@ class LMTrainConfig(TrainConfig):
     total_steps: int = 100
     batch_size: int = 8
     learning_rate: float = 3e-4
-    min_lr_ratio: float = 0.1
-    """Cosine decay floor as a fraction of learning_rate."""
+    lr_decay: Decay = "cosine"
     warmup_steps: int = 10
-    """Linear warm-up, then cosine decay to min_lr_ratio at total_steps."""
+    min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     """On weight matrices only (none on biases and norm weights)."""
 
@@ -114,12 +114,7 @@ def train_lm(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.to(cfg.device).train()
     optimizer, scheduler = optimizer_and_schedule(
-        cfg,
-        decay_groups(model, cfg.weight_decay),
-        cfg.total_steps,
-        "cosine",
-        cfg.min_lr_ratio,
-        betas=(0.9, 0.95),
+        cfg, decay_groups(model, cfg.weight_decay), cfg.total_steps, betas=(0.9, 0.95)
     )
     cursor = DataCursor(size=len(examples), seed=cfg.seed)
     run = TrainingRun(

@@ -48,8 +48,8 @@ class PPOConfig(RLConfig):
 
     batch_size: int = 32
     """Prompts (= episodes) per step."""
-    mini_batch_size: int = 32
-    """Episodes per gradient step inside an update."""
+    mini_batch_size: int | None = None
+    """Episodes per gradient step inside an update (None = the whole batch)."""
     ppo_epochs: int = 1
     """Passes over each rollout batch."""
     gamma: float = 1.0
@@ -65,7 +65,7 @@ class PPOConfig(RLConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.mini_batch_size < 1 or self.batch_size % self.mini_batch_size != 0:
+        if self.batch_size % (self.mini_batch_size or self.batch_size) != 0:
             raise ValueError("mini_batch_size must divide batch_size")
 
 
@@ -115,7 +115,8 @@ def train_ppo(
         cfg, "ppo", cfg.total_steps, {"policy": model}, optimizer, scheduler, checkpointed
     )
 
-    single_pass = cfg.ppo_epochs == 1 and cfg.mini_batch_size == cfg.batch_size
+    mb = cfg.mini_batch_size or cfg.batch_size
+    single_pass = cfg.ppo_epochs == 1 and mb == cfg.batch_size
     while run.running() and not kl_control.stopped:
         t0 = time.perf_counter()
         # 1-2. rollouts and scores
@@ -160,8 +161,8 @@ def train_ppo(
         for _epoch in range(cfg.ppo_epochs):
             gen = torch.Generator().manual_seed(cfg.seed * 7919 + run.step)
             order = torch.randperm(cfg.batch_size, generator=gen).to(all_idx.device)
-            for start in range(0, cfg.batch_size, cfg.mini_batch_size):
-                idx = all_idx if single_pass else order[start : start + cfg.mini_batch_size]
+            for start in range(0, cfg.batch_size, mb):
+                idx = all_idx if single_pass else order[start : start + mb]
                 if single_pass:
                     logp, vpred = logp_grad, values_grad
                 else:

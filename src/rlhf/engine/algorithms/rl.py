@@ -44,20 +44,20 @@ class RLConfig(TrainConfig, KLControlConfig):
 
     total_steps: int = 100
     """Number of steps (rollout batch + update)."""
-    max_new_tokens: int = 32
-    """Generated tokens per episode."""
-    max_prompt_tokens: int = 64
-    """Prompts are left-truncated to this many tokens."""
-    temperature: float = 1.0
-    """Sampling temperature (log-probs use the same temperature)."""
-    cliprange: float = 0.2
-    """Policy ratio clip epsilon."""
-    score_scale: float = 1.0
-    """Multiply the reward function's score by this."""
-    score_full_text: bool = True
-    """Score prompt+continuation (True) or the continuation alone."""
     use_chat_template: bool = False
     """Wrap each prompt as a user turn with the tokenizer's chat template."""
+    max_prompt_tokens: int = 64
+    """Prompts are left-truncated to this many tokens."""
+    max_new_tokens: int = 32
+    """Generated tokens per episode."""
+    temperature: float = 1.0
+    """Sampling temperature (log-probs use the same temperature)."""
+    score_full_text: bool = True
+    """Score prompt+continuation (True) or the continuation alone."""
+    score_scale: float = 1.0
+    """Multiply the reward function's score by this."""
+    cliprange: float = 0.2
+    """Policy ratio clip epsilon."""
     attn_implementation: str | None = "auto"
     """Attention kernel for the policy's training forward/backward: "auto" = eager on
     CPU (faster backward at these lengths), the model's own on CUDA; None = as loaded."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from rlhf.engine.data.readers import dialogue_to_messages as hh_to_messages
 from rlhf.engine.training import autocast
 
 RewardFn = Callable[[list[str]], torch.Tensor]
@@ -51,22 +52,6 @@ def masked_whiten(
 
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant|System):")
-
-
-def hh_to_messages(text: str) -> list[dict[str, str]]:
-    """HH text ("\\n\\nHuman: ...\\n\\nAssistant:") -> chat messages; a trailing empty
-    assistant turn (an open prompt) is dropped. Mirrors rlhf.engine.data's
-    ``dialogue_to_messages`` so the algorithms do not depend on the data package."""
-    roles = {"Human": "user", "Assistant": "assistant", "System": "system"}
-    matches = list(_HH_TURN.finditer(text))
-    messages = []
-    for i, m in enumerate(matches):
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        content = text[m.end() : end].strip()
-        if i == len(matches) - 1 and m.group(1) == "Assistant" and not content:
-            break
-        messages.append({"role": roles[m.group(1)], "content": content})
-    return messages
 
 
 def encode_chat_prompt(

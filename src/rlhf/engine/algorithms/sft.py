@@ -23,12 +23,12 @@ class SFTConfig(LMTrainConfig):
     learning_rate: float = 2e-5
     warmup_steps: int = 5
     weight_decay: float = 0.0
+    use_chat_template: bool = True
+    """Render prompts with the chat template (when the tokenizer has one)."""
     max_prompt_tokens: int = 256
     """Prompts are left-truncated to this many tokens."""
     max_response_tokens: int = 256
     """Responses are right-truncated to this many tokens."""
-    use_chat_template: bool = True
-    """Render prompts with the chat template (when the tokenizer has one)."""
     eval_fraction: float = 0.0
     """Fraction of examples held out for loss/perplexity."""
 
