@@ -16,6 +16,10 @@ not this project. Two kinds, chosen by the `kind` parameter in config.pbtxt:
 
 Errors caused by a request (prompt longer than the context) are sent back for that
 request only, prefixed with "INVALID_ARGUMENT:" so the inference service can map them.
+
+Compressed versions (int8, pruned; see docs/compression.md) load through
+`rlhf.engine.compression.restore`, which the repository entry carries as
+`rlhf_compression.py` beside this file.
 """
 
 from __future__ import annotations
@@ -39,6 +43,35 @@ INVALID = "INVALID_ARGUMENT: "
 
 class RequestError(ValueError):
     """A request the model cannot serve; the message is returned to that caller only."""
+
+
+RESTORE_FILE = "rlhf_compression.py"
+
+
+def _restore_module():
+    """`rlhf.engine.compression.restore`: the project's, else the copy beside this file."""
+    try:
+        from rlhf.engine.compression import restore
+
+        return restore
+    except ImportError:  # a Triton server without the project installed
+        import importlib.util
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), RESTORE_FILE)
+        spec = importlib.util.spec_from_file_location("rlhf_compression", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+
+def load_hf_model(auto_class: object, model_dir: str, dtype: str, device: str) -> torch.nn.Module:
+    """`from_pretrained`, or for a compressed version (a `rlhf_compression` key in its
+    config.json) the loader that rebuilds pruned shapes and re-applies quantisation."""
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as handle:
+        compressed = "rlhf_compression" in json.load(handle)
+    if compressed:
+        return _restore_module().load_model(auto_class, model_dir, dtype, device)
+    return auto_class.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device)
 
 
 # ----------------------------------------------------------------------------- policy
@@ -169,9 +202,7 @@ class PolicyEngine:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=getattr(torch, dtype)
-        ).to(device)
+        self.model = load_hf_model(AutoModelForCausalLM, model_dir, dtype, device)
         self.model.eval()
         self.context = context_length(self.model, self.tokenizer)
 
@@ -211,9 +242,7 @@ class ClassifierEngine:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, dtype=getattr(torch, dtype)
-        ).to(device)
+        self.model = load_hf_model(AutoModelForSequenceClassification, model_dir, dtype, device)
         self.model.eval()
         # Never past the model's positions: a small classifier may read only 48 tokens.
         self.max_length = min(max_length, context_length(self.model, self.tokenizer))

@@ -5,6 +5,7 @@ version loads beside the old one and the switch is a routing change:
 
     <repository>/<triton_name>/config.pbtxt
     <repository>/<triton_name>/1/model.py      (copy of rlhf.serving.backend)
+    <repository>/<triton_name>/1/rlhf_compression.py  (copy of engine.compression.restore)
     <repository>/<triton_name>/1/hf/...        (only with copy_weights=True)
 
 The trainer can publish such an entry to a shared volume for a cluster Triton; local
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from rlhf.engine.compression import restore
 from rlhf.serving import backend
 
 ModelKindName = Literal["policy", "classifier"]
@@ -151,6 +153,8 @@ def write_model_version(
     version_dir = entry / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(backend.__file__, version_dir / "model.py")
+    # Compressed versions load through it where the project is not installed.
+    shutil.copyfile(restore.__file__, version_dir / backend.RESTORE_FILE)
     if copy_weights:
         target = version_dir / "hf"
         if target.exists():
