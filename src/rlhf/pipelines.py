@@ -45,6 +45,7 @@ StageKind = Literal[
     "rloo",
     "grpo",
     "dpo",
+    "compress",
 ]
 RL_KINDS = {"ppo", "rloo", "grpo", "dpo"}
 
@@ -136,6 +137,14 @@ class Gates(_Strict):
         description="min win rate against the serving version, scored by a reward model "
         "the candidate was not trained on (DPO)",
     )
+    max_quality_drop: float | None = Field(
+        0.01,
+        ge=0,
+        lt=1,
+        description="compress stages: max drop of the task metric from the source model "
+        "(accuracy as a fraction, or the relative perplexity increase); a stage's own "
+        "config.max_quality_drop overrides it",
+    )
     tolerance: float = Field(0.0, ge=0, description="slack allowed on 'not worse' gates")
 
     def enabled(self) -> list[str]:
@@ -163,6 +172,7 @@ GATE_STAGES: dict[str, set[str]] = {
     "max_reward_hacking_increase": RL_STAGE_KINDS,  # with a judge stage as well
     "pairwise_not_worse": {"dpo", "reward"},
     "min_win_rate": {"dpo"},  # with a reward stage as the independent scorer
+    "max_quality_drop": {"compress"},
 }
 
 

@@ -65,6 +65,10 @@ def evaluate_gates(gates: Gates, metrics: dict[str, float]) -> dict[str, bool]:
         )
     if gates.min_win_rate is not None and "win_rate" in metrics:
         results["win_rate"] = metrics["win_rate"] >= gates.min_win_rate - tol
+    # A compress stage records its own bound (the stage's, else gates.max_quality_drop).
+    bound = metrics.get("max_quality_drop", gates.max_quality_drop)
+    if bound is not None and "quality_drop" in metrics:
+        results["compression_quality"] = metrics["quality_drop"] <= bound
     return results
 
 
@@ -82,6 +86,7 @@ GATE_INPUTS: dict[str, tuple[str, ...]] = {
     "reward_hacking": ("reward_hacking_rate_before", "reward_hacking_rate_after"),
     "pairwise_not_worse": ("pairwise_accuracy_before", "pairwise_accuracy_after"),
     "win_rate": ("win_rate",),
+    "compression_quality": ("quality_before", "quality_after", "quality_drop", "max_quality_drop"),
 }
 
 

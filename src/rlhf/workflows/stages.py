@@ -85,6 +85,10 @@ def stage_config_class(kind: str) -> tuple[type | None, set[str]]:
         from rlhf.engine.algorithms.dpo import DPOConfig
 
         return DPOConfig, set()
+    if kind == "compress":
+        from rlhf.workflows.compression import CompressConfig
+
+        return CompressConfig, set()
     if kind == "adversarial":
         return None, set(ATTACK_KEYS)
     if kind == "tokenizer":
@@ -108,7 +112,9 @@ def config_problems(spec: PipelineSpec) -> list[str]:
                 f"stages[{index}].config.{key}: {owner} has no field {key!r} "
                 f"(known: {', '.join(sorted(known))})"
             )
-    return problems
+    from rlhf.workflows.compression import compress_problems
+
+    return problems + compress_problems(spec)
 
 
 # -- classifiers ---------------------------------------------------------------------------
