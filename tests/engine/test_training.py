@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
+import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +22,7 @@ from rlhf.engine.training import (
     TrainConfig,
     TrainingRun,
     lr_multiplier,
+    micro_batches,
     optimizer_and_schedule,
 )
 
@@ -80,6 +84,8 @@ def test_optimizer_and_schedule_follow_the_config():
         (lambda: TrainConfig(learning_rate=0.0), "learning_rate"),
         (lambda: TrainConfig(warmup_steps=-1), "warmup_steps"),
         (lambda: TrainConfig(lr_decay="step"), "lr_decay"),
+        (lambda: TrainConfig(gradient_accumulation_steps=0), "gradient_accumulation_steps"),
+        (lambda: PPOConfig(gradient_accumulation_steps=2), "gradient_accumulation_steps"),
         (lambda: TrainConfig(device="gpu0"), "device"),
         (lambda: TrainConfig(report_to=["wandb"]), "report_to"),
         (lambda: KLControlConfig(kl_budget_smoothing=0.0), "kl_budget_smoothing"),
@@ -93,6 +99,11 @@ def test_optimizer_and_schedule_follow_the_config():
 def test_configs_reject_bad_values_naming_the_field(make, field):
     with pytest.raises(ValueError, match=field):
         make()
+
+
+def test_micro_batches_cover_the_batch_once():
+    assert micro_batches(list(range(8)), 3) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert micro_batches(list(range(4)), 1) == [[0, 1, 2, 3]]
 
 
 def test_rl_configs_share_one_vocabulary():
@@ -153,3 +164,35 @@ def test_a_zero_time_limit_stops_before_the_first_step():
     cfg = TrainConfig(time_limit_s=0.0, progress=False)
     optimizer, scheduler = optimizer_and_schedule(cfg, model.parameters(), 5)
     assert not TrainingRun(cfg, "toy", 5, {"model": model}, optimizer, scheduler).running()
+
+
+def test_mlflow_tracker_gets_every_row_and_its_run_ends(tmp_path, monkeypatch):
+    """report_to=["mlflow"] through a stand-in for the package (not installed here)."""
+    calls: list[tuple] = []
+    fake = types.SimpleNamespace(
+        active_run=lambda: None,
+        start_run=lambda run_name: calls.append(("start", run_name)),
+        log_metrics=lambda metrics, step: calls.append(("log", step, metrics)),
+        end_run=lambda: calls.append(("end",)),
+    )
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    model = torch.nn.Linear(2, 1)
+    cfg = TrainConfig(output_dir=str(tmp_path), report_to=["mlflow"], progress=False)
+    optimizer, scheduler = optimizer_and_schedule(cfg, model.parameters(), 2)
+    run = TrainingRun(cfg, "toy", 2, {"model": model}, optimizer, scheduler)
+    while run.running():
+        run.end_step({"loss": 1.0, "note": "text"})
+    run.finish(model_with_save(model), model_with_save(model), evaluate=lambda: {"acc": 0.5})
+    assert calls == [
+        ("start", "toy"),
+        ("log", 1, {"loss": 1.0}),
+        ("log", 2, {"loss": 1.0}),
+        ("log", 2, {"eval_acc": 0.5}),
+        ("end",),
+    ]
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 3  # metrics.jsonl too
+
+
+def model_with_save(module: torch.nn.Module) -> types.SimpleNamespace:
+    """Something with save_pretrained, as a model and a tokenizer have."""
+    return types.SimpleNamespace(save_pretrained=lambda path: Path(path).mkdir(exist_ok=True))

@@ -8,6 +8,7 @@ what surrounds the maths is the same and lives here:
 * ``lr_multiplier``: the one learning-rate schedule (linear warm-up, then constant,
   linear or cosine decay); ``optimizer_and_schedule``: AdamW and that schedule;
 * ``adamw``: the optimizer (torch's fused kernel where it has one); ``clip_grad``;
+  ``micro_batches`` for gradient accumulation;
 * ``DataCursor``: the position in an endlessly reshuffled dataset (resumable);
 * ``MetricsLogger``: ``metrics.jsonl``, and the trackers named in ``report_to``;
 * ``TrainingRun``: resume from the latest checkpoint, count steps, log them, show
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -43,6 +44,7 @@ from tqdm.auto import tqdm
 from rlhf.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TRACKERS = ("tensorboard", "mlflow")
 DECAYS = ("constant", "linear", "cosine")
@@ -66,6 +68,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     """Clip the gradient to this global norm (0 = no clipping)."""
+    gradient_accumulation_steps: int = 1
+    """Run each batch as this many micro-batches, forward and backward one at a time,
+    and step once: the same update in less memory (DPO, SFT, pre-training)."""
     seed: int = 0
     """Seeds weight initialisation, sampling and data order."""
     device: str = "cpu"
@@ -98,6 +103,10 @@ def check_train_fields(cfg: Any) -> None:
         raise ValueError(f"lr_decay: expected one of {list(DECAYS)}, got {cfg.lr_decay!r}")
     if not 0.0 <= cfg.min_lr_ratio <= 1.0:
         raise ValueError(f"min_lr_ratio: must be in [0, 1], got {cfg.min_lr_ratio}")
+    if cfg.gradient_accumulation_steps < 1:
+        raise ValueError(
+            f"gradient_accumulation_steps: must be >= 1, got {cfg.gradient_accumulation_steps}"
+        )
     if cfg.weight_decay < 0:
         raise ValueError(f"weight_decay: must be >= 0, got {cfg.weight_decay}")
     if cfg.checkpoint_every < 0:
@@ -228,6 +237,13 @@ def clip_grad(parameters: Any, max_norm: float | None) -> float:
     if max_norm is None or max_norm <= 0:
         return float("nan")
     return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
+
+
+def micro_batches(batch: Sequence[T], parts: int) -> list[Sequence[T]]:
+    """A batch cut into ``parts`` consecutive, nearly equal slices (gradient
+    accumulation: each slice runs forward and backward alone, the optimizer steps once)."""
+    size = math.ceil(len(batch) / parts)
+    return [batch[start : start + size] for start in range(0, len(batch), size)]
 
 
 # --------------------------------------------------------------------------------------
@@ -435,6 +451,7 @@ class TrainingRun:
         self.out_dir = Path(cfg.output_dir) if cfg.output_dir else None
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        self.final_eval: dict[str, float] = {}
         if self.out_dir and cfg.resume and (ckpt := latest_checkpoint(self.out_dir)) is not None:
             restored = load_checkpoint(ckpt, modules, self.optimizers, self.schedulers)
             self.step = restored["step"]
@@ -487,14 +504,27 @@ class TrainingRun:
             self.out_dir, self.step, self.modules, self.optimizers, self.schedulers, state
         )
 
-    def finish(self, model: Any, tokenizer: Any) -> str | None:
-        """Close the progress bar; with an output_dir, checkpoint and save ``final/``."""
+    def finish(
+        self,
+        model: Any,
+        tokenizer: Any,
+        evaluate: Callable[[], dict[str, float]] | None = None,
+    ) -> str | None:
+        """End the run: with an output_dir, checkpoint and save ``final/`` (returned);
+        then ``evaluate()`` the final model into ``final_eval`` and metrics.jsonl
+        (``eval_*``), and close the progress bar and trackers."""
         self.bar.close()
-        if self.out_dir is None:
-            return None
-        self.checkpoint()
-        final = self.out_dir / "final"
-        model.save_pretrained(final)
-        tokenizer.save_pretrained(final)
-        (final / f"{self.name}_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
-        return str(final)
+        final_dir = None
+        if self.out_dir is not None:
+            self.checkpoint()
+            final = self.out_dir / "final"
+            model.save_pretrained(final)
+            tokenizer.save_pretrained(final)
+            config_json = json.dumps(asdict(self.cfg), indent=2)
+            (final / f"{self.name}_config.json").write_text(config_json)
+            final_dir = str(final)
+        if evaluate is not None:
+            self.final_eval = evaluate()
+            self.metrics.log(self.step, {f"eval_{k}": v for k, v in self.final_eval.items()})
+        self.metrics.close()
+        return final_dir

@@ -44,6 +44,7 @@ from rlhf.engine.training import (
     attention_kernel,
     autocast,
     clip_grad,
+    micro_batches,
     optimizer_and_schedule,
 )
 
@@ -95,6 +96,8 @@ class DPOConfig(TrainConfig):
             raise ValueError(
                 f"reference_pass: expected 'upfront' or 'lazy', got {self.reference_pass!r}"
             )
+        if self.batch_size < self.gradient_accumulation_steps:
+            raise ValueError("gradient_accumulation_steps: more micro-batches than pairs")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing: must be in [0, 0.5), got {self.label_smoothing}")
 
@@ -356,18 +359,24 @@ def train_dpo(
         missing = [i for i in idx if math.isnan(ref_train[i, 0])]
         if missing:
             ref_train[missing] = reference_logprobs(ref, [train[i] for i in missing], pad_id, cfg)
-        pi_c, pi_r = sequence_logprobs(policy, [train[i] for i in idx], pad_id, cfg)
-        ref_c, ref_r = ref_train[idx, 0].to(cfg.device), ref_train[idx, 1].to(cfg.device)
-        loss, chosen_r, rejected_r = dpo_loss(
-            pi_c, pi_r, ref_c, ref_r, cfg.beta, cfg.label_smoothing
-        )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        batch_loss, rewards = 0.0, []
+        for part in micro_batches(idx, cfg.gradient_accumulation_steps):
+            pi_c, pi_r = sequence_logprobs(policy, [train[i] for i in part], pad_id, cfg)
+            ref_c, ref_r = ref_train[part, 0].to(cfg.device), ref_train[part, 1].to(cfg.device)
+            loss, chosen_r, rejected_r = dpo_loss(
+                pi_c, pi_r, ref_c, ref_r, cfg.beta, cfg.label_smoothing
+            )
+            share = len(part) / len(idx)  # the batch loss is the mean over all its pairs
+            (loss * share).backward()
+            batch_loss += loss.item() * share
+            rewards.append((chosen_r, rejected_r))
         grad_norm = clip_grad(policy.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
+        chosen_r, rejected_r = (torch.cat(r) for r in zip(*rewards, strict=True))
         row = {
-            "loss": loss.item(),
+            "loss": batch_loss,
             "accuracy": pairwise_accuracy_from(chosen_r, rejected_r),
             "reward_margin": (chosen_r - rejected_r).mean().item(),
             "chosen_reward": chosen_r.mean().item(),
@@ -377,15 +386,14 @@ def train_dpo(
         }
         run.end_step(row, loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
 
-    final_dir = run.finish(policy, tokenizer)
-    eval_after: dict[str, float] = {}
-    if ref_eval is not None:
-        eval_after = evaluate_dpo(policy, held_out, ref_eval, pad_id, cfg)
-        run.metrics.log(run.step, {f"eval_{k}": v for k, v in eval_after.items()})
+    def evaluate() -> dict[str, float]:
+        return evaluate_dpo(policy, held_out, ref_eval, pad_id, cfg)
+
+    final_dir = run.finish(policy, tokenizer, evaluate if ref_eval is not None else None)
     return DPOResult(
         steps=run.step,
         history=run.history,
         final_dir=final_dir,
         eval_before=eval_before,
-        eval_after=eval_after,
+        eval_after=run.final_eval,
     )

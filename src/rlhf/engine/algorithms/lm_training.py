@@ -27,6 +27,7 @@ from rlhf.engine.training import (
     autocast,
     clip_grad,
     decay_groups,
+    micro_batches,
     optimizer_and_schedule,
 )
 
@@ -124,27 +125,33 @@ def train_lm(
     while run.running():
         t0 = time.perf_counter()
         batch = [examples[i] for i in cursor.take(cfg.batch_size)]
-        ids, attn, mask = collate(batch, pad_id, cfg.device)
-        loss = masked_lm_loss(model, ids, attn, mask, cfg.autocast)
+        parts = [
+            collate(part, pad_id, cfg.device)
+            for part in micro_batches(batch, cfg.gradient_accumulation_steps)
+        ]
+        tokens = sum(mask[:, 1:].sum().item() for _, _, mask in parts)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        batch_loss = 0.0
+        for ids, attn, mask in parts:
+            loss = masked_lm_loss(model, ids, attn, mask, cfg.autocast)
+            share = mask[:, 1:].sum().item() / tokens  # the loss is a mean over all tokens
+            (loss * share).backward()
+            batch_loss += loss.item() * share
         grad_norm = clip_grad(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        tokens = mask[:, 1:].sum().item()
         row = {
-            "loss": loss.item(),
+            "loss": batch_loss,
             "grad_norm": grad_norm,
             "lr": scheduler.get_last_lr()[0],
             "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9),
         }
         run.end_step(row, on_step, loss=f"{row['loss']:.3f}")
 
-    final_dir = run.finish(model, tokenizer)
-    if eval_examples:
-        metrics = {
-            f"eval_{k}": v for k, v in evaluate_lm(model, eval_examples, pad_id, cfg).items()
-        }
-        run.metrics.log(run.step, metrics)
-        run.history.append(metrics)
+    def evaluate() -> dict[str, float]:
+        return evaluate_lm(model, eval_examples, pad_id, cfg)
+
+    final_dir = run.finish(model, tokenizer, evaluate if eval_examples else None)
+    if run.final_eval:
+        run.history.append({f"eval_{k}": v for k, v in run.final_eval.items()})
     return TrainingResult(steps=run.step, history=run.history, final_dir=final_dir)

@@ -69,6 +69,11 @@ class RLConfig(TrainConfig, KLControlConfig):
             raise ValueError(f"total_steps: must be >= 0, got {self.total_steps}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens: must be >= 1, got {self.max_new_tokens}")
+        if self.gradient_accumulation_steps != 1:
+            raise ValueError(
+                "gradient_accumulation_steps: PPO and RLOO step once per mini-batch; "
+                "set mini_batch_size (and epochs) instead"
+            )
 
 
 @dataclass
