@@ -11,7 +11,6 @@ bit-identical weights to the uninterrupted run (CPU, fp32).
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,6 @@ from torch import nn
 from rlhf.engine.data.records import SENTIMENT_LABELS, DataError, LabeledText
 from rlhf.engine.finetune import TrainLoopConfig, run_training_loop
 from rlhf.engine.paths import minilm_dir
-
-log = logging.getLogger(__name__)
 
 #: Extra key in config.json: the max token length the classifier was trained with.
 MAX_LENGTH_KEY = "rlhf_max_length"

@@ -1,7 +1,8 @@
 """The training kit: what every trainer in the engine shares, written once.
 
-PPO, RLOO/GRPO, DPO, SFT/pre-training and the classifier loop differ in their maths;
-what surrounds the maths is the same and lives here:
+PPO, RLOO/GRPO, DPO and SFT/pre-training differ in their maths; what surrounds the
+maths is the same and lives here (the classifier and reward-model epoch loop in
+``finetune.py`` takes its schedule, optimizer, clipping and metrics from here too):
 
 * ``TrainConfig``: the fields every trainer takes, with one name and meaning each;
 * precision and device: ``autocast``, ``attention_kernel``;
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
 import time
@@ -43,7 +43,6 @@ from tqdm.auto import tqdm
 
 from rlhf.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TRACKERS = ("tensorboard", "mlflow")

@@ -118,10 +118,8 @@ class Episodes:
             self.prompt_ids[i] for i in self.cursor.take(num_prompts) for _ in range(repeat)
         ]
         rollout = self.sampler.rollout(tokenizer, batch_ids, cfg.max_new_tokens, cfg.temperature)
-        queries, responses = (
-            decode_queries(tokenizer, rollout),
-            decode_responses(tokenizer, rollout),
-        )
+        queries = decode_queries(tokenizer, rollout)
+        responses = decode_responses(tokenizer, rollout)
         scores = score(self.reward_fn, queries, responses, cfg.score_full_text)
         return rollout, scores.to(cfg.device) * cfg.score_scale
 
