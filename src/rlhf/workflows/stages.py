@@ -242,7 +242,6 @@ def prompts_from(records: Sequence[Any], words: int, language: str) -> list[str]
     return prompts
 
 
-@torch.no_grad()
 def rl_stage(
     spec: PipelineSpec,
     stage: Stage,
