@@ -393,6 +393,26 @@ spec:
       targetPort: metrics
       protocol: TCP
       appProtocol: http
+---
+# Headless: one DNS record per ready pod, for gRPC clients that balance calls over the
+# replicas themselves (dns:///<name>-headless...:50051 with round_robin, see docs/grpc.md)
+# instead of pinning one long-lived connection to the ClusterIP.
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ $fullName }}-headless
+  labels:
+    {{- include "rlhf.labels" $ctx | nindent 4 }}
+spec:
+  clusterIP: None
+  selector:
+    {{- include "rlhf.selectorLabels" $ctx | nindent 4 }}
+  ports:
+    - name: grpc
+      port: {{ $v.grpc.port }}
+      targetPort: grpc
+      protocol: TCP
+      appProtocol: grpc
 {{- if $svc.pdb.enabled }}
 ---
 apiVersion: policy/v1

@@ -12,6 +12,7 @@ trace. Unary-unary calls also get a CLIENT span of their own.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,6 +30,26 @@ CLIENT_KEEPALIVE_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_permit_without_calls", 1),
 ]
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+# gRPC service config of every client channel (https://grpc.io/docs/guides/retry/):
+# - retry UNAVAILABLE (a replica restarting, a connection reset) and RESOURCE_EXHAUSTED
+#   (a full run queue) with exponential backoff; when the server sends a retry hint
+#   (`grpc-retry-pushback-ms`, see errors.ServiceError) the client waits exactly that.
+#   Every RPC that changes state carries an idempotency key (request_id, feedback_id),
+#   so a retry cannot do anything twice.
+# - round_robin over every address the target resolves to: with `dns:///` and a
+#   headless Service, calls spread over the replicas instead of pinning one connection.
+RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.2s",
+    "maxBackoff": "5s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+}
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{"name": [{"service": ""}], "retryPolicy": RETRY_POLICY}],
+}
 
 _tracer = trace.get_tracer("rlhf.grpc.client")
 
@@ -216,6 +237,8 @@ def make_channel(
     channel_options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+        ("grpc.enable_retries", 1),
         *CLIENT_KEEPALIVE_OPTIONS,
     ]
     if server_name is not None:

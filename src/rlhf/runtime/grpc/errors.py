@@ -24,14 +24,27 @@ from google.protobuf.message import Message
 
 
 class ServiceError(Exception):
-    """An error with a gRPC status code; the message is sent to the client as is."""
+    """An error with a gRPC status code; the message is sent to the client as is.
+
+    `retry_after_s` is the server's retry hint: sent as the `grpc-retry-pushback-ms`
+    trailer, which gRPC clients with a retry policy (`make_channel`) wait out before
+    retrying."""
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    retry_after_s: float | None = None
 
-    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: grpc.StatusCode | None = None,
+        *,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
 
     @property
     def details(self) -> str:
@@ -74,9 +87,11 @@ class Unavailable(ServiceError):
 
 
 class ResourceExhausted(ServiceError):
-    """A queue or quota is full; the client should back off -> RESOURCE_EXHAUSTED."""
+    """A queue or quota is full; the client should back off -> RESOURCE_EXHAUSTED, by
+    default with a 30 s retry hint."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retry_after_s = 30.0
 
 
 class DeadlineExceeded(ServiceError):

@@ -147,7 +147,10 @@ class ErrorLayer:
         try:
             yield
         except ServiceError as exc:
-            await context.abort(exc.code, exc.details)
+            trailers = ()
+            if exc.retry_after_s is not None:
+                trailers = (("grpc-retry-pushback-ms", str(int(exc.retry_after_s * 1000))),)
+            await context.abort(exc.code, exc.details, trailers)
         except grpc.aio.AbortError:
             raise  # the handler aborted itself; the status is already set
         except NotImplementedError:
