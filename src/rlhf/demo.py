@@ -285,8 +285,8 @@ def _float32_without_native_bf16(device: str) -> Iterator[None]:
         return original(device, False)
 
     patched = []
-    for name in ("rollout", "rl", "ppo", "rloo", "dpo", "lm_training"):
-        module = importlib.import_module(f"rlhf.engine.algorithms.{name}")
+    for name in ("training", "algorithms.rollout", "algorithms.lm_training"):
+        module = importlib.import_module(f"rlhf.engine.{name}")
         if getattr(module, "autocast", None) is original:
             module.autocast = autocast
             patched.append(module)

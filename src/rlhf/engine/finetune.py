@@ -21,7 +21,14 @@ import torch
 from torch import nn
 
 from rlhf.engine import checkpoint as ckpt
-from rlhf.engine.training import MetricsLogger, adamw, clip_grad, decay_groups, lr_multiplier
+from rlhf.engine.training import (
+    MetricsLogger,
+    adamw,
+    check_fields,
+    clip_grad,
+    decay_groups,
+    lr_multiplier,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +62,9 @@ class TrainLoopConfig:
     progress: bool = False  # tqdm progress bar
 
     def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise ValueError(f"lr: must be > 0, got {self.lr}")
-        if not 0.0 <= self.warmup_ratio <= 1.0:
-            raise ValueError(f"warmup_ratio: must be in [0, 1], got {self.warmup_ratio}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps: must be >= 1 or None, got {self.max_steps}")
-        if self.log_every < 1:
-            raise ValueError(f"log_every: must be >= 1, got {self.log_every}")
+        check_fields(self, "> 0", "lr")
+        check_fields(self, "in [0, 1]", "warmup_ratio")
+        check_fields(self, ">= 1", "batch_size", "max_steps", "log_every")
 
 
 def epoch_batches(

@@ -5,7 +5,7 @@ maths is the same and lives here (the classifier and reward-model epoch loop in
 ``finetune.py`` takes its schedule, optimizer, clipping and metrics from here too):
 
 * ``TrainConfig``: the fields every trainer takes, with one name and meaning each;
-* precision and device: ``autocast``, ``attention_kernel``;
+* precision and device: ``autocast``, ``attention_kernel``, ``training_forward``;
 * ``lr_multiplier``: the one learning-rate schedule (linear warm-up, then constant,
   linear or cosine decay); ``optimizer_and_schedule``: AdamW and that schedule;
 * ``adamw``: the optimizer (torch's fused kernel where it has one); ``clip_grad``;
@@ -94,24 +94,12 @@ class TrainConfig:
 
 def check_train_fields(cfg: Any) -> None:
     """ValueError naming the field for values no trainer can use."""
-    if not cfg.learning_rate > 0:
-        raise ValueError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
-    if cfg.warmup_steps < 0:
-        raise ValueError(f"warmup_steps: must be >= 0, got {cfg.warmup_steps}")
+    check_fields(cfg, "> 0", "learning_rate")
+    check_fields(cfg, ">= 0", "warmup_steps", "weight_decay", "checkpoint_every", "time_limit_s")
+    check_fields(cfg, ">= 1", "gradient_accumulation_steps")
+    check_fields(cfg, "in [0, 1]", "min_lr_ratio")
     if cfg.lr_decay not in DECAYS:
         raise ValueError(f"lr_decay: expected one of {list(DECAYS)}, got {cfg.lr_decay!r}")
-    if not 0.0 <= cfg.min_lr_ratio <= 1.0:
-        raise ValueError(f"min_lr_ratio: must be in [0, 1], got {cfg.min_lr_ratio}")
-    if cfg.gradient_accumulation_steps < 1:
-        raise ValueError(
-            f"gradient_accumulation_steps: must be >= 1, got {cfg.gradient_accumulation_steps}"
-        )
-    if cfg.weight_decay < 0:
-        raise ValueError(f"weight_decay: must be >= 0, got {cfg.weight_decay}")
-    if cfg.checkpoint_every < 0:
-        raise ValueError(f"checkpoint_every: must be >= 0, got {cfg.checkpoint_every}")
-    if cfg.time_limit_s is not None and cfg.time_limit_s < 0:
-        raise ValueError(f"time_limit_s: must be >= 0 or None, got {cfg.time_limit_s}")
     try:
         torch.device(cfg.device)
     except (RuntimeError, TypeError) as exc:
@@ -119,6 +107,26 @@ def check_train_fields(cfg: Any) -> None:
     unknown = sorted(set(cfg.report_to) - set(TRACKERS))
     if unknown:
         raise ValueError(f"report_to: unknown trackers {unknown} (known: {list(TRACKERS)})")
+
+
+RULES: dict[str, Callable[[float], bool]] = {
+    "> 0": lambda v: v > 0,
+    ">= 0": lambda v: v >= 0,
+    ">= 1": lambda v: v >= 1,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
+    "in (0, 1]": lambda v: 0 < v <= 1,
+    "in [0, 0.5)": lambda v: 0 <= v < 0.5,
+}
+
+
+def check_fields(cfg: Any, rule: str, *names: str) -> None:
+    """ValueError naming the first of ``cfg``'s fields ``names`` that breaks ``rule``
+    (a key of ``RULES``); None means "not set" and passes."""
+    holds = RULES[rule]
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and not holds(value):
+            raise ValueError(f"{name}: must be {rule}, got {value!r}")
 
 
 # --------------------------------------------------------------------------------------
@@ -158,6 +166,15 @@ def attention_kernel(model: Any, name: str | None, device: str | torch.device) -
         yield
     finally:
         model.set_attn_implementation(current)
+
+
+@contextlib.contextmanager
+def training_forward(model: Any, cfg: Any) -> Iterator[None]:
+    """The kernel and precision of a policy's training forward/backward: attention
+    ``cfg.attn_implementation`` on ``cfg.device``, under ``cfg.autocast``."""
+    kernel = attention_kernel(model, cfg.attn_implementation, cfg.device)
+    with kernel, autocast(cfg.device, cfg.autocast):
+        yield
 
 
 # --------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from rlhf.engine.algorithms.rollout import (
     cache_argument,
     encode_chat_prompt,
     left_pad,
-    position_ids_from,
+    lm_forward,
     token_logprobs,
 )
 from rlhf.engine.classifier import pad_batch
@@ -41,11 +41,11 @@ from rlhf.engine.training import (
     TrainConfig,
     TrainingResult,
     TrainingRun,
-    attention_kernel,
-    autocast,
+    check_fields,
     clip_grad,
     micro_batches,
     optimizer_and_schedule,
+    training_forward,
 )
 
 
@@ -98,8 +98,7 @@ class DPOConfig(TrainConfig):
             )
         if self.batch_size < self.gradient_accumulation_steps:
             raise ValueError("gradient_accumulation_steps: more micro-batches than pairs")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing: must be in [0, 0.5), got {self.label_smoothing}")
+        check_fields(self, "in [0, 0.5)", "label_smoothing")
 
 
 @dataclass
@@ -183,17 +182,8 @@ def shared_prompt_logprobs(
     answer_ids, answer_attn = padded["input_ids"].to(dev), padded["attention_mask"].to(dev)
     width_r = answer_ids.shape[1]
     prompt_lengths = prompt_attn.sum(1).repeat_interleave(2)
-    with (
-        attention_kernel(model, cfg.attn_implementation, dev),
-        autocast(dev, cfg.autocast),
-    ):
-        first = model(
-            input_ids=prompt_ids,
-            attention_mask=prompt_attn,
-            position_ids=position_ids_from(prompt_attn),
-            use_cache=True,
-            logits_to_keep=1,
-        )
+    with training_forward(model, cfg):
+        first = lm_forward(model, prompt_ids, prompt_attn, use_cache=True, logits_to_keep=1)
         cache_arg = cache_argument(model)
         cache = getattr(first, cache_arg)
         cache.batch_repeat_interleave(2)
@@ -218,17 +208,9 @@ def full_sequence_logprobs(
     # Logits only from the first column that predicts a response token: the vocabulary
     # projection of the (often longer) prompts would be thrown away.
     first = max(0, int(loss_mask.argmax(1).min()) - 1)
-    with (
-        attention_kernel(model, cfg.attn_implementation, cfg.device),
-        autocast(cfg.device, cfg.autocast),
-    ):
-        logits = model(
-            input_ids=ids,
-            attention_mask=attn,
-            position_ids=position_ids_from(attn),
-            use_cache=False,
-            logits_to_keep=ids.shape[1] - first,
-        ).logits
+    with training_forward(model, cfg):
+        keep = ids.shape[1] - first
+        logits = lm_forward(model, ids, attn, use_cache=False, logits_to_keep=keep).logits
     # logits at column t predict token t+1
     logp = token_logprobs(logits[:, :-1], ids[:, first + 1 :])
     summed = (logp * loss_mask[:, first + 1 :]).sum(1)

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from rlhf.engine.training import check_fields
+
 
 @dataclass
 class KLControlConfig:
@@ -41,18 +43,10 @@ class KLControlConfig:
     """Floor for the adaptive beta, so it still brakes when KL turns upward."""
 
     def __post_init__(self) -> None:
-        if self.init_kl_coef < 0:
-            raise ValueError(f"init_kl_coef: must be >= 0, got {self.init_kl_coef}")
-        if self.kl_horizon <= 0:
-            raise ValueError(f"kl_horizon: must be > 0, got {self.kl_horizon}")
-        if not 0.0 < self.kl_budget_smoothing <= 1.0:
-            raise ValueError(
-                f"kl_budget_smoothing: must be in (0, 1], got {self.kl_budget_smoothing}"
-            )
-        if self.kl_budget_retries < 0:
-            raise ValueError(f"kl_budget_retries: must be >= 0, got {self.kl_budget_retries}")
-        if self.kl_overshoot_factor < 1.0:
-            raise ValueError(f"kl_overshoot_factor: must be >= 1, got {self.kl_overshoot_factor}")
+        check_fields(self, ">= 0", "init_kl_coef", "kl_budget_retries")
+        check_fields(self, "> 0", "kl_horizon")
+        check_fields(self, "in (0, 1]", "kl_budget_smoothing")
+        check_fields(self, ">= 1", "kl_overshoot_factor")
 
 
 class AdaptiveKLController:

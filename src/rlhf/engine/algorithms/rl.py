@@ -33,7 +33,8 @@ from rlhf.engine.training import (
     TrainingResult,
     TrainingRun,
     attention_kernel,
-    autocast,
+    check_fields,
+    training_forward,
 )
 
 
@@ -65,10 +66,8 @@ class RLConfig(TrainConfig, KLControlConfig):
     def __post_init__(self) -> None:
         TrainConfig.__post_init__(self)
         KLControlConfig.__post_init__(self)
-        if self.total_steps < 0:
-            raise ValueError(f"total_steps: must be >= 0, got {self.total_steps}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens: must be >= 1, got {self.max_new_tokens}")
+        check_fields(self, ">= 0", "total_steps")
+        check_fields(self, ">= 1", "max_new_tokens")
         if self.gradient_accumulation_steps != 1:
             raise ValueError(
                 "gradient_accumulation_steps: PPO and RLOO step once per mini-batch; "
@@ -145,10 +144,7 @@ def policy_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Policy log-probs (and, for a model with a value head, values) for rows ``idx``."""
     lm = model.lm if with_values else model
-    with (
-        attention_kernel(lm, cfg.attn_implementation, cfg.device),
-        autocast(cfg.device, cfg.autocast),
-    ):
+    with training_forward(lm, cfg):
         logits, values = forward_response(
             model,
             rollout.input_ids[idx],

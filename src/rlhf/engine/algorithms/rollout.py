@@ -242,6 +242,16 @@ def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
 
 
+def lm_forward(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any
+) -> Any:
+    """``model`` on padded rows, with positions that skip the (left) padding."""
+    position_ids = position_ids_from(attention_mask)
+    return model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+    )
+
+
 class _TokenLogProb(torch.autograd.Function):
     """log softmax(logits)[target] without materialising the [B, R, V] log-softmax.
 
@@ -356,22 +366,11 @@ def forward_response(
     Asks the model for only the last R+1 positions' logits (``logits_to_keep``), so
     the vocabulary projection is not wasted on the prompt.
     """
-    position_ids = position_ids_from(attention_mask)
+    keep = response_len + 1
     if with_values:
-        logits, values = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            logits_to_keep=response_len + 1,
-        )
+        logits, values = lm_forward(model, input_ids, attention_mask, logits_to_keep=keep)
         return logits[:, :-1], values[:, -response_len - 1 : -1]
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=False,
-        logits_to_keep=response_len + 1,
-    )
+    out = lm_forward(model, input_ids, attention_mask, use_cache=False, logits_to_keep=keep)
     return out.logits[:, :-1], None
 
 
