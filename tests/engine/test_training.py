@@ -16,7 +16,7 @@ from rlhf.engine.algorithms.dpo import DPOConfig
 from rlhf.engine.algorithms.kl_control import KLControl, KLControlConfig
 from rlhf.engine.algorithms.ppo import PPOConfig
 from rlhf.engine.algorithms.rloo import RLOOConfig
-from rlhf.engine.finetune import TrainLoopConfig
+from rlhf.engine.finetune import TrainLoopConfig, run_training_loop
 from rlhf.engine.training import (
     MetricsLogger,
     TrainConfig,
@@ -196,3 +196,21 @@ def test_mlflow_tracker_gets_every_row_and_its_run_ends(tmp_path, monkeypatch):
 def model_with_save(module: torch.nn.Module) -> types.SimpleNamespace:
     """Something with save_pretrained, as a model and a tokenizer have."""
     return types.SimpleNamespace(save_pretrained=lambda path: Path(path).mkdir(exist_ok=True))
+
+
+def test_the_classifier_loop_reports_to_trackers_too(tmp_path, monkeypatch):
+    logged: list[int] = []
+    fake = types.SimpleNamespace(
+        active_run=lambda: None,
+        start_run=lambda run_name: None,
+        log_metrics=lambda metrics, step: logged.append(step),
+        end_run=lambda: logged.append(-1),
+    )
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    model = torch.nn.Linear(2, 1)
+    x = torch.randn(8, 2)
+    cfg = TrainLoopConfig(
+        lr=1e-2, batch_size=4, epochs=1, log_every=1, report_to=["mlflow"], group_by_length=False
+    )
+    metrics, _ = run_training_loop(cfg, model, [1] * 8, lambda idx: model(x[idx]).pow(2).mean())
+    assert metrics["steps"] == 2 and logged == [1, 2, -1]

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from rlhf.engine.training import (
     MetricsLogger,
     adamw,
     check_fields,
+    check_trackers,
     clip_grad,
     decay_groups,
     lr_multiplier,
@@ -60,11 +61,14 @@ class TrainLoopConfig:
     resume: bool = True  # continue from the last checkpoint in checkpoint_dir if any
     log_every: int = 20  # steps between metric lines in metrics.jsonl
     progress: bool = False  # tqdm progress bar
+    report_to: list[str] = field(default_factory=list)  # trackers besides metrics.jsonl:
+    # "tensorboard", "mlflow" (as TrainConfig.report_to)
 
     def __post_init__(self) -> None:
         check_fields(self, "> 0", "lr")
         check_fields(self, "in [0, 1]", "warmup_ratio")
         check_fields(self, ">= 1", "batch_size", "max_steps", "log_every")
+        check_trackers(self.report_to)
 
 
 def epoch_batches(
@@ -129,7 +133,7 @@ def run_training_loop(
             train_seconds = restored["state"].get("train_seconds", 0.0)
             log.info("%s: resumed from %s at step %d", name, last, step)
     metrics_path = Path(config.checkpoint_dir) / "metrics.jsonl" if config.checkpoint_dir else None
-    metrics_log = MetricsLogger(metrics_path, step)
+    metrics_log = MetricsLogger(metrics_path, step, config.report_to, name)
 
     def save_checkpoint() -> None:
         if config.checkpoint_dir:
@@ -225,5 +229,6 @@ def run_training_loop(
     if evaluate is not None:
         final = run_eval() if not history or history[-1]["step"] != step else evaluate()
         result.update(final)
+    metrics_log.close()
     model.eval()
     return result, history

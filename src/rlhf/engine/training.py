@@ -104,7 +104,12 @@ def check_train_fields(cfg: Any) -> None:
         torch.device(cfg.device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device: {cfg.device!r} is not a torch device ({exc})") from exc
-    unknown = sorted(set(cfg.report_to) - set(TRACKERS))
+    check_trackers(cfg.report_to)
+
+
+def check_trackers(report_to: Sequence[str]) -> None:
+    """ValueError for a tracker name the kit does not know."""
+    unknown = sorted(set(report_to) - set(TRACKERS))
     if unknown:
         raise ValueError(f"report_to: unknown trackers {unknown} (known: {list(TRACKERS)})")
 
