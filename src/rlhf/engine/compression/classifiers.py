@@ -126,16 +126,21 @@ def distill(
     texts: Sequence[str],
     labels: Sequence[str | None],
     on_step: OnStep | None = None,
+    targets: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Train `student` (same tokenizer as the teacher) on the teacher's soft labels.
 
-    `labels[i]` is the known label of `texts[i]` or None (unlabelled text). Loss:
+    `labels[i]` is the known label of `texts[i]` or None (unlabelled text); `targets`
+    the teacher's logits when already computed (`soft_labels`). Loss:
     T^2 KL(teacher_T || student_T) + hard_weight * CE(student, label) on labelled rows
     (MSE on the logit for a single-logit reward model).
     """
     if not texts:
         raise ValueError("distillation needs training texts (got none)")
-    targets = soft_labels(teacher, texts, config.teacher_batch_size)
+    if targets is None:
+        targets = soft_labels(teacher, texts, config.teacher_batch_size)
+    if len(targets) != len(texts):
+        raise ValueError(f"{len(targets)} teacher logits for {len(texts)} texts")
     label_ids = {name: i for i, name in enumerate(teacher.labels)}
     hard = torch.tensor([label_ids.get(label, -100) if label else -100 for label in labels])
     view = TextClassifier(
@@ -182,11 +187,12 @@ def distill_classifier(
     layers: int = 2,
     on_step: OnStep | None = None,
     lineage: dict[str, Any] | None = None,
+    targets: torch.Tensor | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """A `layers`-layer student distilled from `teacher`; saved as a plain HF model."""
     student = student_from_teacher(teacher.model.cpu(), layers)
     teacher.to(config.device)
-    metrics = distill(config, teacher, student, texts, labels, on_step)
+    metrics = distill(config, teacher, student, texts, labels, on_step, targets)
     # Plain HF directory: no marker needed to load. The config key is for lineage only.
     student.config.rlhf_distilled_from = {"layers": layers, **(lineage or {})}
     return _save(student, teacher, out_dir, None), metrics
@@ -321,9 +327,11 @@ def prune_classifier(
     labels: Sequence[str | None],
     on_step: OnStep | None = None,
     lineage: dict[str, Any] | None = None,
+    targets: torch.Tensor | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Prune heads and FFN channels by importance, then recover by distillation from
-    the unpruned source (`recovery=None` skips the fine-tune)."""
+    the unpruned source (`recovery=None` skips the fine-tune; `targets`: the source's
+    logits on `texts` when already computed)."""
     device = recovery.device if recovery is not None else str(source.device)
     source.to(device)
     pruned = TextClassifier(
@@ -341,5 +349,5 @@ def prune_classifier(
         "ffn_channels_kept": float(sum(marker["intermediate"])),
     }
     if recovery is not None:
-        metrics |= distill(recovery, source, pruned.model, texts, labels, on_step)
+        metrics |= distill(recovery, source, pruned.model, texts, labels, on_step, targets)
     return _save(pruned.model, source, out_dir, {**marker, **(lineage or {})}), metrics
