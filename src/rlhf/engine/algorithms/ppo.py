@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from rlhf.engine.algorithms.kl_control import KLControl
-from rlhf.engine.algorithms.rl import Episodes, RLConfig, RLResult, finish, policy_logprobs
+from rlhf.engine.algorithms.rl import Episodes, RLConfig, RLResult, finish_rl_run, policy_logprobs
 from rlhf.engine.algorithms.rollout import (
     RewardFn,
     masked_mean,
@@ -128,11 +128,13 @@ def train_ppo(
         ref_logp = episodes.reference_logprobs(rollout)
         all_idx = torch.arange(cfg.batch_size, device=rollout.query.device)
         if single_pass:
-            logp_grad, values_grad = policy_logprobs(cfg, model, rollout, all_idx, True)
+            logp_grad, values_grad = policy_logprobs(cfg, model, rollout, all_idx, with_values=True)
             old_logp, old_values = logp_grad.detach() * mask, values_grad.detach() * mask
         else:
             with torch.no_grad():
-                old_logp, old_values = policy_logprobs(cfg, model, rollout, all_idx, True)
+                old_logp, old_values = policy_logprobs(
+                    cfg, model, rollout, all_idx, with_values=True
+                )
             old_logp, old_values = old_logp * mask, old_values * mask
         kl = (old_logp - ref_logp) * mask
         kl_per_seq = kl.sum(1).mean().item()
@@ -166,7 +168,7 @@ def train_ppo(
                 if single_pass:
                     logp, vpred = logp_grad, values_grad
                 else:
-                    logp, vpred = policy_logprobs(cfg, model, rollout, idx, True)
+                    logp, vpred = policy_logprobs(cfg, model, rollout, idx, with_values=True)
                 m, adv, ret = mask[idx], advantages[idx], returns[idx]
                 ratio = torch.exp(logp - old_logp[idx])
                 pg_losses = -adv * ratio
@@ -209,4 +211,4 @@ def train_ppo(
         }
         run.end_step(row, score=f"{row['score']:.3f}", kl=f"{kl_per_seq:.2f}", beta=f"{beta:.3f}")
 
-    return finish(run, model, tokenizer, kl_control)
+    return finish_rl_run(run, model, tokenizer, kl_control)

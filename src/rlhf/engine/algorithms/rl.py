@@ -156,7 +156,7 @@ def policy_logprobs(
     return logp, values.float() if values is not None else None
 
 
-def finish(run: TrainingRun, model: Any, tokenizer: Any, kl_control: KLControl) -> RLResult:
+def finish_rl_run(run: TrainingRun, model: Any, tokenizer: Any, kl_control: KLControl) -> RLResult:
     """Save the final model (with an output_dir) and report the run."""
     final_dir = run.finish(model, tokenizer)
     return RLResult(
