@@ -34,6 +34,22 @@ METHODS = ("int8", "weight_int8", "prune")
 
 
 # ---------------------------------------------------------------------------- int8
+def linear_layers_from_conv1d(model: nn.Module) -> nn.Module:
+    """Replace GPT-2 style `Conv1D` layers (y = x W + b, W stored [in, out]) by the
+    equivalent nn.Linear, so the int8 methods see every projection."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child).__name__ == "Conv1D" and hasattr(child, "nf"):
+                weight = child.weight.detach()
+                linear = nn.Linear(weight.shape[0], weight.shape[1], device=weight.device)
+                linear.to(weight.dtype)
+                with torch.no_grad():
+                    linear.weight.copy_(weight.t())
+                    linear.bias.copy_(child.bias.detach())
+                setattr(module, name, linear)
+    return model
+
+
 def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     """Dynamic int8 quantisation of every nn.Linear (weights int8 per channel,
     activations quantised on the fly). CPU kernels only: returns the model unchanged
@@ -42,7 +58,7 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
         return model
     import warnings
 
-    model = model.float()
+    model = linear_layers_from_conv1d(model.float())
     with warnings.catch_warnings():  # torch.ao is deprecated in favour of torchao (not a
         warnings.simplefilter("ignore")  # dependency here); its kernels are still there
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -92,6 +108,7 @@ class Int8WeightOnlyLinear(nn.Module):
 
 def quantize_weight_only_int8(model: nn.Module, skip: tuple[str, ...] = ()) -> nn.Module:
     """Replace every nn.Linear (except names ending in `skip`) by Int8WeightOnlyLinear."""
+    linear_layers_from_conv1d(model)
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
