@@ -448,7 +448,8 @@ class TrainingRun:
     optimizer, scheduler, RNG states and every ``state`` object), so ``step`` and
     ``history`` continue where the run stopped. ``end_step`` counts a finished step:
     history, metrics.jsonl, progress bar, periodic checkpoint. ``finish`` writes the
-    last checkpoint and ``final/`` (model, tokenizer, ``<name>_config.json``).
+    last checkpoint and ``final/`` (model, tokenizer, ``<name>_config.json``), logs the
+    final evaluation and closes the trackers.
     """
 
     def __init__(
@@ -460,14 +461,13 @@ class TrainingRun:
         optimizer: torch.optim.Optimizer,
         scheduler: Any,
         state: dict[str, Stateful] | None = None,
-        checkpoint_keys: tuple[str, str] = ("opt", "sched"),
     ) -> None:
         self.cfg = cfg
         self.name = name
         self.total_steps = total_steps
         self.modules = modules
-        self.optimizers = {checkpoint_keys[0]: optimizer}
-        self.schedulers = {checkpoint_keys[1]: scheduler}
+        self.optimizers = {"opt": optimizer}  # checkpoint keys: what runs wrote before
+        self.schedulers = {"sched": scheduler}
         self.state = state or {}
         self.out_dir = Path(cfg.output_dir) if cfg.output_dir else None
         self.step = 0
