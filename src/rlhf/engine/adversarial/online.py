@@ -307,7 +307,8 @@ def online_adversarial_training(
     from torch import nn
 
     from rlhf.engine.checkpoint import seed_everything
-    from rlhf.engine.classifier import TrainLoopConfig, check_labeled, run_training_loop
+    from rlhf.engine.classifier import check_labeled
+    from rlhf.engine.finetune import TrainLoopConfig, run_training_loop
 
     config = config or OnlineAdversarialConfig()
     labels = tuple(classifier.labels)
