@@ -366,6 +366,8 @@ def run_seed(
         "stopped_on_kl_budget": result.stopped_on_budget,
         "kl_budget_overshoots": result.budget_overshoots,
         "final_kl_coef": round(result.kl_coef, 4),
+        "final_batch_kl": round(result.final_kl, 3) if result.final_kl is not None else None,
+        "restored_at_end": result.restored_at_end,
         "train_kl_last": round(history[-1]["kl_per_sequence"], 3) if history else None,
         "eval_prompts": len(eval_prompts),
         "eval_samples_per_prompt": args.eval_samples,

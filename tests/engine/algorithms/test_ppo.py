@@ -128,6 +128,30 @@ def test_ppo_survives_budget_overshoots_with_a_firmer_beta(tok, make_lm):
     assert all(h["kl_per_sequence"] <= 0.5 for h in result.history)
 
 
+def test_the_kept_weights_are_within_the_budget_when_the_last_update_overshoots(tok, make_lm):
+    # A budget so tight that every update overshoots it: each step's weights are
+    # rejected at the next check (restoring the start) until the steps run out; the
+    # last update is then measured once more and undone too.
+    lm, initial = make_lm(), make_lm()
+    cfg = PPOConfig(
+        total_steps=3,
+        learning_rate=1e-2,
+        init_kl_coef=0.0,
+        kl_target=None,
+        kl_budget=1e-6,
+        kl_budget_retries=100,
+        **FAST,
+    )
+    result = train_ppo(cfg, lm, tok, fraction_of_a, PROMPTS)
+    assert result.steps == 3 and not result.stopped_on_budget
+    assert result.final_kl is not None and result.final_kl > 1e-6
+    assert result.restored_at_end
+    assert same_weights(lm, initial)
+    # Without a budget nothing is measured at the end.
+    free = train_ppo(PPOConfig(total_steps=2, **FAST), make_lm(), tok, fraction_of_a, PROMPTS)
+    assert free.final_kl is None and not free.restored_at_end
+
+
 def test_ppo_resume_reproduces_the_uninterrupted_run(tok, make_lm, tmp_path):
     cfg = dict(total_steps=4, learning_rate=3e-3, checkpoint_every=1, **FAST)
     full = CausalLMWithValueHead(make_lm())

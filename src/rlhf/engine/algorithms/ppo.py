@@ -32,7 +32,14 @@ from typing import Any
 import torch
 
 from rlhf.engine.algorithms.kl_control import KLControl
-from rlhf.engine.algorithms.rl import Episodes, RLConfig, RLResult, finish_rl_run, policy_logprobs
+from rlhf.engine.algorithms.rl import (
+    Episodes,
+    RLConfig,
+    RLResult,
+    final_budget_check,
+    finish_rl_run,
+    policy_logprobs,
+)
 from rlhf.engine.algorithms.rollout import (
     RewardFn,
     masked_mean,
@@ -211,4 +218,5 @@ def train_ppo(
         }
         run.end_step(row, score=f"{row['score']:.3f}", kl=f"{kl_per_seq:.2f}", beta=f"{beta:.3f}")
 
-    return finish_rl_run(run, model, tokenizer, kl_control)
+    final = final_budget_check(cfg, episodes, kl_control, model, cfg.batch_size)
+    return finish_rl_run(run, model, tokenizer, kl_control, final)

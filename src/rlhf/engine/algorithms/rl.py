@@ -82,6 +82,12 @@ class RLResult(TrainingResult):
     stopped_on_budget: bool = False
     kl_coef: float = 0.0
     budget_overshoots: int = 0
+    final_kl: float | None = None
+    """KL (nats/seq) of one more batch sampled from the last update's weights (with a
+    KL budget): those weights are otherwise never measured."""
+    restored_at_end: bool = False
+    """The final batch was past the budget: the kept weights are the last ones within
+    it, not the last update's."""
 
 
 class Episodes:
@@ -108,6 +114,7 @@ class Episodes:
         )
         self.cursor = DataCursor(size=len(self.prompt_ids), seed=cfg.seed)
         self.sampler = SamplingCopy(policy_lm, cfg.device, cfg.autocast)
+        self.sampled = 0  # batches sampled by this process (0: no update happened here)
 
     def sample(self, num_prompts: int, repeat: int = 1) -> tuple[Rollout, torch.Tensor]:
         """``repeat`` continuations (adjacent rows) of each of the next ``num_prompts``
@@ -117,6 +124,7 @@ class Episodes:
             self.prompt_ids[i] for i in self.cursor.take(num_prompts) for _ in range(repeat)
         ]
         rollout = self.sampler.rollout(tokenizer, batch_ids, cfg.max_new_tokens, cfg.temperature)
+        self.sampled += 1
         queries = decode_queries(tokenizer, rollout)
         responses = decode_responses(tokenizer, rollout)
         scores = score(self.reward_fn, queries, responses, cfg.score_full_text)
@@ -156,7 +164,41 @@ def policy_logprobs(
     return logp, values.float() if values is not None else None
 
 
-def finish_rl_run(run: TrainingRun, model: Any, tokenizer: Any, kl_control: KLControl) -> RLResult:
+def final_budget_check(
+    cfg: RLConfig,
+    episodes: Episodes,
+    kl_control: KLControl,
+    model: Any,
+    num_prompts: int,
+    repeat: int = 1,
+) -> tuple[float | None, bool]:
+    """Keep weights that are within the KL budget at the end of training.
+
+    The budget is checked on samples of the current weights before each update, so
+    the last update's weights are never measured: a run could end past its budget.
+    Sample one more batch from them; past the budget, go back to the last weights the
+    budget accepted. Returns (that batch's KL, whether the weights were restored);
+    (None, False) without a budget, or when the run already stopped on it (its weights
+    are the restored ones)."""
+    if kl_control.budget.budget is None or kl_control.stopped or not episodes.sampled:
+        return None, False
+    lm = getattr(model, "lm", model)
+    rollout, _ = episodes.sample(num_prompts, repeat)
+    with torch.no_grad(), attention_kernel(lm, cfg.attn_implementation, cfg.device):
+        logp = rollout_logprobs(lm, rollout, cfg.autocast, cfg.temperature)
+    ref_logp = episodes.reference_logprobs(rollout)
+    kl = ((logp - ref_logp) * rollout.response_mask).sum(1).mean().item()
+    restored = kl_control.budget.exceeded(kl, model)
+    return kl, restored
+
+
+def finish_rl_run(
+    run: TrainingRun,
+    model: Any,
+    tokenizer: Any,
+    kl_control: KLControl,
+    final_check: tuple[float | None, bool] = (None, False),
+) -> RLResult:
     """Save the final model (with an output_dir) and report the run."""
     final_dir = run.finish(model, tokenizer)
     return RLResult(
@@ -166,4 +208,6 @@ def finish_rl_run(run: TrainingRun, model: Any, tokenizer: Any, kl_control: KLCo
         stopped_on_budget=kl_control.stopped,
         kl_coef=kl_control.beta,
         budget_overshoots=kl_control.overshoots,
+        final_kl=final_check[0],
+        restored_at_end=final_check[1],
     )

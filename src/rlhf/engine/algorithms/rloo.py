@@ -29,7 +29,14 @@ from typing import Any, Literal
 import torch
 
 from rlhf.engine.algorithms.kl_control import KLControl
-from rlhf.engine.algorithms.rl import Episodes, RLConfig, RLResult, finish_rl_run, policy_logprobs
+from rlhf.engine.algorithms.rl import (
+    Episodes,
+    RLConfig,
+    RLResult,
+    final_budget_check,
+    finish_rl_run,
+    policy_logprobs,
+)
 from rlhf.engine.algorithms.rollout import RewardFn, masked_mean
 from rlhf.engine.training import TrainingRun, clip_grad, optimizer_and_schedule
 
@@ -172,4 +179,5 @@ def train_rloo(
         }
         run.end_step(row, score=f"{row['score']:.3f}", kl=f"{kl_per_seq:.2f}", beta=f"{beta:.3f}")
 
-    return finish_rl_run(run, policy, tokenizer, kl_control)
+    final = final_budget_check(cfg, episodes, kl_control, policy, cfg.num_prompts, cfg.k)
+    return finish_rl_run(run, policy, tokenizer, kl_control, final)
