@@ -14,10 +14,15 @@ passes every gate is promoted (`model.promoted`, with its classifier).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
+import os
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,21 +62,33 @@ KINDS = {
 
 class PipelineState:
     """What the trainer knows about each pipeline run, persisted as JSON: dataset
-    directories, tokenizer, base policy and robustness reports."""
+    directories, tokenizer, base policy and robustness reports.
+
+    Replicas of the trainer share the file (events of one round may reach different
+    replicas): every read-modify-write holds an exclusive `flock` on `<file>.lock`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock, open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def _load(self) -> dict:
         return json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def get(self, pipeline_run: str) -> dict:
-        with self._lock:
+        with self._locked():
             return self._load().get(pipeline_run, {})
 
     def update(self, pipeline_run: str, **values) -> dict:
-        with self._lock:
+        with self._locked():
             state = self._load()
             entry = state.setdefault(pipeline_run, {})
             for key, value in values.items():
@@ -79,13 +96,14 @@ class PipelineState:
                     entry[key].update(value)
                 else:
                     entry[key] = value
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state))
-            tmp.replace(self.path)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".tmp")
+            with os.fdopen(fd, "w") as handle:
+                json.dump(state, handle)
+            os.replace(tmp, self.path)
             return entry
 
     def latest_for(self, pipeline: str) -> dict:
-        with self._lock:
+        with self._locked():
             runs = [v for v in self._load().values() if v.get("pipeline") == pipeline]
             return max(runs, key=lambda v: v.get("created", 0)) if runs else {}
 

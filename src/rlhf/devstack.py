@@ -1,6 +1,10 @@
 """The five services as local processes over one Kafka cluster: `rlhf up`, and the
 end-to-end test. Each service is `python -m rlhf.cli serve <name>` on its own port,
-with its output in `<log_dir>/<name>.log`; they share one artifact directory."""
+with its output in `<log_dir>/<name>.log`; they share one artifact directory.
+
+`replicas={"trainer": 2}` runs more copies of a service, as a Deployment would: the
+copies are named `trainer`, `trainer-2`, ... (their replica ids), each on its own port,
+all in one Kafka consumer group and on the same artifact directory."""
 
 from __future__ import annotations
 
@@ -24,11 +28,18 @@ class DevStack:
         *,
         base_port: int = 0,
         env: dict[str, str] | None = None,
+        replicas: dict[str, int] | None = None,
     ) -> None:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.processes = [
+            name if i == 1 else f"{name}-{i}"
+            for name in SERVICES
+            for i in range(1, (replicas or {}).get(name, 1) + 1)
+        ]
         self.ports = {
-            name: (base_port + i if base_port else free_port()) for i, name in enumerate(SERVICES)
+            name: (base_port + i if base_port else free_port())
+            for i, name in enumerate(self.processes)
         }
         self.procs: dict[str, subprocess.Popen] = {}
         self.env = {
@@ -48,18 +59,21 @@ class DevStack:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def start(self, name: str, timeout: float = 300) -> None:
-        """Start one service and wait until its health check says SERVING."""
+        """Start one service (or one replica: `trainer-2`) and wait until its health
+        check says SERVING."""
+        service = name.split("-")[0]
+        command = [sys.executable, "-m", "rlhf.cli", "serve", service]
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "rlhf.cli", "serve", name, "--port", str(self.ports[name])],
-                env=self.env,
+                [*command, "--port", str(self.ports[name])],
+                env={**self.env, "RLHF_REPLICA_ID": name},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         self.wait_serving(name, timeout)
 
     def start_all(self, timeout: float = 300) -> None:
-        for name in SERVICES:
+        for name in self.processes:
             self.start(name, timeout)
 
     def wait_serving(self, name: str, timeout: float = 300) -> None:

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from rlhf.client import Client
-from rlhf.devstack import SERVICES, DevStack
+from rlhf.devstack import DevStack
 from rlhf.runtime.bus import BusOptions, KafkaBus
 from rlhf.runtime.settings import KafkaSettings
 from rlhf.v1 import common_pb2
@@ -40,13 +40,13 @@ class Watcher:
         "rlhf.policy.checkpoint.ready",
     )
 
-    def __init__(self, bootstrap: str, state_dir: Path) -> None:
+    def __init__(self, bootstrap: str, state_dir: Path, partitions: int = 1) -> None:
         self.events: dict[str, list] = {topic: [] for topic in self.TOPICS}
         self.cond = threading.Condition()
         self.bus = KafkaBus(
-            KafkaSettings(bootstrap_servers=bootstrap, topic_partitions=1),
+            KafkaSettings(bootstrap_servers=bootstrap, topic_partitions=partitions),
             source="e2e-test",
-            options=BusOptions(state_dir=state_dir, partitions=1),
+            options=BusOptions(state_dir=state_dir, partitions=partitions),
         )
         for topic in self.TOPICS:
             self.bus.subscribe(topic, "e2e-watcher", self._record)
@@ -66,10 +66,10 @@ class Watcher:
                     if p.status.state == common_pb2.RUN_STATE_FAILED
                 ]
                 if failed:
-                    logs = {n: platform.log(n)[-2000:] for n in SERVICES}
+                    logs = {n: platform.log(n)[-2000:] for n in platform.processes}
                     raise AssertionError(f"a run failed: {failed[0]}\n{logs}")
                 if time.monotonic() > deadline:
-                    logs = {n: platform.log(n)[-1500:] for n in SERVICES}
+                    logs = {n: platform.log(n)[-1500:] for n in platform.processes}
                     raise AssertionError(f"timed out waiting for {what}\n{logs}")
                 self.cond.wait(1.0)
             return result

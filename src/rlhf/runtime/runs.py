@@ -6,14 +6,25 @@ reports progress through its `RunContext`, and stops cleanly when cancelled (the
 atomically and passed to `on_update` (services publish it as a `run.progress` event).
 A process that restarts calls `resume_incomplete`: runs left PENDING or RUNNING start
 again and their work resumes from its own checkpoint in `ctx.checkpoint_dir`.
+
+Several replicas of a service share one state directory (a volume every pod mounts).
+Each run belongs to the replica that started it (`owner`), and only its owner resumes
+it. A replica proves it is alive by touching `replicas/<id>` every `lease_ttl_s / 3`;
+the runs of a replica whose lease went stale (its pod died, and a Deployment's new pod
+has a new name) are taken over by the first live replica that creates
+`claims/<run_id>.<epoch>` (an exclusive create: exactly one wins). An owner that finds a
+newer claim on its run (it was paused past its lease, not dead) stops that run at its
+next `report` instead of finishing it twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -35,6 +46,7 @@ from rlhf.v1 import common_pb2
 log = logging.getLogger(__name__)
 
 TERMINAL_STATES = {"succeeded", "failed", "cancelled"}
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _STATE_TO_PROTO = {
     "pending": common_pb2.RUN_STATE_PENDING,
     "running": common_pb2.RUN_STATE_RUNNING,
@@ -58,6 +70,14 @@ MAX_QUEUED_RUNS = 32
 #: Starts of one run (the first plus resumes after restarts) before it is failed: a run
 #: that kills its process every time must not be resumed forever.
 MAX_ATTEMPTS = 3
+#: Seconds without a heartbeat after which a replica's runs may be taken over.
+LEASE_TTL_S = 45.0
+
+
+def default_replica_id() -> str:
+    """RLHF_REPLICA_ID, else the pod name (Kubernetes sets HOSTNAME), else "local": a
+    single process keeps one id across restarts and resumes its own runs at once."""
+    return os.environ.get("RLHF_REPLICA_ID") or os.environ.get("POD_NAME") or "local"
 
 
 class RunNotFound(KeyError):
@@ -146,6 +166,8 @@ class RunRecord:
     pipeline: str = ""
     request_id: str = ""
     attempts: int = 0
+    owner: str = ""  # the replica running it ("" in records from before replicas)
+    epoch: int = 0  # bumped by each takeover (claims/<run_id>.<epoch>)
     created_at: str = field(default_factory=_now)
     updated_at: str = field(default_factory=_now)
 
@@ -197,6 +219,13 @@ class RunContext:
         """Record progress; raises RunCancelled if the run was cancelled meanwhile."""
         if self.cancelled.is_set():
             raise RunCancelled(self.run_id)
+        if self._manager.taken_over(self.record):
+            self.cancelled.set()
+            raise RunCancelled(self.run_id)
+        if self._manager.cancel_requested(self.record):
+            self.record.message = "cancelled"
+            self.cancelled.set()
+            raise RunCancelled(self.run_id)
         if step is not None:
             self.record.step = int(step)
         if total_steps is not None:
@@ -221,12 +250,25 @@ class RunManager:
         max_workers: int = 1,
         executor: ThreadPoolExecutor | None = None,
         service: str = "",
+        replica: str | None = None,
+        lease_ttl_s: float = LEASE_TTL_S,
     ) -> None:
         """`executor`: share one worker pool between managers (several services in one
         process run their work one at a time instead of racing for the CPU); `service`
-        labels the run metrics."""
+        labels the run metrics; `replica` names this replica among those sharing
+        `state_dir` (default: `default_replica_id()`)."""
         self.state_dir = Path(state_dir)
         self.service = service
+        self.replica = replica or default_replica_id()
+        self.lease_ttl_s = float(lease_ttl_s)
+        (self.state_dir / "replicas").mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "claims").mkdir(parents=True, exist_ok=True)
+        self._work_for: Callable[[RunRecord], Work] | None = None
+        self._stopping = threading.Event()
+        self._heartbeat()
+        threading.Thread(
+            target=self._heartbeat_loop, name=f"runs-lease-{self.replica}", daemon=True
+        ).start()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._on_update = on_update
         self._owns_pool = executor is None
@@ -262,8 +304,10 @@ class RunManager:
         `bounded` (client requests): RunQueueFull when MAX_QUEUED_RUNS runs are already
         waiting or running. Work from events is never refused (it would be lost)."""
         with self._lock:
-            if request_id and request_id in self._by_request:
-                return self._records[self._by_request[request_id]]
+            if request_id:
+                existing = self.find_by_request(request_id)
+                if existing is not None:
+                    return existing
             if bounded:
                 waiting = sum(not r.done for r in self._records.values())
                 if waiting >= MAX_QUEUED_RUNS:
@@ -277,7 +321,12 @@ class RunManager:
                 params=dict(params or {}),
                 request_id=request_id,
                 pipeline=pipeline,
+                owner=self.replica,
             )
+            if request_id:
+                winner = self._claim_request(request_id, record.run_id)
+                if winner != record.run_id:  # another replica started it a moment ago
+                    return self._await_record(winner)
             self._records[record.run_id] = record
             if request_id:
                 self._by_request[request_id] = record.run_id
@@ -286,19 +335,31 @@ class RunManager:
             return record
 
     def get(self, run_id: str) -> RunRecord:
+        """A run of this replica, or (read from the shared state) of another one."""
         with self._lock:
+            if run_id in self._futures or run_id in self._contexts:
+                return self._records[run_id]
+            on_disk = self._read(run_id)
+            if on_disk is not None:
+                self._records[run_id] = on_disk
+                return on_disk
             if run_id not in self._records:
                 raise RunNotFound(run_id)
             return self._records[run_id]
 
     def find_by_request(self, request_id: str) -> RunRecord | None:
+        """The run a request started, on this replica or (a client's retry that reached
+        another replica) on any other."""
         with self._lock:
             run_id = self._by_request.get(request_id)
-            return self._records.get(run_id) if run_id else None
+            if run_id is None:
+                run_id = next((r.run_id for r in self._scan() if r.request_id == request_id), None)
+            return self.get(run_id) if run_id else None
 
     def list(self) -> list[RunRecord]:
+        """Every run of every replica sharing the state directory."""
         with self._lock:
-            return sorted(self._records.values(), key=lambda r: r.created_at)
+            return sorted(self._scan(), key=lambda r: r.created_at)
 
     def cancel(self, run_id: str, reason: str = "cancelled") -> RunRecord:
         record = self.get(run_id)
@@ -306,6 +367,10 @@ class RunManager:
             return record
         context = self._contexts.get(run_id)
         future = self._futures.get(run_id)
+        if context is None and future is None:
+            # Another replica runs it: leave it a note its next `report` reads.
+            (self.state_dir / "claims" / f"{run_id}.cancel").write_text(reason[:1000])
+            return record
         if context:
             context.cancelled.set()
             record.message = reason
@@ -320,30 +385,44 @@ class RunManager:
         return self.get(run_id)
 
     def resume_incomplete(self, work_for: Callable[[RunRecord], Work]) -> list[RunRecord]:
-        """Restart runs a previous process left unfinished (their work resumes from
-        its checkpoint directory); a run started MAX_ATTEMPTS times already is failed."""
+        """Restart the unfinished runs this replica owns, and those of replicas whose
+        lease went stale (their work resumes from its checkpoint directory); a run
+        started MAX_ATTEMPTS times already is failed. Called again on every heartbeat
+        from then on, so a replica that dies later has its runs taken over too."""
+        self._work_for = work_for
         resumed = []
         with self._lock:
-            for record in list(self._records.values()):
-                if not record.done and record.run_id not in self._futures:
-                    if record.attempts >= MAX_ATTEMPTS:
-                        log.error(
-                            "run %s gave up after %d attempts", record.run_id, record.attempts
-                        )
-                        self._finish(
-                            record,
-                            "failed",
-                            f"gave up after {record.attempts} attempts: the process stopped "
-                            "during each (resume it with a new request once the cause is fixed)",
-                        )
+            for record in self._scan():
+                if record.done or record.run_id in self._futures:
+                    continue
+                if record.owner != self.replica:
+                    if self._alive(record.owner) or not self._claim(record):
                         continue
-                    log.info("resuming run %s (%s) after a restart", record.run_id, record.stage)
-                    record.message = "resumed after restart"
-                    self._start(record, work_for(record))
-                    resumed.append(record)
+                    log.warning(
+                        "run %s: taking it over from replica %r (lease stale)",
+                        record.run_id,
+                        record.owner,
+                    )
+                self._records[record.run_id] = record
+                if record.request_id:
+                    self._by_request[record.request_id] = record.run_id
+                if record.attempts >= MAX_ATTEMPTS:
+                    log.error("run %s gave up after %d attempts", record.run_id, record.attempts)
+                    self._finish(
+                        record,
+                        "failed",
+                        f"gave up after {record.attempts} attempts: the process stopped "
+                        "during each (resume it with a new request once the cause is fixed)",
+                    )
+                    continue
+                log.info("resuming run %s (%s) after a restart", record.run_id, record.stage)
+                record.message = "resumed after restart"
+                self._start(record, work_for(record))
+                resumed.append(record)
         return resumed
 
     def shutdown(self, wait: bool = True) -> None:
+        self._stopping.set()
         for context in list(self._contexts.values()):
             context.cancelled.set()
         if self._owns_pool:
@@ -354,6 +433,107 @@ class RunManager:
 
     def checkpoint_dir(self, run_id: str) -> Path:
         return self.state_dir / "checkpoints" / run_id
+
+    def taken_over(self, record: RunRecord) -> bool:
+        """Whether another replica claimed this run after this one started it."""
+        return (self.state_dir / "claims" / f"{record.run_id}.{record.epoch + 1}").exists()
+
+    def _claim_request(self, request_id: str, run_id: str) -> str:
+        """The run that a request id starts, decided once across replicas: the first to
+        create `claims/request-<digest>` (an exclusive create) names its run there."""
+        digest = hashlib.sha256(request_id.encode()).hexdigest()[:32]
+        claim = self.state_dir / "claims" / f"request-{digest}"
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            for _ in range(100):  # the winner writes its run id right after creating
+                winner = claim.read_text().strip()
+                if winner:
+                    return winner
+                time.sleep(0.05)
+            return run_id  # an empty claim: its writer died in between; go ahead
+        with os.fdopen(fd, "w") as handle:
+            handle.write(run_id)
+        return run_id
+
+    def _await_record(self, run_id: str, timeout_s: float = 10.0) -> RunRecord:
+        """A run another replica just claimed, once it has written its record."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self.get(run_id)
+            except RunNotFound:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def cancel_requested(self, record: RunRecord) -> bool:
+        """Whether a Cancel reached another replica (see `cancel`)."""
+        return (self.state_dir / "claims" / f"{record.run_id}.cancel").exists()
+
+    # -- replicas -----------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        lease = self.state_dir / "replicas" / self.replica
+        try:
+            lease.touch()
+        except OSError as exc:  # a full disk: the lease ages, runs may move elsewhere
+            log.error("replica lease %s not renewed: %s", lease, exc)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stopping.wait(self.lease_ttl_s / 3):
+            self._heartbeat()
+            if self._work_for is not None:
+                try:
+                    self.resume_incomplete(self._work_for)
+                except Exception:
+                    log.exception("taking over runs of stale replicas failed")
+
+    def _alive(self, replica: str) -> bool:
+        if replica == self.replica:
+            return True
+        if not replica or "/" in replica:
+            return False  # a record from before replicas: no lease to renew
+        try:
+            age = time.time() - (self.state_dir / "replicas" / replica).stat().st_mtime
+        except (OSError, ValueError):
+            return False  # no lease, or unreadable
+        return age < self.lease_ttl_s
+
+    def _claim(self, record: RunRecord) -> bool:
+        """Take a run over: exactly one replica creates the next epoch's claim file."""
+        claim = self.state_dir / "claims" / f"{record.run_id}.{record.epoch + 1}"
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.replica)
+        record.epoch += 1
+        record.owner = self.replica
+        record.message = f"taken over by {self.replica}"
+        return True
+
+    def _read(self, run_id: str) -> RunRecord | None:
+        path = self.state_dir / f"{run_id}.json"
+        if not _RUN_ID.fullmatch(run_id) or not path.is_file():
+            return None
+        try:
+            return RunRecord(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _scan(self) -> list[RunRecord]:
+        """Every run in the shared state (this replica's running ones from memory)."""
+        records = []
+        for path in sorted(self.state_dir.glob("*.json")):
+            run_id = path.stem
+            if run_id in self._futures:
+                records.append(self._records[run_id])
+                continue
+            record = self._read(run_id)
+            if record is not None:
+                records.append(record)
+        return records
 
     # -- internals ----------------------------------------------------------------
     def _start(self, record: RunRecord, work: Work) -> None:
@@ -379,6 +559,10 @@ class RunManager:
             self._finish(record, "succeeded", "")
 
     def _finish(self, record: RunRecord, state: str, message: str) -> None:
+        if self.taken_over(record):
+            log.warning("run %s: another replica took it over; not finished here", record.run_id)
+            self._contexts.pop(record.run_id, None)
+            return
         record.state = state
         record.message = message
         RUNS_FINISHED.labels(self.service, state).inc()
@@ -403,6 +587,8 @@ class RunManager:
                 log.exception("run update callback failed for %s", record.run_id)
 
     def _write(self, record: RunRecord) -> None:
+        if record.owner and record.owner != self.replica:
+            return  # another replica's run: only its owner writes it
         path = self.state_dir / f"{record.run_id}.json"
         with self._lock:
             fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".run-", suffix=".tmp")

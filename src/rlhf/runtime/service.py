@@ -64,6 +64,7 @@ class ServiceContext:
             on_update=self._publish_progress,
             executor=self.executor,
             service=self.name,
+            lease_ttl_s=self.settings.run_lease_ttl_s,
         )
 
     @property

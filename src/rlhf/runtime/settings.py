@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         "1 by default: several processes sharing a few cores otherwise spin-wait on each "
         "other (measured 11x slower pre-training on 2 shared cores)",
     )
+    run_lease_ttl_s: float = Field(
+        45.0,
+        gt=0,
+        description="seconds without a heartbeat after which another replica of the "
+        "service takes over a replica's unfinished runs (runtime/runs.py)",
+    )
     bus: Literal["inprocess", "kafka"] = "inprocess"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)

