@@ -32,14 +32,7 @@ from typing import Any
 import torch
 
 from rlhf.engine.algorithms.kl_control import KLControl
-from rlhf.engine.algorithms.rl import (
-    Episodes,
-    RLConfig,
-    RLResult,
-    final_budget_check,
-    finish_rl_run,
-    policy_logprobs,
-)
+from rlhf.engine.algorithms.rl import Episodes, RLConfig, RLResult, finish_rl_run, policy_logprobs
 from rlhf.engine.algorithms.rollout import (
     RewardFn,
     masked_mean,
@@ -218,5 +211,4 @@ def train_ppo(
         }
         run.end_step(row, score=f"{row['score']:.3f}", kl=f"{kl_per_seq:.2f}", beta=f"{beta:.3f}")
 
-    final = final_budget_check(cfg, episodes, kl_control, model, cfg.batch_size)
-    return finish_rl_run(run, model, tokenizer, kl_control, final)
+    return finish_rl_run(run, model, tokenizer, kl_control, episodes, cfg.batch_size)

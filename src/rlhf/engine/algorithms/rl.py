@@ -197,9 +197,13 @@ def finish_rl_run(
     model: Any,
     tokenizer: Any,
     kl_control: KLControl,
-    final_check: tuple[float | None, bool] = (None, False),
+    episodes: Episodes,
+    num_prompts: int,
+    repeat: int = 1,
 ) -> RLResult:
-    """Save the final model (with an output_dir) and report the run."""
+    """Keep weights within the KL budget (`final_budget_check`), save the final model
+    (with an output_dir) and report the run."""
+    final_check = final_budget_check(episodes.cfg, episodes, kl_control, model, num_prompts, repeat)
     final_dir = run.finish(model, tokenizer)
     return RLResult(
         steps=run.step,

@@ -29,14 +29,7 @@ from typing import Any, Literal
 import torch
 
 from rlhf.engine.algorithms.kl_control import KLControl
-from rlhf.engine.algorithms.rl import (
-    Episodes,
-    RLConfig,
-    RLResult,
-    final_budget_check,
-    finish_rl_run,
-    policy_logprobs,
-)
+from rlhf.engine.algorithms.rl import Episodes, RLConfig, RLResult, finish_rl_run, policy_logprobs
 from rlhf.engine.algorithms.rollout import RewardFn, masked_mean
 from rlhf.engine.training import TrainingRun, clip_grad, optimizer_and_schedule
 
@@ -179,5 +172,4 @@ def train_rloo(
         }
         run.end_step(row, score=f"{row['score']:.3f}", kl=f"{kl_per_seq:.2f}", beta=f"{beta:.3f}")
 
-    final = final_budget_check(cfg, episodes, kl_control, policy, cfg.num_prompts, cfg.k)
-    return finish_rl_run(run, policy, tokenizer, kl_control, final)
+    return finish_rl_run(run, policy, tokenizer, kl_control, episodes, cfg.num_prompts, cfg.k)
