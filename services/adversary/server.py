@@ -262,9 +262,8 @@ class AdversaryService(adversary_pb2_grpc.AdversaryServiceServicer):
         record = self.ctx.submit_request(
             "attack",
             self._attack_work,
-            request_id=request.request_id,
-            pipeline=request.pipeline,
-            params={
+            request,
+            {
                 "kind": "attack",
                 "target_version": request.target_version,
                 "dataset": str(dataset),
@@ -287,9 +286,8 @@ class AdversaryService(adversary_pb2_grpc.AdversaryServiceServicer):
         record = self.ctx.submit_request(
             "redteam",
             self._redteam_work,
-            request_id=request.request_id,
-            pipeline=request.pipeline,
-            params={
+            request,
+            {
                 "kind": "redteam",
                 "policy_version": request.policy_version,
                 "reward_version": request.reward_model_version,

@@ -132,9 +132,8 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
         record = self.ctx.submit_request(
             "prepare",
             self._prepare_work,
-            params=params,
-            request_id=request.request_id,
-            pipeline=request.pipeline,
+            request,
+            params,
         )
         return dataprep_pb2.PrepareDatasetResponse(run_id=record.run_id)
 

@@ -447,9 +447,8 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         record = self.ctx.submit_request(
             "reward-train",
             self._train_work,
-            request_id=request.request_id,
-            pipeline=request.pipeline,
-            params={
+            request,
+            {
                 "kind": "train",
                 "objective": request.objective or "pointwise",
                 "dataset": str(path),

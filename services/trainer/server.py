@@ -480,9 +480,8 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         record = self.ctx.submit_request(
             f"train-{algorithm}",
             self._adhoc_work,
-            params=params,
-            request_id=request.request_id,
-            pipeline=request.pipeline,
+            request,
+            params,
         )
         return trainer_pb2.StartRunResponse(run_id=record.run_id)
 

@@ -102,14 +102,23 @@ class ServiceContext:
         except RunNotFound:
             raise NotFound(f"run {run_id!r} does not exist") from None
 
-    def submit_request(self, stage: str, work, **kwargs):
-        """Start a run for a client request: RESOURCE_EXHAUSTED (with a retry hint) when
-        the run queue is full, instead of queueing without bound."""
+    def submit_request(self, stage: str, work, request, params: dict, **kwargs):
+        """Start a run for a client request (its `request_id` makes retries idempotent,
+        its `pipeline` labels the run): RESOURCE_EXHAUSTED (with a retry hint) when the
+        run queue is full, instead of queueing without bound."""
         from rlhf.runtime.grpc.errors import ResourceExhausted
         from rlhf.runtime.runs import RunQueueFull
 
         try:
-            return self.runs.submit(stage, work, bounded=True, **kwargs)
+            return self.runs.submit(
+                stage,
+                work,
+                params=params,
+                request_id=request.request_id,
+                pipeline=request.pipeline,
+                bounded=True,
+                **kwargs,
+            )
         except RunQueueFull as exc:
             raise ResourceExhausted(str(exc)) from None
 
