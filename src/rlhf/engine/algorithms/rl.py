@@ -183,7 +183,11 @@ def final_budget_check(
     if kl_control.budget.budget is None or kl_control.stopped or not episodes.sampled:
         return None, False
     lm = getattr(model, "lm", model)
-    rollout, _ = episodes.sample(num_prompts, repeat)
+    device = torch.device(cfg.device)
+    # A measurement: whatever runs after training draws the random numbers it would have
+    # drawn without it.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        rollout, _ = episodes.sample(num_prompts, repeat)
     with torch.no_grad(), attention_kernel(lm, cfg.attn_implementation, cfg.device):
         logp = rollout_logprobs(lm, rollout, cfg.autocast, cfg.temperature)
     ref_logp = episodes.reference_logprobs(rollout)
