@@ -243,6 +243,18 @@ def test_compare_records_one_preference_with_the_labeller(setup):
     assert status == 409 and len(setup.client.feedback) == 1
 
 
+def test_a_comparison_never_shows_an_empty_or_twin_answer(setup):
+    """A small model sometimes answers nothing, or twice the same: the console samples
+    again, so the preference it records is one RecordFeedback accepts."""
+    answers = iter(["", "   ", "the same", "the same", "the same", "different"])
+    setup.client.generate = lambda prompts, **kw: SimpleNamespace(
+        completions=[next(answers)], model_version=kw["version"], request_id="r"
+    )
+    comparison = setup.backend.new_comparison("alice", "hello")
+    texts = sorted([comparison.a.text, comparison.b.text])
+    assert texts == ["different", "the same"]
+
+
 def test_tie_and_both_bad(setup):
     browser = Browser(setup.app)
     browser.sign_in(OPERATOR)

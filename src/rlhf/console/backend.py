@@ -44,6 +44,9 @@ TRANSIENT = {
     grpc.StatusCode.CANCELLED,
 }
 MAX_TEXT = 4000
+# Fresh samples drawn for a comparison whose response came back empty or the same as
+# the other one (a small or early model does that now and then).
+MAX_RESAMPLES = 4
 RUN_DONE = {
     common_pb2.RUN_STATE_SUCCEEDED,
     common_pb2.RUN_STATE_FAILED,
@@ -237,6 +240,19 @@ class Backend:
         )
         return Response(reply.model_version, reply.request_id, reply.completions[0])
 
+    def _sample(
+        self, prompt: str, version: str, rng: random.Random, other: Response | None = None
+    ) -> Response:
+        """A non-empty response that differs from `other`: a comparison with an empty or
+        twin answer teaches nothing (and RecordFeedback refuses such a preference). Up
+        to MAX_RESAMPLES fresh seeds; the last sample is shown whatever it is."""
+        for _ in range(MAX_RESAMPLES):
+            response = self._generate(prompt, version, rng.randrange(1, 2**31))
+            text = response.text.strip()
+            if text and (other is None or text != other.text.strip()):
+                break
+        return response
+
     # -- versions ----------------------------------------------------------------------
     def versions_to_compare(self) -> tuple[str, str]:
         """(serving, candidate): the promoted version of the model and its latest
@@ -273,11 +289,11 @@ class Backend:
         serving, candidate = self.versions_to_compare()
         rng = random.SystemRandom()
         note = ""
-        first = self._generate(prompt, serving, rng.randrange(1, 2**31))
+        first = self._sample(prompt, serving, rng)
         second = None
         if candidate:
             try:
-                second = self._generate(prompt, candidate, rng.randrange(1, 2**31))
+                second = self._sample(prompt, candidate, rng, other=first)
             except ConsoleError as exc:
                 if isinstance(exc, ServiceDown):
                     raise
@@ -292,7 +308,7 @@ class Backend:
                 "serving version."
             )
         if second is None:
-            second = self._generate(prompt, serving, rng.randrange(1, 2**31))
+            second = self._sample(prompt, serving, rng, other=first)
         a, b = (first, second) if rng.random() < 0.5 else (second, first)
         comparison = Comparison(
             id=secrets.token_urlsafe(12),
