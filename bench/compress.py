@@ -11,12 +11,13 @@ Triton backend's `ClassifierEngine` (the code a served version runs), all varian
 interleaved round by round in one process so a shared CPU slows each alike:
 `throughput` (texts/s at `--batch-size`, one call in flight), `latency_p50_ms` (one text
 per call), `throughput_ratio` against the original; `size_mb` is the weight files on
-disk, `peak_rss_mb` the peak memory of a fresh process that loads the model and scores
-one batch (interpreter, torch and transformers included).
+disk (int8 keeps the fp32 weights and quantises on load), `loaded_weights_mb` the loaded
+model's state dict serialised, `peak_rss_mb` the peak memory of a fresh process that
+loads the model and scores one batch (interpreter, torch and transformers included).
 
 - int8: dynamic int8 Linear layers (stored fp16, quantised on load);
 - distilled: a `--student-layers`-layer student (layers of the original as its start)
-  trained for `--distill-minutes` (at most 2 epochs) on the original's soft labels (T=2)
+  trained for `--distill-minutes` (at most `--distill-epochs`) on the original's soft labels (T=2)
   over SST-2 train texts plus unlabelled IMDB review windows; distilled_int8 is that
   student quantised;
 - pruned: half the heads and FFN channels removed by |w x grad| importance, then a
@@ -60,10 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--student-layers", type=int, default=2)
     p.add_argument("--distill-minutes", type=float, default=6.0)
-    p.add_argument("--distill-texts", type=int, default=6000, help="SST-2 train texts")
-    p.add_argument("--unlabelled-texts", type=int, default=1500, help="IMDB review windows")
+    p.add_argument("--distill-epochs", type=float, default=4.0)
+    p.add_argument("--distill-texts", type=int, default=4000, help="SST-2 train texts")
+    p.add_argument("--unlabelled-texts", type=int, default=1000, help="IMDB review windows")
     p.add_argument("--prune-minutes", type=float, default=3.0)
-    p.add_argument("--prune-texts", type=int, default=3000)
+    p.add_argument("--prune-texts", type=int, default=2000)
     p.add_argument("--skip-lm", action="store_true", help="classifier only")
     p.add_argument("--lm-batch", type=int, default=4, help="prompts decoded together")
     p.add_argument("--new-tokens", type=int, default=32)
@@ -101,15 +103,15 @@ def build_variants(args: argparse.Namespace, source_dir: Path, out: Path, data_d
     labels = [r.label for r in labelled] + [None] * len(extra)
     dirs, training = {"original": source_dir}, {}
     log(f"teacher soft labels for {len(texts)} texts")
-    teacher.bf16 = True  # labelling only (the variants are built from the fp32 weights)
     targets = K.soft_labels(teacher, texts, batch_size=64)
-    teacher.bf16 = False
 
     log("int8")
     dirs["int8"] = K.int8_classifier(teacher, out / "int8", {"source": str(source_dir)})
 
     log(f"distilling a {args.student_layers}-layer student on {len(texts)} texts")
-    distill = K.DistillConfig(max_minutes=args.distill_minutes, epochs=2.0, batch_size=32)
+    distill = K.DistillConfig(
+        max_minutes=args.distill_minutes, epochs=args.distill_epochs, batch_size=32
+    )
     dirs["distilled"], metrics = K.distill_classifier(
         teacher, out / "distilled", distill, texts, labels, args.student_layers, targets=targets
     )
@@ -134,6 +136,9 @@ def build_variants(args: argparse.Namespace, source_dir: Path, out: Path, data_d
 
 
 def classifier_bench(args: argparse.Namespace, data_dir: Path, out: Path) -> dict:
+    import io
+
+    import torch
     from prepared import model_or_prepared
 
     from rlhf.engine.classifier import evaluate_classifier
@@ -147,11 +152,15 @@ def classifier_bench(args: argparse.Namespace, data_dir: Path, out: Path) -> dic
     dirs, training = build_variants(args, source_dir, out, data_dir)
     rows: dict[str, dict] = {}
     for name, directory in dirs.items():
-        scored = evaluate_classifier(K.load_classifier(directory), dev)
+        model = K.load_classifier(directory)
+        scored = evaluate_classifier(model, dev)
+        buffer = io.BytesIO()  # the loaded (for int8: quantised) weights, serialised
+        torch.save(model.model.state_dict(), buffer)
         rows[name] = {
             "accuracy": round(scored["accuracy"], 4),
             "macro_f1": round(scored["macro_f1"], 4),
             "size_mb": round(size_mb(directory), 1),
+            "loaded_weights_mb": round(len(buffer.getvalue()) / 2**20, 1),
         }
         log(name, rows[name])
     texts = [r.text for r in dev]

@@ -48,18 +48,17 @@ def teacher():
 
 def test_int8_classifier_is_quantised_on_load_and_close_to_the_source(teacher, tmp_path):
     out = K.int8_classifier(teacher, tmp_path / "int8", {"source": "v1"})
-    assert read_marker(out) == {"method": "int8", "storage": "float16", "source": "v1"}
+    assert read_marker(out) == {"method": "int8", "storage": "float32", "source": "v1"}
     loaded = K.load_classifier(out)
     query = loaded.model.bert.encoder.layer[0].attention.self.query
     assert "quantized" in type(query).__module__
     before, after = teacher.logits(TEXTS), loaded.logits(TEXTS)
     assert after.shape == before.shape and torch.allclose(before, after, atol=0.05)
-    # Any transformers loader still reads it (unquantised, fp16 weights as fp32).
-    assert torch.allclose(plain_load_classifier(out).logits(TEXTS), before, atol=0.01)
+    # Any transformers loader still reads it (unquantised).
+    assert torch.allclose(plain_load_classifier(out).logits(TEXTS), before, atol=1e-5)
     # The Triton backend's engine re-applies the quantisation.
     labels, probs, rewards = ClassifierEngine(str(out)).score(TEXTS[:4])
     assert len(labels) == 4 and probs.shape == (4,) and rewards.shape == (4,)
-    assert M.size_mb(out) < M.size_mb(teacher.save(tmp_path / "source"))
 
 
 def test_student_keeps_evenly_spaced_layers():

@@ -4,9 +4,10 @@ A compressed model is saved as an ordinary Hugging Face directory plus one key i
 config.json, `rlhf_compression`, saying what a loader must do on top of
 `from_pretrained`:
 
-* `{"method": "int8"}`: weights stored in fp16; `torch.ao` dynamic int8 quantisation
-  of every `nn.Linear` is applied after loading (CPU only; on GPU the fp16 weights run
-  as they are). Any transformers loader still reads the directory (unquantised).
+* `{"method": "int8"}`: `torch.ao` dynamic int8 quantisation of every `nn.Linear` is
+  applied after loading (CPU only; on GPU the weights run as they are). Classifiers
+  keep their fp32 weights on disk, policies store fp16. Any transformers loader still
+  reads the directory (unquantised).
 * `{"method": "weight_int8"}`: weights stored in fp16; every `nn.Linear` becomes an
   `Int8WeightOnlyLinear` (int8 weights, one scale per output channel, activations in
   the model's dtype). Meant for causal LMs, whose decoding is memory-bound.
@@ -63,7 +64,9 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
         warnings.simplefilter("ignore")  # dependency here); its kernels are still there
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        return quantize_dynamic(  # in place: no second fp32 copy at the memory peak
+            model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
+        )
 
 
 class Int8WeightOnlyLinear(nn.Module):
