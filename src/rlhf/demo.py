@@ -49,6 +49,7 @@ from rlhf.runtime.service import (
     TOPIC_RUN_PROGRESS,
 )
 from rlhf.v1 import common_pb2
+from rlhf.workflows.promotion import failed_gates
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +371,8 @@ def _run_demo(options: DemoOptions, console: Any, show_progress: bool) -> dict[s
             )
             phases["feedback"], mark = time.monotonic() - mark, time.monotonic()
             # -- round 2: retraining from the promoted model --------------------------------
+            # The round ends with a promoted version, or with a candidate the gates kept
+            # (the platform doing its job: v1 goes on serving, and the report says why).
             second = observer.wait_for(
                 lambda: (
                     [
@@ -377,14 +380,17 @@ def _run_demo(options: DemoOptions, console: Any, show_progress: bool) -> dict[s
                         for p in observer.policy_promotions(spec.name)
                         if p.model.version != first_version
                     ]
-                    or _rejected(observer, spec.name, after=first_version)
+                    or _kept(observer, spec.name, first_version)
                 ),
                 options.timeout_s,
                 "the retrained policy",
             )[0]
             second_version = second.model.version
+            promoted_second = all(second.model.gates.values())
             phases["round_2"], mark = time.monotonic() - mark, time.monotonic()
-            served_second = _wait_served(client, second_version, options, spec.language)
+            served_second = None
+            if promoted_second:
+                served_second = _wait_served(client, second_version, options, spec.language)
             time.sleep(1.0)  # late events (e.g. duplicate feedback) settle
             phases["serve_v2"], mark = time.monotonic() - mark, time.monotonic()
         base = _base_samples(spec, workdir, options)
@@ -413,6 +419,13 @@ def _run_demo(options: DemoOptions, console: Any, show_progress: bool) -> dict[s
     finally:
         client.close()
         platform.stop()
+
+
+def _kept(observer: Observer, pipeline: str, first: str) -> list[Any]:
+    """Retrained candidates the gates kept (not promoted), newest last."""
+    promoted = {p.model.version for p in observer.promoted}
+    kept = observer.rejected_candidates(pipeline, promoted)
+    return [c for c in kept if c.model.version != first][-1:]
 
 
 def _rejected(observer: Observer, pipeline: str, after: str = "") -> list[Any]:
@@ -518,17 +531,16 @@ def _base_samples(spec: Any, workdir: Path, options: DemoOptions) -> list[str] |
     return [p + c for p, c in zip(prompts, completions, strict=True)]
 
 
-def _side_by_side(served_first: dict, served_second: dict, base: list[str] | None) -> list[dict]:
-    """One row per fixed prompt: what the base model, v1 and v2 wrote (prompt included)."""
+def _side_by_side(
+    served_first: dict, served_second: dict | None, base: list[str] | None
+) -> list[dict]:
+    """One row per fixed prompt: what the base model, v1 and v2 wrote (prompt included;
+    v2 None when the gates kept it and it was never served)."""
+    second = served_second["samples"] if served_second else [None] * len(served_first["samples"])
     return [
         {"prompt": prompt, "base": base[i] if base else None, "v1": v1, "v2": v2}
         for i, (prompt, v1, v2) in enumerate(
-            zip(
-                served_first["prompts"],
-                served_first["samples"],
-                served_second["samples"],
-                strict=True,
-            )
+            zip(served_first["prompts"], served_first["samples"], second, strict=True)
         )
     ]
 
@@ -723,7 +735,12 @@ def _report(
         "feedback": feedback,
         "retrain": {
             "triggered": retrain_count,
-            "promoted_version": second,
+            # None when the gates kept the retrained candidate (v1 goes on serving).
+            "promoted_version": second if served_second else None,
+            "candidate_version": second,
+            "failed_gates": failed_gates(
+                dict(registry.get(second).gates), dict(registry.get(second).lineage.metrics)
+            ),
             "served": served_second,
             "feedback": _window_counts(registry, second, feedback["by_kind"]),
             "judge_positive_rate_after": judged[1],
@@ -741,12 +758,13 @@ def render_report(report: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     retrain = report["retrain"]
-    first, second = report["promoted_version"], retrain["promoted_version"]
+    first, second = report["promoted_version"], retrain["candidate_version"]
     samples = Table(title="what the policy writes (same prompts, same seed)", show_lines=True)
     samples.add_column("prompt", style="bold")
     samples.add_column("base model")
     samples.add_column(f"{first} (RLHF)")
-    samples.add_column(f"{second} (+ feedback)")
+    kept = retrain["promoted_version"] is None
+    samples.add_column(f"{second} (+ feedback{', kept by the gates' if kept else ''})")
     for row in report["samples"]:
         prompt = row["prompt"]
         cells = [
@@ -798,6 +816,11 @@ def render_report(report: dict[str, Any], console: Any) -> None:
         f"feedback: {feedback['sent']} events ({kinds}; +{feedback['duplicates']} retried "
         f"duplicates) -> {retrain['triggered']} retrain.requested -> [bold]{second}[/bold]"
     )
+    if kept:
+        console.print(
+            f"{second} was kept, not promoted: {retrain['failed_gates']}; {first} goes on "
+            "serving (the gates judge the same held-out prompts before and after)"
+        )
     console.print(f"done in {report['minutes']} min; lineage: rlhf models show {second}")
 
 
