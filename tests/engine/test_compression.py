@@ -11,6 +11,7 @@ from transformers import AutoModelForSequenceClassification
 
 from rlhf.engine.classifier import (
     ClassifierTrainConfig,
+    TextClassifier,
     evaluate_classifier,
     tiny_classifier,
     train_classifier,
@@ -54,8 +55,12 @@ def test_int8_classifier_is_quantised_on_load_and_close_to_the_source(teacher, t
     assert "quantized" in type(query).__module__
     before, after = teacher.logits(TEXTS), loaded.logits(TEXTS)
     assert after.shape == before.shape and torch.allclose(before, after, atol=0.05)
-    # Any transformers loader still reads it (unquantised).
-    assert torch.allclose(plain_load_classifier(out).logits(TEXTS), before, atol=1e-5)
+    # Any transformers loader still reads it (unquantised)...
+    plain = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
+    assert torch.allclose(TextClassifier(plain, teacher.tokenizer).logits(TEXTS), before, atol=1e-5)
+    # ...and the engine's loader (reward service, bench) re-applies the quantisation.
+    engine = plain_load_classifier(out)
+    assert "quantized" in type(engine.model.bert.encoder.layer[0].attention.self.query).__module__
     # The Triton backend's engine re-applies the quantisation.
     labels, probs, rewards = ClassifierEngine(str(out)).score(TEXTS[:4])
     assert len(labels) == 4 and probs.shape == (4,) and rewards.shape == (4,)
@@ -103,6 +108,7 @@ def test_pruned_model_has_fewer_heads_and_channels_and_loads_with_its_marker(tea
     assert loaded.logits(TEXTS).shape == (len(TEXTS), 2)
     labels, _, _ = ClassifierEngine(str(out)).score(TEXTS[:3])
     assert len(labels) == 3
+    assert plain_load_classifier(out).logits(TEXTS).shape == (len(TEXTS), 2)  # engine loader
 
 
 def test_pruning_without_recovery_keeps_the_most_important_heads(teacher, tmp_path):

@@ -210,11 +210,15 @@ def check_classifier_dir(directory: str | Path) -> dict:
 def load_classifier(
     directory: str | Path, device: str = "cpu", bf16: bool = False
 ) -> TextClassifier:
-    """Load a classifier saved by `TextClassifier.save` (or any HF sequence classifier)."""
+    """Load a classifier saved by `TextClassifier.save` (or any HF sequence classifier);
+    a compressed one (int8, pruned: an `rlhf_compression` key in its config) is rebuilt
+    and re-quantised as the compress stage saved it."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from rlhf.engine.compression.restore import load_model
+
     config = check_classifier_dir(directory)
-    model = AutoModelForSequenceClassification.from_pretrained(str(directory))
+    model = load_model(AutoModelForSequenceClassification, directory)
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     max_length = int(config.get(MAX_LENGTH_KEY) or min(tokenizer.model_max_length, 512))
     tail_length = int(config.get(TAIL_LENGTH_KEY) or 0)
