@@ -10,9 +10,7 @@ tests/chaos/test_chaos.py and bench/chaos.py.
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +22,10 @@ from rlhf.services.reward import server as reward
 from rlhf.services.trainer import server as trainer
 
 from rlhf.runtime.bus import BusOptions, InProcessBroker, InProcessBus
-from rlhf.runtime.grpc.server import GrpcServer
 from rlhf.runtime.service import ServiceContext
 from rlhf.runtime.settings import load_settings
 from rlhf.v1 import events_pb2, inference_pb2, inference_pb2_grpc
+from tests.grpc_thread import serving
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
@@ -50,26 +48,14 @@ def pipeline_services(tmp_path_factory):
     bus = InProcessBus(
         source="fuzz", options=BusOptions(state_dir=root / "bus"), broker=InProcessBroker()
     )
-    ready, stop, holder = threading.Event(), threading.Event(), {}
 
-    async def main() -> None:
-        server = GrpcServer(settings.grpc, "fuzz")
+    def register(server) -> None:
         for module in (dataprep, reward, adversary, trainer):
             name = module.__name__.split(".")[-2]
             module.register(server, ServiceContext(name, settings, bus))
-        bus.start()
-        holder["port"] = await server.start()
-        ready.set()
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-        await server.stop(0)
 
-    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
-    thread.start()
-    assert ready.wait(60)
-    yield PipelineServices(f"127.0.0.1:{holder['port']}", root)
-    stop.set()
-    thread.join(10)
+    with serving(settings.grpc, register, "fuzz", on_start=bus.start) as port:
+        yield PipelineServices(f"127.0.0.1:{port}", root)
     bus.close()
 
 

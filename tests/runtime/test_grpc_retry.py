@@ -3,18 +3,17 @@ hint (`grpc-retry-pushback-ms`); a channel without the policy sees the error at 
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Iterator
 
 import grpc
 import pytest
 
-from rlhf.runtime.grpc import GrpcServer, make_channel
+from rlhf.runtime.grpc import make_channel
 from rlhf.runtime.grpc.errors import ResourceExhausted, Unavailable
 from rlhf.runtime.settings import GrpcSettings
 from rlhf.v1 import dataprep_pb2, dataprep_pb2_grpc
+from tests.grpc_thread import serving
 
 
 class Flaky(dataprep_pb2_grpc.DataPrepServiceServicer):
@@ -38,27 +37,16 @@ class Flaky(dataprep_pb2_grpc.DataPrepServiceServicer):
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[str, Flaky]]:
     servicer = Flaky()
-    ready, stop, holder = threading.Event(), threading.Event(), {}
 
-    async def main() -> None:
-        server = GrpcServer(GrpcSettings(host="127.0.0.1", port=0), "retry-test")
+    def register(server) -> None:
         server.add_servicer(
             dataprep_pb2_grpc.add_DataPrepServiceServicer_to_server,
             servicer,
             "rlhf.v1.DataPrepService",
         )
-        holder["port"] = await server.start()
-        ready.set()
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-        await server.stop(0)
 
-    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    yield f"127.0.0.1:{holder['port']}", servicer
-    stop.set()
-    thread.join(10)
+    with serving(GrpcSettings(host="127.0.0.1", port=0), register, "retry-test") as port:
+        yield f"127.0.0.1:{port}", servicer
 
 
 def _get(channel: grpc.Channel, name: str) -> dataprep_pb2.Dataset:

@@ -164,18 +164,7 @@ def test_closed_loop_on_five_processes_and_kafka(tmp_path, kafka_bootstrap, data
         assert after_kill and min(after_kill) >= 10, after_kill
 
         # 50 feedback events, 10 of them sent twice (client retries): one retraining round.
-        for i in range(50):
-            ids = [f"fb-{i}"] * (2 if i % 5 == 0 else 1)
-            for feedback_id in ids:
-                client.record_feedback(
-                    reply.request_id,
-                    version,
-                    kind="label",
-                    prompt=reviews[i].text,
-                    label=reviews[i].label,
-                    pipeline=PIPELINE,
-                    feedback_id=feedback_id,
-                )
+        send_feedback_with_retries(client, reply.request_id, version, reviews)
         second = watcher.wait(
             lambda: [p for p in watcher.policy_promotions() if p.model.version != version],
             480,
@@ -203,6 +192,21 @@ def test_closed_loop_on_five_processes_and_kafka(tmp_path, kafka_bootstrap, data
     finally:
         watcher.bus.close()
         platform.stop()
+
+
+def send_feedback_with_retries(client: Client, request_id: str, version: str, reviews) -> None:
+    """50 corrected labels, every fifth sent twice with the same id (a client retry)."""
+    for i in range(50):
+        for feedback_id in [f"fb-{i}"] * (2 if i % 5 == 0 else 1):
+            client.record_feedback(
+                request_id,
+                version,
+                kind="label",
+                prompt=reviews[i].text,
+                label=reviews[i].label,
+                pipeline=PIPELINE,
+                feedback_id=feedback_id,
+            )
 
 
 def _until_served(client: Client, version: str, timeout: float = 180):

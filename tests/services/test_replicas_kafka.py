@@ -15,7 +15,13 @@ import pytest
 from rlhf.client import Client
 from rlhf.devstack import DevStack
 from rlhf.v1 import common_pb2
-from tests.services.test_e2e_kafka import PIPELINE, SPEC_DIR, Watcher, _until_served
+from tests.services.test_e2e_kafka import (
+    PIPELINE,
+    SPEC_DIR,
+    Watcher,
+    _until_served,
+    send_feedback_with_retries,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(900)]
 
@@ -87,17 +93,7 @@ def test_replicas_do_nothing_twice_and_survive_losing_one(tmp_path, kafka_bootst
         assert record["state"] == "succeeded" and record["attempts"] == 2, record
         assert survivor_client.get_run(base.run_id).state == common_pb2.RUN_STATE_SUCCEEDED
 
-        for i in range(50):
-            for feedback_id in [f"fb-{i}"] * (2 if i % 5 == 0 else 1):
-                survivor_client.record_feedback(
-                    reply.request_id,
-                    version,
-                    kind="label",
-                    prompt=reviews[i].text,
-                    label=reviews[i].label,
-                    pipeline=PIPELINE,
-                    feedback_id=feedback_id,
-                )
+        send_feedback_with_retries(survivor_client, reply.request_id, version, reviews)
         second = watcher.wait(
             lambda: [p for p in watcher.policy_promotions() if p.model.version != version],
             480,

@@ -3,9 +3,6 @@ the field, through a real gRPC server (all services on one port, in-process bus)
 
 from __future__ import annotations
 
-import asyncio
-import threading
-
 import grpc
 import pytest
 from rlhf.services.adversary import server as adversary
@@ -14,7 +11,6 @@ from rlhf.services.reward import server as reward
 from rlhf.services.trainer import server as trainer
 
 from rlhf.runtime.bus import BusOptions, InProcessBroker, InProcessBus
-from rlhf.runtime.grpc.server import GrpcServer
 from rlhf.runtime.service import ServiceContext
 from rlhf.runtime.settings import load_settings
 from rlhf.v1 import (
@@ -27,6 +23,7 @@ from rlhf.v1 import (
     trainer_pb2,
     trainer_pb2_grpc,
 )
+from tests.grpc_thread import serving
 
 SERVICERS: dict = {}  # name -> the servicer the channel fixture registered
 
@@ -42,27 +39,17 @@ def channel(root):
     bus = InProcessBus(
         source="test", options=BusOptions(state_dir=root / "bus"), broker=InProcessBroker()
     )
-    ready, stop, holder = threading.Event(), threading.Event(), {}
 
-    async def main() -> None:
-        server = GrpcServer(settings.grpc, "test")
+    def register(server) -> None:
         for module in (dataprep, reward, adversary, trainer):
             name = module.__name__.split(".")[-2]
             SERVICERS[name] = module.register(server, ServiceContext(name, settings, bus))
-        bus.start()
-        holder["port"] = await server.start()
-        ready.set()
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-        await server.stop(0)
 
-    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
-    thread.start()
-    assert ready.wait(60)
-    with grpc.insecure_channel(f"127.0.0.1:{holder['port']}") as ch:
+    with (
+        serving(settings.grpc, register, on_start=bus.start) as port,
+        grpc.insecure_channel(f"127.0.0.1:{port}") as ch,
+    ):
         yield ch
-    stop.set()
-    thread.join(10)
     bus.close()
 
 
