@@ -31,7 +31,6 @@ from rlhf.engine.evaluation import text_quality
 RewardFn = Callable[[list[str]], Any]
 
 
-
 @dataclass
 class PolicyEvaluation:
     """Means over prompts, their intervals, per-prompt values and a few samples."""
