@@ -352,9 +352,11 @@ class RunManager:
         another replica) on any other."""
         with self._lock:
             run_id = self._by_request.get(request_id)
-            if run_id is None:
-                run_id = next((r.run_id for r in self._scan() if r.request_id == request_id), None)
-            return self.get(run_id) if run_id else None
+            if run_id is not None:
+                return self.get(run_id)
+            claim = self._request_claim(request_id)
+            winner = claim.read_text().strip() if claim.is_file() else ""
+            return self._await_record(winner) if winner else None
 
     def list(self) -> list[RunRecord]:
         """Every run of every replica sharing the state directory."""
@@ -438,11 +440,14 @@ class RunManager:
         """Whether another replica claimed this run after this one started it."""
         return (self.state_dir / "claims" / f"{record.run_id}.{record.epoch + 1}").exists()
 
+    def _request_claim(self, request_id: str) -> Path:
+        digest = hashlib.sha256(request_id.encode()).hexdigest()[:32]
+        return self.state_dir / "claims" / f"request-{digest}"
+
     def _claim_request(self, request_id: str, run_id: str) -> str:
         """The run that a request id starts, decided once across replicas: the first to
         create `claims/request-<digest>` (an exclusive create) names its run there."""
-        digest = hashlib.sha256(request_id.encode()).hexdigest()[:32]
-        claim = self.state_dir / "claims" / f"request-{digest}"
+        claim = self._request_claim(request_id)
         try:
             fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
