@@ -93,10 +93,10 @@ _KL_KEYS = ("kl_per_sequence", "kl")
 
 
 class RunsCollector:
-    """Run gauges read from every live RunManager at scrape time (nothing to keep in
-    step): `rlhf_runs{service,state}`, and for each running run its step, total steps,
-    latest reward and KL (`rlhf_run_*{service,stage,run_id}`; one worker per service
-    runs at a time, so the run_id label stays few)."""
+    """Run gauges read from every live RunManager's own runs at scrape time (nothing to
+    keep in step, no disk read): `rlhf_runs{service,state}`, and for each running run
+    its step, total steps, latest reward and KL (`rlhf_run_*{service,stage,run_id}`; one
+    worker per service runs at a time, so the run_id label stays few)."""
 
     def __init__(self) -> None:
         self._managers: weakref.WeakSet[RunManager] = weakref.WeakSet()
@@ -125,7 +125,7 @@ class RunsCollector:
         }
         for manager in list(self._managers):
             counts = dict.fromkeys(_STATE_TO_PROTO, 0)
-            for record in manager.list():
+            for record in manager.own_records():
                 counts[record.state] = counts.get(record.state, 0) + 1
                 if record.state != "running":
                     continue
@@ -357,6 +357,12 @@ class RunManager:
             claim = self._request_claim(request_id)
             winner = claim.read_text().strip() if claim.is_file() else ""
             return self._await_record(winner) if winner else None
+
+    def own_records(self) -> list[RunRecord]:
+        """This replica's runs, from memory (what its metrics report: each replica is
+        scraped on its own, so counting the others' runs would count them twice)."""
+        with self._lock:
+            return [r for r in self._records.values() if r.owner in (self.replica, "")]
 
     def list(self) -> list[RunRecord]:
         """Every run of every replica sharing the state directory."""
