@@ -56,6 +56,8 @@ def test_demo_promotes_serves_and_retrains(tmp_path, monkeypatch):
     assert [s["v1"] for s in samples] == report["served"]["samples"]
     assert [s["v2"] for s in samples] == retrain["served"]["samples"]
     assert report["minutes"] > 0
+    # a finished stage keeps its model, not its resume checkpoints (GBs on a real model)
+    assert not list(options.workdir.rglob("step-*"))
 
     console = Console(file=io.StringIO(), width=160)
     render_report(report, console)

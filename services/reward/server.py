@@ -255,6 +255,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         self, ctx: RunContext, spec, model_dir: Path, pairs: list[PreferencePair], label: str
     ) -> tuple[Path, dict[str, float]]:
         """One Bradley-Terry epoch over feedback pairs on a classifier or reward model."""
+        from rlhf.engine.checkpoint import discard_run_files
         from rlhf.engine.classifier import load_classifier
         from rlhf.engine.reward_training import RewardModelTrainConfig, train_reward_model
 
@@ -270,6 +271,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         )
         result = train_reward_model(config, pairs, model=model)
         saved = result.classifier.save(out_dir / "model")
+        discard_run_files(out_dir / "run")
         return Path(saved), {"feedback_pairs": float(len(pairs))}
 
     def _harden_work(self, ctx: RunContext) -> dict:

@@ -146,6 +146,14 @@ class Gates(_Strict):
         "config.max_quality_drop overrides it",
     )
     tolerance: float = Field(0.0, ge=0, description="slack allowed on 'not worse' gates")
+    samples_per_prompt: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="continuations sampled per held-out prompt when the generation gates "
+        "measure a policy (same seed before and after, so the comparison is paired); more "
+        "samples narrow the judge and reward figures at the cost of generation time",
+    )
 
     def enabled(self) -> list[str]:
         """Names of the gates switched on."""

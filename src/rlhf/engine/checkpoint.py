@@ -155,6 +155,17 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     return path
 
 
+def discard_run_files(run_dir: str | os.PathLike[str]) -> None:
+    """Drop a finished run's resume checkpoints and its ``final/`` copy.
+
+    A stage keeps its product in its own model directory, so once that is saved the
+    checkpoints (weights, optimizer moments and RNG states of every module: several GB
+    for a 135M-parameter PPO run) only fill the disk. metrics.jsonl stays."""
+    root = Path(run_dir)
+    for path in (checkpoint_root(root), root / "final"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def save_checkpoint(
     run_dir: str | os.PathLike[str],
     step: int,

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from rlhf.engine.checkpoint import discard_run_files
 from rlhf.engine.data import LabeledText, hash_fraction, load_dataset
 from rlhf.engine.policy_eval import compare_generations, evaluate_policy
 from rlhf.pipelines import PipelineError, PipelineSpec, Stage
@@ -214,6 +215,7 @@ def train_classifier_stage(
     if evaluation:
         scored = C.evaluate_classifier(result.classifier, evaluation)
         metrics.update({k: v for k, v in _floats(scored).items()})
+    discard_run_files(out_dir / "run")
     return StageResult(Path(model_dir), metrics)
 
 
@@ -254,13 +256,13 @@ def rl_stage(
     device: str = "cpu",
     report: Report = _no_report,
     eval_prompts: int = 64,
-    eval_samples: int = 1,
+    eval_samples: int | None = None,
     extra_prompts: Sequence[str] = (),
     feedback_weight: float = 0.0,
 ) -> StageResult:
     """PPO / RLOO / GRPO on prompt openings, rewarded by a classifier; measures reward,
     judge positive rate, KL and fluency before and after on held-out prompts
-    (`eval_samples` continuations of each).
+    (`eval_samples` continuations of each; by default `gates.samples_per_prompt`).
 
     `extra_prompts` (prompts seen in production) join the prompt pool as
     `feedback_weight` of it (see `workflows.feedback.mix`)."""
@@ -320,7 +322,7 @@ def rl_stage(
     # The reward is the classifier's positive log-odds: above 0 it calls a text positive.
     generation = {
         "max_new_tokens": max_new_tokens,
-        "samples_per_prompt": eval_samples,
+        "samples_per_prompt": eval_samples or spec.gates.samples_per_prompt,
         "reward_threshold": 0.0,
     }
     before = evaluate_policy(policy, reference, tokenizer, held_out, reward_fn, judge, **generation)
@@ -339,6 +341,7 @@ def rl_stage(
         {"prompt": b["prompt"], "before": b["text"], "after": a["text"]}
         for b, a in zip(before.samples, after.samples, strict=True)
     ]
+    discard_run_files(out_dir / "run")
     return StageResult(model_dir, metrics, samples)
 
 
@@ -380,6 +383,7 @@ def train_reward_stage(
         on_step=lambda step, metrics: report(step, **_floats(metrics)),
     )
     model_dir = result.classifier.save(out_dir / "model")
+    discard_run_files(out_dir / "run")
     return StageResult(Path(model_dir), _floats(result.metrics))
 
 
@@ -444,6 +448,7 @@ def base_policy_stage(
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     last = result.history[-1] if result.history else {}
+    discard_run_files(out_dir / "run")
     return StageResult(model_dir, {"steps": float(result.steps), **_floats(last)})
 
 
@@ -490,6 +495,7 @@ def dpo_stage(
         "max_new_tokens": eval_new_tokens,
         "show": None,
         "chat_template": config.use_chat_template,
+        "samples_per_prompt": spec.gates.samples_per_prompt,
     }
     report(0, 1)
     if prompts:
@@ -514,6 +520,7 @@ def dpo_stage(
             {"prompt": b["prompt"], "before": b["response"], "after": a["response"]}
             for b, a in zip(start_samples[:3], candidate_samples[:3], strict=True)
         ]
+    discard_run_files(out_dir / "run")
     return StageResult(model_dir, metrics, samples)
 
 
