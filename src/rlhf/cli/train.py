@@ -15,6 +15,7 @@ def train(
     <output_dir>/metrics.json (the trainer service reads both from the shared volume)."""
     import yaml
 
+    from rlhf.engine import distributed
     from rlhf.workflows.stages import RunConfig, run_adhoc
 
     if not run_config.exists():
@@ -24,6 +25,8 @@ def train(
     except TypeError as exc:
         raise typer.BadParameter(f"{run_config}: {exc}", param_hint="--run-config") from None
     result = run_adhoc(run)
+    if not distributed.is_main():  # under torchrun rank 0 reports the run
+        return
     out = Path(run.output_dir)
     (out / "metrics.json").write_text(json.dumps(result.metrics))
     typer.echo(json.dumps({"model_dir": str(result.model_dir), "metrics": result.metrics}))

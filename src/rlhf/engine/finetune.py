@@ -5,6 +5,8 @@ walks whole epochs, so the step counter is the data position: epoch e, batch b i
 step e * batches_per_epoch + b, and each epoch's batches depend only on (seed, epoch).
 Restoring the step, weights, optimizer, scheduler and RNG states therefore resumes
 exactly. Schedule, optimizer, clipping and metrics come from the training kit.
+Under torchrun each rank runs its shard of every batch and the gradients are summed
+(``distributed.py``); rank 0 alone writes checkpoints and metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from rlhf.engine import checkpoint as ckpt
+from rlhf.engine import distributed
 from rlhf.engine.training import (
     MetricsLogger,
     adamw,
@@ -111,6 +114,8 @@ def run_training_loop(
     autocast when configured). Returns (metrics, history of eval results).
     """
     device = next(model.parameters()).device
+    distributed.init(device)
+    main = distributed.is_main()
     if config.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     batches_per_epoch = math.ceil(len(lengths) / config.batch_size)
@@ -131,20 +136,29 @@ def run_training_loop(
             step = restored["step"]
             history = restored["state"].get("history", [])
             train_seconds = restored["state"].get("train_seconds", 0.0)
+            distributed.restore_rank_rng(restored["state"].get("rank_rng"))
             log.info("%s: resumed from %s at step %d", name, last, step)
-    metrics_path = Path(config.checkpoint_dir) / "metrics.jsonl" if config.checkpoint_dir else None
-    metrics_log = MetricsLogger(metrics_path, step, config.report_to, name)
+    distributed.broadcast_params(model)
+    write_dir = config.checkpoint_dir if main else None
+    metrics_path = Path(write_dir) / "metrics.jsonl" if write_dir else None
+    metrics_log = MetricsLogger(metrics_path, step, config.report_to if main else (), name)
 
     def save_checkpoint() -> None:
-        if config.checkpoint_dir:
+        if not config.checkpoint_dir:
+            return
+        state = {"history": history, "train_seconds": train_seconds, "config": asdict(config)}
+        if (rank_rng := distributed.rank_rng_states()) is not None:
+            state["rank_rng"] = rank_rng
+        if main:
             ckpt.save_checkpoint(
                 config.checkpoint_dir,
                 step,
                 {"model": model},
                 {"optimizer": optimizer},
                 {"scheduler": scheduler},
-                {"history": history, "train_seconds": train_seconds, "config": asdict(config)},
+                state,
             )
+        distributed.barrier()
 
     def run_eval() -> dict[str, float]:
         assert evaluate is not None
@@ -160,7 +174,7 @@ def run_training_loop(
         return metrics
 
     progress = None
-    if config.progress:
+    if config.progress and main:
         from tqdm.auto import tqdm
 
         progress = tqdm(total=total_steps, initial=step, desc=name, unit="step")
@@ -182,11 +196,18 @@ def run_training_loop(
                 ),
             )
         indices = epoch_cache[1][position]
+        local = list(distributed.shard(indices))
         tick = time.monotonic()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            loss = batch_loss(indices)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_value = 0.0
+        if local:  # a batch smaller than the world leaves some ranks nothing
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                # this rank's share of the batch's mean loss (the whole loss in one process)
+                loss = batch_loss(local) * (len(local) / len(indices))
+            loss.backward()
+            loss_value = loss.item()
+        distributed.sum_grads(model.parameters())
+        loss_value = distributed.all_reduce_sum(loss_value)
         grad_norm = clip_grad(
             [p for p in model.parameters() if p.requires_grad], config.max_grad_norm
         )
@@ -194,7 +215,6 @@ def run_training_loop(
         scheduler.step()
         step += 1
         train_seconds += time.monotonic() - tick
-        loss_value = loss.item()
         loss_sum += loss_value
         loss_count += 1
         examples += len(indices)

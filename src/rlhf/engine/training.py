@@ -13,7 +13,9 @@ maths is the same and lives here (the classifier and reward-model epoch loop in
 * ``DataCursor``: the position in an endlessly reshuffled dataset (resumable);
 * ``MetricsLogger``: ``metrics.jsonl``, and the trackers named in ``report_to``;
 * ``TrainingRun``: resume from the latest checkpoint, count steps, log them, show
-  progress, stop at the time limit, checkpoint, and save the final model.
+  progress, stop at the time limit, checkpoint, and save the final model; under
+  ``torchrun`` it joins the process group (``distributed.py``) and lets rank 0 alone
+  write.
 
 An algorithm's loop then reads, in the spirit of CleanRL and nanoGPT::
 
@@ -41,6 +43,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from rlhf.engine import distributed
 from rlhf.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 T = TypeVar("T")
@@ -450,6 +453,11 @@ class TrainingRun:
     history, metrics.jsonl, progress bar, periodic checkpoint. ``finish`` writes the
     last checkpoint and ``final/`` (model, tokenizer, ``<name>_config.json``), logs the
     final evaluation and closes the trackers.
+
+    Under ``torchrun`` every rank creates one: it joins the process group, resumes from
+    the same checkpoint (each rank its own RNG states), and starts from rank 0's
+    weights; only rank 0 writes checkpoints, ``final/``, metrics and progress.
+    ``checkpoint`` and ``finish`` are collectives: every rank calls them.
     """
 
     def __init__(
@@ -469,6 +477,7 @@ class TrainingRun:
         self.optimizers = {"opt": optimizer}  # checkpoint keys: what runs wrote before
         self.schedulers = {"sched": scheduler}
         self.state = state or {}
+        distributed.init(cfg.device)
         self.out_dir = Path(cfg.output_dir) if cfg.output_dir else None
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -480,13 +489,18 @@ class TrainingRun:
                 if key in restored["state"]:
                     obj.load_state_dict(restored["state"][key])
             self.history = restored["state"]["history"]
+            distributed.restore_rank_rng(restored["state"].get("rank_rng"))
+        for module in modules.values():
+            distributed.broadcast_params(module)
+        main = distributed.is_main()
         self.metrics = MetricsLogger(
-            self.out_dir / "metrics.jsonl" if self.out_dir else None,
+            self.out_dir / "metrics.jsonl" if self.out_dir and main else None,
             self.step,
-            cfg.report_to,
+            cfg.report_to if main else (),
             name,
         )
-        self.bar = tqdm(total=total_steps, initial=self.step, disable=not cfg.progress, desc=name)
+        show = cfg.progress and main
+        self.bar = tqdm(total=total_steps, initial=self.step, disable=not show, desc=name)
         self._started = time.perf_counter()
 
     def running(self) -> bool:
@@ -516,14 +530,20 @@ class TrainingRun:
             self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Save everything an exact resume needs (nothing without an output_dir)."""
+        """Save everything an exact resume needs (nothing without an output_dir); rank 0
+        writes it, with every rank's RNG states when distributed."""
         if self.out_dir is None:
             return
-        state = {key: obj.state_dict() for key, obj in self.state.items()}
-        state["history"] = self.history
-        save_checkpoint(
-            self.out_dir, self.step, self.modules, self.optimizers, self.schedulers, state
-        )
+        rank_rng = distributed.rank_rng_states()
+        if distributed.is_main():
+            state = {key: obj.state_dict() for key, obj in self.state.items()}
+            state["history"] = self.history
+            if rank_rng is not None:
+                state["rank_rng"] = rank_rng
+            save_checkpoint(
+                self.out_dir, self.step, self.modules, self.optimizers, self.schedulers, state
+            )
+        distributed.barrier()
 
     def finish(
         self,
@@ -533,16 +553,19 @@ class TrainingRun:
     ) -> str | None:
         """End the run: with an output_dir, checkpoint and save ``final/`` (returned);
         then ``evaluate()`` the final model into ``final_eval`` and metrics.jsonl
-        (``eval_*``), and close the progress bar and trackers."""
+        (``eval_*``), and close the progress bar and trackers. Distributed, rank 0 saves
+        and every rank gets the path once it is written."""
         self.bar.close()
         final_dir = None
         if self.out_dir is not None:
             self.checkpoint()
             final = self.out_dir / "final"
-            model.save_pretrained(final)
-            tokenizer.save_pretrained(final)
-            config_json = json.dumps(asdict(self.cfg), indent=2)
-            (final / f"{self.name}_config.json").write_text(config_json)
+            if distributed.is_main():
+                model.save_pretrained(final)
+                tokenizer.save_pretrained(final)
+                config_json = json.dumps(asdict(self.cfg), indent=2)
+                (final / f"{self.name}_config.json").write_text(config_json)
+            distributed.barrier()
             final_dir = str(final)
         if evaluate is not None:
             self.final_eval = evaluate()

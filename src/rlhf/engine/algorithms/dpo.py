@@ -14,6 +14,8 @@ time-limited run over a large set pays only for the pairs it reaches). A trainin
 step then costs one policy forward/backward on 2 x batch sequences.
 Prompts in the HH text format ("\\n\\nHuman: ... \\n\\nAssistant:") are turned into
 chat messages and rendered with the tokenizer's chat template when it has one.
+Under torchrun each rank trains on its shard of each batch's pairs, its loss is its
+share of the batch mean and the gradients are summed (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Literal, Protocol
 import torch
 import torch.nn.functional as F
 
+from rlhf.engine import distributed
 from rlhf.engine.algorithms.rollout import (
     cache_argument,
     encode_chat_prompt,
@@ -335,9 +338,10 @@ def train_dpo(
     run = TrainingRun(
         cfg, "dpo", total_steps, {"policy": policy}, optimizer, scheduler, {"cursor": cursor}
     )
+    distributed.check_divisible(cfg.batch_size, "batch_size")
 
     while run.running():
-        idx = cursor.take(cfg.batch_size)
+        idx = list(distributed.shard(cursor.take(cfg.batch_size)))
         missing = [i for i in idx if math.isnan(ref_train[i, 0])]
         if missing:
             ref_train[missing] = reference_logprobs(ref, [train[i] for i in missing], pad_id, cfg)
@@ -349,14 +353,18 @@ def train_dpo(
             loss, chosen_r, rejected_r = dpo_loss(
                 pi_c, pi_r, ref_c, ref_r, cfg.beta, cfg.label_smoothing
             )
-            share = len(part) / len(idx)  # the batch loss is the mean over all its pairs
+            share = len(part) / cfg.batch_size  # the batch loss is the mean over all its pairs
             (loss * share).backward()
             batch_loss += loss.item() * share
             rewards.append((chosen_r, rejected_r))
+        distributed.sum_grads(policy.parameters())
+        batch_loss = distributed.all_reduce_sum(batch_loss)
         grad_norm = clip_grad(policy.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        chosen_r, rejected_r = (torch.cat(r) for r in zip(*rewards, strict=True))
+        chosen_r, rejected_r = (
+            distributed.all_gather(torch.cat(r)) for r in zip(*rewards, strict=True)
+        )
         row = {
             "loss": batch_loss,
             "accuracy": pairwise_accuracy_from(chosen_r, rejected_r),

@@ -4,7 +4,8 @@ Both minimise masked cross-entropy  L = -sum_t m_t log p(x_t | x_<t) / sum_t m_t
 (m_t = 1 on every token for pre-training, on response tokens only for SFT); they
 differ only in how examples become (ids, loss mask). Checkpoints hold the model,
 AdamW, the warm-up + cosine schedule, RNG states and the data cursor, so a killed
-run resumes exactly.
+run resumes exactly. Under torchrun each rank trains on its shard of every batch and
+its loss is its share of the batch's token mean (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from rlhf.engine import distributed
 from rlhf.engine.training import (
     DataCursor,
     Decay,
@@ -121,15 +123,17 @@ def train_lm(
     run = TrainingRun(
         cfg, name, cfg.total_steps, {"model": model}, optimizer, scheduler, {"cursor": cursor}
     )
+    distributed.check_divisible(cfg.batch_size, "batch_size")
 
     while run.running():
         t0 = time.perf_counter()
-        batch = [examples[i] for i in cursor.take(cfg.batch_size)]
+        batch = [examples[i] for i in distributed.shard(cursor.take(cfg.batch_size))]
         parts = [
             collate(part, pad_id, cfg.device)
             for part in micro_batches(batch, cfg.gradient_accumulation_steps)
         ]
-        tokens = sum(mask[:, 1:].sum().item() for _, _, mask in parts)
+        local_tokens = sum(mask[:, 1:].sum().item() for _, _, mask in parts)
+        tokens = distributed.all_reduce_sum(local_tokens)
         optimizer.zero_grad(set_to_none=True)
         batch_loss = 0.0
         for ids, attn, mask in parts:
@@ -137,6 +141,8 @@ def train_lm(
             share = mask[:, 1:].sum().item() / tokens  # the loss is a mean over all tokens
             (loss * share).backward()
             batch_loss += loss.item() * share
+        distributed.sum_grads(model.parameters())
+        batch_loss = distributed.all_reduce_sum(batch_loss)
         grad_norm = clip_grad(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()

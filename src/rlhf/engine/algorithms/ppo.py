@@ -20,6 +20,11 @@ One step:
 With ``ppo_epochs == 1`` and one mini-batch the "old" policy is the current one, so
 the old log-probs/values come from the same forward pass as the loss (ratio == 1,
 the gradient is unchanged): one policy forward per step instead of two.
+
+Under torchrun each rank holds ``batch_size / world`` episodes; the losses are its
+shares of the global masked means and the gradients are summed, so with one
+mini-batch an update equals one process's. With several mini-batches each rank
+shuffles its own shard (as DDP does), which differs from one process's shuffle.
 """
 
 from __future__ import annotations
@@ -31,13 +36,11 @@ from typing import Any
 
 import torch
 
+from rlhf.engine import distributed
 from rlhf.engine.algorithms.kl_control import KLControl
 from rlhf.engine.algorithms.rl import Episodes, RLConfig, RLResult, finish_rl_run, policy_logprobs
-from rlhf.engine.algorithms.rollout import (
-    RewardFn,
-    masked_mean,
-    masked_whiten,
-)
+from rlhf.engine.algorithms.rollout import RewardFn, masked_whiten
+from rlhf.engine.distributed import masked_mean_share
 from rlhf.engine.models import CausalLMWithValueHead
 from rlhf.engine.training import TrainingRun, clip_grad, optimizer_and_schedule
 
@@ -117,6 +120,8 @@ def train_ppo(
 
     mb = cfg.mini_batch_size or cfg.batch_size
     single_pass = cfg.ppo_epochs == 1 and mb == cfg.batch_size
+    distributed.check_divisible(mb, "mini_batch_size")
+    n, mb = cfg.batch_size // distributed.world_size(), mb // distributed.world_size()
     while run.running() and not kl_control.stopped:
         t0 = time.perf_counter()
         # 1-2. rollouts and scores
@@ -126,7 +131,7 @@ def train_ppo(
 
         # 3. reference log-probs (and old policy stats unless fused with the update)
         ref_logp = episodes.reference_logprobs(rollout)
-        all_idx = torch.arange(cfg.batch_size, device=rollout.query.device)
+        all_idx = torch.arange(n, device=rollout.query.device)
         if single_pass:
             logp_grad, values_grad = policy_logprobs(cfg, model, rollout, all_idx, with_values=True)
             old_logp, old_values = logp_grad.detach() * mask, values_grad.detach() * mask
@@ -137,7 +142,7 @@ def train_ppo(
                 )
             old_logp, old_values = old_logp * mask, old_values * mask
         kl = (old_logp - ref_logp) * mask
-        kl_per_seq = kl.sum(1).mean().item()
+        kl_per_seq = distributed.all_reduce_mean(kl.sum(1).mean()).item()
 
         # 8. budget check: these samples came from the current weights
         if not kl_control.within_budget(kl_per_seq, model):
@@ -147,7 +152,7 @@ def train_ppo(
         beta = kl_control.beta
         rewards = -beta * kl
         last = (mask.sum(1).long() - 1).clamp(min=0)
-        rewards[torch.arange(cfg.batch_size), last] += scores
+        rewards[torch.arange(n), last] += scores
         # 5. GAE
         advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         advantages = masked_whiten(advantages, mask).detach()
@@ -162,8 +167,8 @@ def train_ppo(
         }
         for _epoch in range(cfg.ppo_epochs):
             gen = torch.Generator().manual_seed(cfg.seed * 7919 + run.step)
-            order = torch.randperm(cfg.batch_size, generator=gen).to(all_idx.device)
-            for start in range(0, cfg.batch_size, mb):
+            order = torch.randperm(n, generator=gen).to(all_idx.device)
+            for start in range(0, n, mb):
                 idx = all_idx if single_pass else order[start : start + mb]
                 if single_pass:
                     logp, vpred = logp_grad, values_grad
@@ -173,41 +178,50 @@ def train_ppo(
                 ratio = torch.exp(logp - old_logp[idx])
                 pg_losses = -adv * ratio
                 pg_losses2 = -adv * ratio.clamp(1.0 - cfg.cliprange, 1.0 + cfg.cliprange)
-                pg_loss = masked_mean(torch.max(pg_losses, pg_losses2), m)
+                pg_loss = masked_mean_share(torch.max(pg_losses, pg_losses2), m)
                 v_old = old_values[idx]
                 vpred_clipped = v_old + (vpred - v_old).clamp(
                     -cfg.cliprange_value, cfg.cliprange_value
                 )
-                vf_loss = 0.5 * masked_mean(
+                vf_loss = 0.5 * masked_mean_share(
                     torch.max((vpred - ret) ** 2, (vpred_clipped - ret) ** 2), m
                 )
                 loss = pg_loss + cfg.vf_coef * vf_loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.sum_grads(model.parameters())
                 clip_grad(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 with torch.no_grad():
                     stats["pg_loss"].append(pg_loss.item())
                     stats["vf_loss"].append(vf_loss.item())
                     clipped = (pg_losses2 > pg_losses).float()
-                    stats["clipfrac"].append(masked_mean(clipped, m).item())
+                    stats["clipfrac"].append(masked_mean_share(clipped, m).item())
                     stats["approx_kl"].append(
-                        masked_mean(0.5 * (logp - old_logp[idx]) ** 2, m).item()
+                        masked_mean_share(0.5 * (logp - old_logp[idx]) ** 2, m).item()
                     )
         scheduler.step()
 
         # 7. adaptive KL
         kl_control.update(kl_per_seq, cfg.batch_size)
+        means = distributed.all_reduce_means(
+            {
+                "score": scores.mean().item(),
+                "non_score_reward": (-beta * kl.sum(1)).mean().item(),
+                "response_tokens": mask.sum(1).mean().item(),
+            }
+        )
         row = {
-            "score": scores.mean().item(),
+            "score": means["score"],
             "kl_per_sequence": kl_per_seq,
             "kl_coef": beta,
-            "non_score_reward": (-beta * kl.sum(1)).mean().item(),
-            "response_tokens": mask.sum(1).mean().item(),
+            "non_score_reward": means["non_score_reward"],
+            "response_tokens": means["response_tokens"],
             "lr": scheduler.get_last_lr()[0],
             "time_rollout_s": t_gen - t0,
             "time_step_s": time.perf_counter() - t0,
-            **{k: sum(v) / len(v) for k, v in stats.items()},
+            # each rank's shares of the global means add up to them
+            **distributed.all_reduce_sums({k: sum(v) / len(v) for k, v in stats.items()}),
         }
         run.end_step(row, score=f"{row['score']:.3f}", kl=f"{kl_per_seq:.2f}", beta=f"{beta:.3f}")
 

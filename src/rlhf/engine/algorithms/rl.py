@@ -3,6 +3,10 @@
 Both algorithms sample continuations of a batch of prompts from the current policy,
 score them with a reward function, and measure per-token KL against a frozen
 reference; they differ in how they turn that into a loss (``ppo.py``, ``rloo.py``).
+
+Under torchrun each rank samples, scores and trains on its shard of each step's
+prompts (``Episodes.sample``); what steers the run (KL, scores, whitening, the KL
+controller and budget) is reduced over ranks, so all ranks decide alike.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 import torch
 
+from rlhf.engine import distributed
 from rlhf.engine.algorithms.kl_control import KLControl, KLControlConfig
 from rlhf.engine.algorithms.rollout import (
     RewardFn,
@@ -118,12 +123,14 @@ class Episodes:
 
     def sample(self, num_prompts: int, repeat: int = 1) -> tuple[Rollout, torch.Tensor]:
         """``repeat`` continuations (adjacent rows) of each of the next ``num_prompts``
-        prompts, and their scores."""
+        prompts, and their scores; under torchrun, of this rank's shard of them."""
         cfg, tokenizer = self.cfg, self.tokenizer
-        batch_ids = [
-            self.prompt_ids[i] for i in self.cursor.take(num_prompts) for _ in range(repeat)
-        ]
-        rollout = self.sampler.rollout(tokenizer, batch_ids, cfg.max_new_tokens, cfg.temperature)
+        distributed.check_divisible(num_prompts, "prompts per step")
+        prompts = distributed.shard(self.cursor.take(num_prompts))
+        batch_ids = [self.prompt_ids[i] for i in prompts for _ in range(repeat)]
+        rollout = self.sampler.rollout(
+            tokenizer, batch_ids, cfg.max_new_tokens, cfg.temperature, distributed.sampling_shard()
+        )
         self.sampled += 1
         queries = decode_queries(tokenizer, rollout)
         responses = decode_responses(tokenizer, rollout)
@@ -191,7 +198,8 @@ def final_budget_check(
     with torch.no_grad(), attention_kernel(lm, cfg.attn_implementation, cfg.device):
         logp = rollout_logprobs(lm, rollout, cfg.autocast, cfg.temperature)
     ref_logp = episodes.reference_logprobs(rollout)
-    kl = ((logp - ref_logp) * rollout.response_mask).sum(1).mean().item()
+    kl = distributed.all_reduce_mean(((logp - ref_logp) * rollout.response_mask).sum(1).mean())
+    kl = kl.item()
     restored = kl_control.budget.exceeded(kl, model)
     return kl, restored
 

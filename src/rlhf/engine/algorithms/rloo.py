@@ -17,6 +17,10 @@ episodes):
 With ``epochs == 1`` the log-probs that the KL and the ratio need come from the same
 forward pass as the gradient (ratio == 1), so a step costs one generation, one
 reference forward and one policy forward/backward: no critic, no second pass.
+
+Under torchrun each rank samples the k continuations of ``num_prompts / world`` prompts
+(a prompt's group stays on one rank); the losses are its shares of the global masked
+means and the gradients are summed (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from typing import Any, Literal
 
 import torch
 
+from rlhf.engine import distributed
 from rlhf.engine.algorithms.kl_control import KLControl
 from rlhf.engine.algorithms.rl import Episodes, RLConfig, RLResult, finish_rl_run, policy_logprobs
-from rlhf.engine.algorithms.rollout import RewardFn, masked_mean
+from rlhf.engine.algorithms.rollout import RewardFn
+from rlhf.engine.distributed import masked_mean_share
 from rlhf.engine.training import TrainingRun, clip_grad, optimizer_and_schedule
 
 
@@ -100,6 +106,8 @@ def train_rloo(
     )
 
     single_pass = cfg.epochs == 1 and mb == n
+    distributed.check_divisible(mb, "mini_batch_size")
+    n, mb = n // distributed.world_size(), mb // distributed.world_size()
     while run.running() and not kl_control.stopped:
         t0 = time.perf_counter()
         # 1. k samples per prompt (each prompt repeated k times, adjacent)
@@ -119,7 +127,7 @@ def train_rloo(
                 old_logp = policy_logprobs(cfg, policy, rollout, all_idx)[0] * mask
         kl = (old_logp - ref_logp) * mask
         kl_seq = kl.sum(1)
-        kl_per_seq = kl_seq.mean().item()
+        kl_per_seq = distributed.all_reduce_mean(kl_seq.mean()).item()
         if not kl_control.within_budget(kl_per_seq, policy):
             continue  # back to good weights: a firmer beta, or the end of training
 
@@ -144,26 +152,35 @@ def train_rloo(
                 surrogate = torch.min(
                     adv * ratio, adv * ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange)
                 )
-                loss = -masked_mean(surrogate, m)
+                loss = -masked_mean_share(surrogate, m)
                 if cfg.estimator == "grpo":
                     d = logp - ref_logp[idx]
-                    loss = loss + beta * masked_mean(torch.exp(-d) + d - 1.0, m)
+                    loss = loss + beta * masked_mean_share(torch.exp(-d) + d - 1.0, m)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.sum_grads(policy.parameters())
                 clip_grad(policy.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 losses.append(loss.item())
-                clipfracs.append(masked_mean(((ratio - 1).abs() > cfg.cliprange).float(), m).item())
+                clipfracs.append(
+                    masked_mean_share(((ratio - 1).abs() > cfg.cliprange).float(), m).item()
+                )
         scheduler.step()
-        kl_control.update(kl_per_seq, n)
+        kl_control.update(kl_per_seq, n * distributed.world_size())
         t_end = time.perf_counter()
+        means = distributed.all_reduce_means(
+            {"score": scores.mean().item(), "response_tokens": mask.sum(1).mean().item()}
+        )
+        shares = distributed.all_reduce_sums(
+            {"loss": sum(losses) / len(losses), "clipfrac": sum(clipfracs) / len(clipfracs)}
+        )
         row = {
-            "score": scores.mean().item(),
+            "score": means["score"],
             "kl_per_sequence": kl_per_seq,
             "kl_coef": beta,
-            "loss": sum(losses) / len(losses),
-            "clipfrac": sum(clipfracs) / len(clipfracs),
-            "response_tokens": mask.sum(1).mean().item(),
+            "loss": shares["loss"],
+            "clipfrac": shares["clipfrac"],
+            "response_tokens": means["response_tokens"],
             "lr": scheduler.get_last_lr()[0],
             "time_generate_s": t_gen - t0,
             "time_reference_s": t_ref - t_gen,
