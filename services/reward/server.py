@@ -2,9 +2,12 @@
 
 RPCs: Train (async), GetRun, Score, Classify, Compare. Consumes `dataset.prepared`
 (trains the pipeline's classifier, judge and reward stages), `adversarial.batch.ready`
-(hardens the attacked classifier with the adversarial examples, true labels kept) and
-`retrain.requested` (fine-tunes the promoted classifier on feedback labels). Publishes
-`reward.model.ready` with stage "reward", "hardened" or "retrain".
+(hardens the attacked classifier with the adversarial examples, true labels kept),
+`retrain.requested` (fine-tunes the promoted classifier on feedback labels) and
+`model.promoted` (a promoted classifier that a `compress` stage names is compressed,
+registered as its child and promoted in its place when the quality gate passes).
+Publishes `reward.model.ready` with stage "reward", "hardened" or "retrain", and
+`model.promoted` for a compressed classifier that passed its gates.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from rlhf.runtime.runs import RunContext
 from rlhf.runtime.service import (
     TOPIC_ADVERSARIAL_BATCH_READY,
     TOPIC_DATASET_PREPARED,
+    TOPIC_MODEL_PROMOTED,
     TOPIC_RETRAIN_REQUESTED,
     TOPIC_REWARD_MODEL_READY,
     ServiceContext,
     uri_path,
 )
 from rlhf.v1 import common_pb2, events_pb2, reward_pb2, reward_pb2_grpc
-from rlhf.workflows import promotion, stages
+from rlhf.workflows import compression, promotion, stages
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         ctx.subscribe(TOPIC_DATASET_PREPARED, self.on_dataset_prepared)
         ctx.subscribe(TOPIC_ADVERSARIAL_BATCH_READY, self.on_adversarial_batch)
         ctx.subscribe(TOPIC_RETRAIN_REQUESTED, self.on_retrain_requested)
+        ctx.subscribe(TOPIC_MODEL_PROMOTED, self.on_model_promoted)
         ctx.runs.resume_incomplete(self._work_for)
 
     # -- event handlers: each submits one run, idempotent on the event --------------------
@@ -72,7 +77,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         spec = load_named_pipeline(payload.pipeline, quick=payload.profile == "quick")
         if not any(s.kind in CLASSIFIER_KINDS for s in spec.stages):
             return
-        self._remember_datasets(payload.pipeline, dataset_dirs(payload))
+        self._remember_datasets(payload.pipeline, dataset_dirs(payload), payload.profile)
         self._submit(
             "pipeline",
             event,
@@ -119,6 +124,28 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
             },
         )
 
+    def on_model_promoted(self, event) -> None:
+        """Compress a promoted classifier that a compress stage of its pipeline names."""
+        payload: events_pb2.ModelPromoted = event.payload
+        if not payload.pipeline or payload.model.kind != common_pb2.MODEL_KIND_CLASSIFIER:
+            return
+        profile = self._profile(payload.pipeline)
+        try:
+            spec = load_named_pipeline(payload.pipeline, quick=profile == "quick")
+        except PipelineError:
+            return  # an ad-hoc model (Train RPC) promoted by hand: no stages to run
+        requests = compression.compress_requests(
+            spec, payload.model, compression.CLASSIFIER_SOURCES, profile
+        )
+        for request_id, params in requests:
+            self.ctx.runs.submit(
+                "reward-compress",
+                self._compress_work,
+                params=params,
+                request_id=request_id,
+                pipeline=payload.pipeline,
+            )
+
     def _submit(self, kind: str, event, pipeline: str, params: dict) -> None:
         params = {"kind": kind, **params}
         self.ctx.runs.submit(
@@ -138,6 +165,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
             "harden": self._harden_work,
             "retrain": self._retrain_work,
             "train": self._train_work,
+            "compress": self._compress_work,
         }[kind]
 
     # -- work ---------------------------------------------------------------------------
@@ -274,6 +302,31 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         discard_run_files(out_dir / "run")
         return Path(saved), {"feedback_pairs": float(len(pairs))}
 
+    def _compress_work(self, ctx: RunContext) -> dict:
+        """A compress stage on a promoted classifier: measured beside it, registered as
+        its child, promoted in its place (model.promoted) only when every gate passes."""
+        params = ctx.params
+        spec = load_named_pipeline(ctx.record.pipeline, quick=params.get("profile") == "quick")
+        stage = spec.stage(params["stage"])
+        decision = compression.compress_version(
+            self.ctx.registry,
+            spec,
+            stage,
+            params["source_kind"],
+            params["source_version"],
+            self._datasets(spec.name),
+            self._out_dir(ctx, stage.name),
+            promote=lambda version, reason: self.ctx.publish_promotion(
+                version, ctx.run_id, spec.name, spec.serving.canary_percent, reason
+            ),
+            run_id=ctx.run_id,
+            device=self.ctx.settings.device,
+            report=ctx.report,
+        )
+        if not decision.promoted:
+            ctx.record.message = f"{decision.version.version} not promoted: {decision.reason}"
+        return decision.summary()
+
     def _harden_work(self, ctx: RunContext) -> dict:
         if not ctx.params["adversarial"]:
             # The attack found nothing to learn from: the attacked model stands as hardened.
@@ -315,6 +368,8 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
             ) or self.ctx.registry.latest(f"{pipeline}-classifier")
             if current is None:
                 raise ModelNotFound(f"{pipeline}-classifier")
+            # Fine-tune the full model, not the compressed copy that serves in its place.
+            current = compression.uncompressed(self.ctx.registry, current)
             model, metrics = self._finetune_classifier(
                 ctx,
                 current.version,
@@ -419,16 +474,30 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         return {"version": model.version}
 
     # -- pipeline dataset memory ---------------------------------------------------------
-    def _remember_datasets(self, pipeline: str, dirs: dict[str, Path]) -> None:
-        known = json.loads(self._datasets_file.read_text()) if self._datasets_file.exists() else {}
-        known[pipeline] = {k: str(v) for k, v in dirs.items()}
+    def _remember_datasets(self, pipeline: str, dirs: dict[str, Path], profile: str) -> None:
+        known = self._known_pipelines()
+        known[pipeline] = {"datasets": {k: str(v) for k, v in dirs.items()}, "profile": profile}
         self._datasets_file.write_text(json.dumps(known))
 
+    def _known_pipelines(self) -> dict[str, dict]:
+        if not self._datasets_file.exists():
+            return {}
+        known = json.loads(self._datasets_file.read_text())
+        # Files written before the profile was kept map the pipeline to its datasets.
+        return {
+            name: entry if "datasets" in entry else {"datasets": entry, "profile": ""}
+            for name, entry in known.items()
+        }
+
     def _datasets(self, pipeline: str) -> dict[str, Path]:
-        known = json.loads(self._datasets_file.read_text()) if self._datasets_file.exists() else {}
+        known = self._known_pipelines()
         if pipeline not in known:
             raise PipelineError(f"no prepared datasets known for pipeline {pipeline!r}")
-        return {k: Path(v) for k, v in known[pipeline].items()}
+        return {k: Path(v) for k, v in known[pipeline]["datasets"].items()}
+
+    def _profile(self, pipeline: str) -> str:
+        """The profile ("quick" or "") of the pipeline's latest preparation."""
+        return self._known_pipelines().get(pipeline, {}).get("profile", "")
 
     # -- RPCs -----------------------------------------------------------------------------
     async def Train(self, request, context):

@@ -8,7 +8,9 @@ or the plain one for pipelines without adversarial hardening) starts the RL stag
 (PPO/GRPO/RLOO) or DPO; `robustness.report` feeds the robustness gate;
 `retrain.requested` starts a round from the promoted policy. Every candidate is
 registered with its lineage and published as `policy.checkpoint.ready`; only one that
-passes every gate is promoted (`model.promoted`, with its classifier).
+passes every gate is promoted (`model.promoted`, with its classifier). A promoted
+policy that a `compress` stage names (`model.promoted`) is compressed, registered as
+its child and promoted in its place when the quality gate passes.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from rlhf.pipelines import PipelineError, PipelineSpec, load_named_pipeline
 from rlhf.registry import ModelNotFound
 from rlhf.runtime.confine import confined_path, run_config
 from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
-from rlhf.runtime.platform_metrics import PROMOTIONS, ROLLBACKS, record_gates
+from rlhf.runtime.platform_metrics import record_gates
 from rlhf.runtime.runs import RunContext, RunNotFound
 from rlhf.runtime.service import (
     TOPIC_DATASET_PREPARED,
@@ -45,7 +47,7 @@ from rlhf.runtime.service import (
     uri_path,
 )
 from rlhf.v1 import common_pb2, events_pb2, trainer_pb2, trainer_pb2_grpc
-from rlhf.workflows import promotion, stages
+from rlhf.workflows import compression, promotion, stages
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +121,17 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         ctx.subscribe(TOPIC_REWARD_MODEL_READY, self.on_reward_model_ready)
         ctx.subscribe(TOPIC_ROBUSTNESS_REPORT, self.on_robustness_report)
         ctx.subscribe(TOPIC_RETRAIN_REQUESTED, self.on_retrain_requested)
+        ctx.subscribe(TOPIC_MODEL_PROMOTED, self.on_model_promoted)
         ctx.runs.resume_incomplete(lambda record: self._work[record.params["kind"]])
 
     @property
     def _work(self):
-        return {"base": self._base_work, "policy": self._policy_work, "adhoc": self._adhoc_work}
+        return {
+            "base": self._base_work,
+            "policy": self._policy_work,
+            "adhoc": self._adhoc_work,
+            "compress": self._compress_work,
+        }
 
     # -- event handlers ---------------------------------------------------------------------
     def on_dataset_prepared(self, event) -> None:
@@ -206,6 +214,28 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             },
         )
 
+    def on_model_promoted(self, event) -> None:
+        """Compress a promoted policy that a compress stage of its pipeline names."""
+        payload: events_pb2.ModelPromoted = event.payload
+        if not payload.pipeline or payload.model.kind != common_pb2.MODEL_KIND_POLICY:
+            return
+        state = self.state.latest_for(payload.pipeline)
+        try:
+            spec = load_named_pipeline(payload.pipeline, quick=state.get("profile") == "quick")
+        except PipelineError:
+            return  # an ad-hoc run (StartRun) promoted by hand: no stages to run
+        requests = compression.compress_requests(
+            spec, payload.model, compression.POLICY_SOURCES, state.get("profile", "")
+        )
+        for request_id, params in requests:
+            self.ctx.runs.submit(
+                "train-compress",
+                self._compress_work,
+                params=params,
+                request_id=request_id,
+                pipeline=payload.pipeline,
+            )
+
     def _submit(self, kind: str, pipeline: str, pipeline_run: str, params: dict) -> None:
         """One run per (kind, pipeline run, reward model): a redelivered or repeated
         event finds the run it already started."""
@@ -278,6 +308,8 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             return {"retrained": False, "window": window.window_id, "reason": reason}
         weight = spec.retrain.feedback_weight if params.get("retrain") else 0.0
         promoted = self.ctx.registry.promoted(name)
+        if promoted is not None:  # continue the full model, not a compressed copy of it
+            promoted = compression.uncompressed(self.ctx.registry, promoted)
         if params.get("retrain") and promoted is not None:
             start_dir, parent = str(uri_path(promoted.artifact.uri)), promoted.version
         else:
@@ -317,6 +349,8 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                 report=ctx.report,
                 extra_prompts=feedback.prompts,
                 feedback_weight=weight,
+                # every round is anchored to the base policy: drift adds up across rounds
+                reference_dir=state["base_policy"] if parent else None,
             )
         metrics = dict(result.metrics)
         if not params.get("retrain"):
@@ -374,6 +408,32 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             "feedback": dict(window.counts) if window is not None else {},
         }
 
+    def _compress_work(self, ctx: RunContext) -> dict:
+        """A compress stage on a promoted policy: measured beside it, registered as its
+        child, promoted in its place (model.promoted) only when every gate passes."""
+        params = ctx.params
+        state = self.state.latest_for(ctx.record.pipeline)
+        spec = load_named_pipeline(ctx.record.pipeline, quick=params.get("profile") == "quick")
+        stage = spec.stage(params["stage"])
+        decision = compression.compress_version(
+            self.ctx.registry,
+            spec,
+            stage,
+            params["source_kind"],
+            params["source_version"],
+            {k: Path(v) for k, v in state.get("datasets", {}).items()},
+            self._out_dir(ctx, stage.name),
+            promote=lambda version, reason: self._publish_promotion(
+                version, ctx.run_id, spec.name, spec.serving.canary_percent, reason
+            ),
+            run_id=ctx.run_id,
+            device=self.ctx.settings.device,
+            report=ctx.report,
+        )
+        if not decision.promoted:
+            ctx.record.message = f"{decision.version.version} not promoted: {decision.reason}"
+        return decision.summary()
+
     def _feedback_window(self, params: dict) -> tuple[common_pb2.FeedbackWindow | None, Any]:
         """The feedback window behind a retraining round and its records (empty for a
         first round, or a round whose window data prep found nothing usable in)."""
@@ -419,21 +479,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
     def _publish_promotion(
         self, version: str, run_id: str, pipeline: str, canary_percent: int, reason: str = ""
     ) -> common_pb2.ModelVersion:
-        previous = self.ctx.registry.promote(version, reason=reason or "gates passed")
-        model = self.ctx.registry.get(version)
-        event = events_pb2.ModelPromoted(
-            run_id=run_id,
-            stage="promote",
-            pipeline=pipeline,
-            previous_version=previous.version if previous else "",
-            canary_percent=canary_percent,
-        )
-        event.model.CopyFrom(model)
-        self.ctx.publish(TOPIC_MODEL_PROMOTED, event, key=model.name)
-        PROMOTIONS.labels(pipeline, model.name).inc()
-        if run_id.startswith("rollback-"):
-            ROLLBACKS.labels(model.name).inc()
-        return model
+        return self.ctx.publish_promotion(version, run_id, pipeline, canary_percent, reason)
 
     # -- RPCs -------------------------------------------------------------------------------
     async def StartRun(self, request, context):

@@ -558,6 +558,7 @@ class RunManager:
         record.state = "running"
         record.attempts += 1
         self._save_and_notify(record)
+        before = record.message  # e.g. "resumed after restart": stale once the run ends
         try:
             result = work(context) or {}
         except RunCancelled:
@@ -567,7 +568,8 @@ class RunManager:
             self._finish(record, "failed", f"{type(exc).__name__}: {exc}")
         else:
             record.result = result
-            self._finish(record, "succeeded", "")
+            # A note the work left (a candidate kept by a gate, and why) outlives the run.
+            self._finish(record, "succeeded", record.message if record.message != before else "")
 
     def _finish(self, record: RunRecord, state: str, message: str) -> None:
         if self.taken_over(record):

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from rlhf.registry import ModelRegistry
 from rlhf.runtime.bus import topics
+from rlhf.runtime.platform_metrics import PROMOTIONS, ROLLBACKS
 from rlhf.runtime.runs import RunManager, RunRecord
 from rlhf.runtime.settings import Settings
 from rlhf.v1 import events_pb2
@@ -91,6 +92,28 @@ class ServiceContext:
 
     def publish(self, topic: str, message: Message, key: str | None = None) -> str:
         return self.bus.publish(topic, message, key=key, source=f"rlhf/{self.name}")
+
+    def publish_promotion(
+        self, version: str, run_id: str, pipeline: str, canary_percent: int, reason: str = ""
+    ):
+        """Promote `version` in the registry and announce it (`model.promoted`), the one
+        path every promotion takes, so inference loads, canaries and rolls back any
+        version alike, whichever service promoted it. Returns the promoted version."""
+        previous = self.registry.promote(version, reason=reason or "gates passed")
+        model = self.registry.get(version)
+        event = events_pb2.ModelPromoted(
+            run_id=run_id,
+            stage="promote",
+            pipeline=pipeline,
+            previous_version=previous.version if previous else "",
+            canary_percent=canary_percent,
+        )
+        event.model.CopyFrom(model)
+        self.publish(TOPIC_MODEL_PROMOTED, event, key=model.name)
+        PROMOTIONS.labels(pipeline, model.name).inc()
+        if run_id.startswith("rollback-"):
+            ROLLBACKS.labels(model.name).inc()
+        return model
 
     def run_status(self, run_id: str):
         """A run's status for GetRun RPCs; NOT_FOUND when the id is unknown."""

@@ -25,7 +25,9 @@ gate carries the numbers.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -351,6 +353,17 @@ class CompressDecision:
     promoted: bool
     reason: str  # the failed gates with their numbers, or "" when promoted
 
+    def summary(self) -> dict[str, Any]:
+        """What a service's compress run returns (its run record's result)."""
+        return {
+            "version": self.version.version,
+            "source_version": self.version.lineage.parent_version,
+            "promoted": self.promoted,
+            "gates": dict(self.gates),
+            "failed_gates": self.reason,
+            "metrics": dict(self.version.lineage.metrics),
+        }
+
 
 def register_compressed(
     registry: Any,
@@ -359,10 +372,12 @@ def register_compressed(
     result: StageResult,
     source_version: str,
     run_id: str = "",
+    promote: Callable[[str, str], Any] | None = None,
 ) -> CompressDecision:
     """Register the compressed model as a new version of its source's model (lineage:
     parent = source) and promote it only when every gate it reaches passes; the source
-    keeps serving otherwise."""
+    keeps serving otherwise. `promote(version, reason)` defaults to the registry's; a
+    service passes its own, which also announces the promotion (`model.promoted`)."""
     from rlhf.v1 import common_pb2
     from rlhf.workflows.promotion import evaluate_gates, failed_gates
 
@@ -390,7 +405,8 @@ def register_compressed(
         gates=gates,
     )
     if all(gates.values()):
-        registry.promote(version.version, reason=f"{method} compression of {source.version}")
+        promote = promote or (lambda v, reason: registry.promote(v, reason=reason))
+        promote(version.version, f"{method} compression of {source.version}")
         return CompressDecision(registry.get(version.version), gates, True, "")
     reason = failed_gates(gates, {**dict(source.lineage.metrics), **result.metrics})
     log.warning(
@@ -401,3 +417,103 @@ def register_compressed(
         source.version,
     )
     return CompressDecision(version, gates, False, reason)
+
+
+# -- in the services ----------------------------------------------------------------------
+def served_name(spec: PipelineSpec, stage: Stage) -> str | None:
+    """The registry name under which the services promote and serve `stage`'s model
+    (None: a model that is never promoted, such as a judge or a base policy)."""
+    if stage.kind in {"classifier", "adversarial"}:  # hardening registers under the same name
+        return f"{spec.name}-classifier"
+    if stage.kind in POLICY_SOURCES - {"pretrain", "sft"}:
+        return f"{spec.name}-policy"
+    return None
+
+
+def compress_stages_for(spec: PipelineSpec, model_name: str) -> list[tuple[Stage, Stage]]:
+    """(compress stage, its source stage) for every compress stage whose source is served
+    as `model_name`: what a promotion of that model starts. The promoted version is the
+    one compressed, so a hardened or retrained classifier is compressed as it serves."""
+    from rlhf.workflows.stages import stage_config
+
+    found = []
+    for index, stage in enumerate(spec.stages):
+        if stage.kind != "compress":
+            continue
+        source = source_stage(spec, index, stage_config(CompressConfig, stage))
+        if source is not None and served_name(spec, source) == model_name:
+            found.append((stage, source))
+    return found
+
+
+def is_compressed(model: Any) -> bool:
+    """Whether a registered version (rlhf.v1.ModelVersion) came from a compress stage."""
+    try:
+        return "compress" in json.loads(model.lineage.config_json or "{}")
+    except ValueError:
+        return False
+
+
+def uncompressed(registry: Any, model: Any) -> Any:
+    """The full-precision version a compressed one came from (the model itself when it is
+    not compressed): what retraining continues from, never the int8 or pruned copy."""
+    while is_compressed(model) and model.lineage.parent_version:
+        model = registry.get(model.lineage.parent_version)
+    return model
+
+
+def compress_version(
+    registry: Any,
+    spec: PipelineSpec,
+    stage: Stage,
+    source_kind: str,
+    source_version: str,
+    datasets: dict[str, Path],
+    out_dir: Path,
+    *,
+    promote: Callable[[str, str], Any],
+    run_id: str = "",
+    device: str = "cpu",
+    report: Any = _no_report,
+) -> CompressDecision:
+    """Run `stage` on a registered version, then register the result and gate it (what a
+    service's compress run does; `promote(version, reason)` announces a promotion)."""
+    source = registry.get(source_version)
+    result = compress_stage(
+        spec,
+        stage,
+        datasets,
+        out_dir,
+        source_dir=Path(source.artifact.uri.removeprefix("file://")),
+        source_kind=source_kind,
+        device=device,
+        report=report,
+    )
+    return register_compressed(
+        registry, spec, stage, result, source.version, run_id=run_id, promote=promote
+    )
+
+
+def compress_requests(
+    spec: PipelineSpec, model: Any, source_kinds: set[str], profile: str = ""
+) -> list[tuple[str, dict[str, str]]]:
+    """(request id, run params) of each compress run a promotion of `model` starts in the
+    service owning `source_kinds`. The request id names the stage and the source version,
+    so a source is compressed once per stage: a redelivered event, or a rollback to the
+    source, starts nothing new. A compressed version itself starts nothing."""
+    if is_compressed(model):
+        return []
+    return [
+        (
+            f"compress/{stage.name}/{model.version}",
+            {
+                "kind": "compress",
+                "profile": profile,
+                "stage": stage.name,
+                "source_kind": source.kind,
+                "source_version": model.version,
+            },
+        )
+        for stage, source in compress_stages_for(spec, model.name)
+        if source.kind in source_kinds
+    ]
