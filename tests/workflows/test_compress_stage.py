@@ -15,7 +15,14 @@ from rlhf.engine.data import LabeledText, save_dataset
 from rlhf.engine.models import tiny_causal_lm, tiny_char_tokenizer
 from rlhf.pipelines import PipelineError, parse_pipeline
 from rlhf.registry import ModelRegistry
-from rlhf.workflows.compression import compress_stage, register_compressed
+from rlhf.workflows.compression import (
+    CLASSIFIER_SOURCES,
+    POLICY_SOURCES,
+    compress_requests,
+    compress_stage,
+    register_compressed,
+    uncompressed,
+)
 from rlhf.workflows.stages import StageResult, config_problems
 
 TEXTS = [
@@ -247,3 +254,50 @@ def test_a_compressed_copy_of_a_rejected_source_is_not_promoted(workdir, tmp_pat
     assert not decision.promoted and decision.gates["compression_quality"] is True
     assert "accuracy_not_worse" in decision.reason
     assert registry.promoted("tiny-classifier") is None
+
+
+# -- what a promotion starts in the services -------------------------------------------------
+def test_a_promotion_starts_the_compress_stages_of_its_model_in_the_owning_service(tmp_path):
+    spec = parse_pipeline(
+        {
+            **spec_dict(),
+            "stages": [
+                {"name": "clf", "kind": "classifier", "data": "d"},
+                {"name": "judge", "kind": "judge", "data": "d"},
+                {"name": "clf-int8", "kind": "compress", "data": "d", "config": {"source": "clf"}},
+                {"name": "ppo", "kind": "ppo", "data": "d"},
+                {"name": "small", "kind": "compress", "config": {"method": "weight_int8"}},
+            ],
+            "gates": {"reward_up": True, "kl_budget": 8.0, "max_quality_drop": 0.01},
+        }
+    )  # fmt: skip
+    registry = ModelRegistry(tmp_path / "registry")
+    classifier = registry.register("tiny-classifier", "classifier", "file:///c")
+    policy = registry.register("tiny-policy", "policy", "file:///p")
+    requests = compress_requests(spec, policy, POLICY_SOURCES, "quick")
+    assert requests == [
+        (
+            f"compress/small/{policy.version}",
+            {
+                "kind": "compress",
+                "profile": "quick",
+                "stage": "small",
+                "source_kind": "ppo",
+                "source_version": policy.version,
+            },
+        )
+    ]
+    assert compress_requests(spec, policy, CLASSIFIER_SOURCES) == []  # not the reward service's
+    ((request_id, params),) = compress_requests(spec, classifier, CLASSIFIER_SOURCES)
+    assert request_id == f"compress/clf-int8/{classifier.version}"
+    # The copy starts nothing; retraining continues from the full version it came from.
+    copy = registry.register(
+        "tiny-classifier",
+        "classifier",
+        "file:///c8",
+        parent_version=classifier.version,
+        config={"compress": {"method": "int8"}},
+    )
+    assert compress_requests(spec, copy, CLASSIFIER_SOURCES) == []
+    assert uncompressed(registry, copy).version == classifier.version
+    assert uncompressed(registry, classifier).version == classifier.version
