@@ -545,15 +545,19 @@ def _side_by_side(
     ]
 
 
-def _held_out_records(workdir: Path) -> list[Any]:
-    """Validation reviews with their true labels, from every prepared dataset."""
+def _traffic_records(workdir: Path) -> list[Any]:
+    """Labelled training reviews of every prepared dataset: the simulated users' traffic.
+
+    Never the validation split: its prompts are the ones the gates and the judge measure,
+    and feedback prompts join the next round's PPO prompt pool, so traffic drawn from
+    them would train v2 on its own test."""
     from rlhf.engine.data import load_dataset
 
-    held_out = []
+    records = []
     for manifest in sorted((workdir / "datasets").glob("*/*/manifest.json")):
-        split = load_dataset(manifest.parent).splits.get("validation") or []
-        held_out += [r for r in split if hasattr(r, "label")]
-    return held_out
+        split = load_dataset(manifest.parent).splits.get("train") or []
+        records += [r for r in split if hasattr(r, "label")]
+    return records
 
 
 def _send_feedback(client, spec, served: dict, judge, options: DemoOptions) -> dict[str, Any]:
@@ -563,9 +567,9 @@ def _send_feedback(client, spec, served: dict, judge, options: DemoOptions) -> d
     from rlhf.workflows.stages import prompts_from
 
     count = spec.retrain.trigger.count
-    held_out = _held_out_records(options.workdir.resolve())
+    traffic = _traffic_records(options.workdir.resolve())
     source = spec.datasets[next(iter(spec.datasets))]
-    prompts = prompts_from(held_out, source.prompt_words, spec.language) or list(
+    prompts = prompts_from(traffic, source.prompt_words, spec.language) or list(
         DEMO_PROMPTS[spec.language]
     )
     by_kind: Counter[str] = Counter()
@@ -581,8 +585,8 @@ def _send_feedback(client, spec, served: dict, judge, options: DemoOptions) -> d
         by_kind[kind] += 1
         ids.append(feedback_id)
 
-    # users correcting Classify answers: held-out reviews with their true labels
-    for record in held_out[: count // 3]:
+    # users correcting Classify answers: reviews with their true labels
+    for record in traffic[: count // 3]:
         reply = client.classify([record.text])
         send(
             reply.request_id,

@@ -259,10 +259,15 @@ def rl_stage(
     eval_samples: int | None = None,
     extra_prompts: Sequence[str] = (),
     feedback_weight: float = 0.0,
+    reference_dir: Path | str | None = None,
 ) -> StageResult:
     """PPO / RLOO / GRPO on prompt openings, rewarded by a classifier; measures reward,
     judge positive rate, KL and fluency before and after on held-out prompts
     (`eval_samples` continuations of each; by default `gates.samples_per_prompt`).
+
+    `reference_dir` is the KL anchor (default: the start policy). A retraining round
+    passes the pipeline's base policy, so KL, its budget and the fluency gate measure the
+    total drift from the base model, not a fresh budget on top of every earlier round.
 
     `extra_prompts` (prompts seen in production) join the prompt pool as
     `feedback_weight` of it (see `workflows.feedback.mix`)."""
@@ -287,7 +292,11 @@ def rl_stage(
 
     policy = load_policy(policy_dir, device=device)
     tokenizer = load_tokenizer(policy_dir)
-    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    if reference_dir is not None:
+        reference = load_policy(reference_dir, device=device)
+    else:
+        reference = copy.deepcopy(policy)
+    reference.eval().requires_grad_(False)
     reward_model = load_classifier(reward_dir, device=device)
     judge = load_classifier(judge_dir, device=device) if judge_dir else None
 
