@@ -244,6 +244,18 @@ def prompts_from(records: Sequence[Any], words: int, language: str) -> list[str]
     return prompts
 
 
+def score_spread(classifier: Any, records: Sequence[Any], texts: int = 256) -> float:
+    """Standard deviation of a classifier's positive log-odds over up to `texts` of the
+    records' texts (evenly spread); 1.0 when there are too few to say."""
+    sample = [r.text for r in records if getattr(r, "text", "")]
+    sample = sample[:: max(1, len(sample) // texts)][:texts]
+    if len(sample) < 8:
+        return 1.0
+    with torch.no_grad():
+        spread = float(classifier.positive_scores(sample).float().std())
+    return max(spread, 0.05)
+
+
 def rl_stage(
     spec: PipelineSpec,
     stage: Stage,
@@ -299,6 +311,7 @@ def rl_stage(
     reference.eval().requires_grad_(False)
     reward_model = load_classifier(reward_dir, device=device)
     judge = load_classifier(judge_dir, device=device) if judge_dir else None
+    reward_spread = score_spread(reward_model, dataset["train"])
 
     def reward_fn(texts: list[str]) -> torch.Tensor:
         return reward_model.positive_scores(texts)
@@ -327,6 +340,11 @@ def rl_stage(
     else:
         raise PipelineError(f"stages.{stage.name}.kind: {stage.kind!r} is not an RL stage")
 
+    # PPO is rewarded in units of the classifier's spread over the data set's own texts.
+    # A retrained reward model grows more confident (its log-odds spread ~4x wider after
+    # one quick feedback round) and would otherwise outweigh the KL penalty the spec
+    # balanced against it. The metrics below stay in raw log-odds.
+    config.score_scale = config.score_scale / reward_spread
     report(0, config.total_steps)
     # The reward is the classifier's positive log-odds: above 0 it calls a text positive.
     generation = {
@@ -344,6 +362,7 @@ def rl_stage(
     tokenizer.save_pretrained(model_dir)
     metrics = compare_generations(before.metrics, after.metrics)
     metrics["train_prompts"] = float(len(train_prompts))
+    metrics["reward_spread"] = reward_spread
     metrics["steps"] = float(getattr(result, "steps", config.total_steps))
     metrics["stopped_on_kl_budget"] = float(bool(getattr(result, "stopped_on_budget", False)))
     samples = [
