@@ -23,10 +23,16 @@ METRICS = {
 
 
 def test_a_kept_candidate_is_reported_not_failed():
-    rows = _side_by_side(SERVED, None, ["The movie is"])
+    rows = _side_by_side(SERVED, ["The movie career"], ["The movie is"])
     assert rows == [
-        {"prompt": "The movie", "base": "The movie is", "v1": "The movie was fun", "v2": None}
+        {
+            "prompt": "The movie",
+            "base": "The movie is",
+            "v1": "The movie was fun",
+            "v2": "The movie career",
+        }
     ]
+    assert _side_by_side(SERVED, None, None)[0]["v2"] is None
     report = {
         "pipeline": "p",
         "promoted_version": "p-policy-v1",
@@ -51,3 +57,4 @@ def test_a_kept_candidate_is_reported_not_failed():
     text = out.getvalue()
     assert "p-policy-v2 was kept, not promoted: judge_not_worse" in text
     assert "p-policy-v1 goes on serving" in text
+    assert "kept by the gates" in text and "career" in text  # the kept candidate's text

@@ -47,6 +47,7 @@ from rlhf.runtime.service import (
     TOPIC_REWARD_MODEL_READY,
     TOPIC_ROBUSTNESS_REPORT,
     TOPIC_RUN_PROGRESS,
+    uri_path,
 )
 from rlhf.v1 import common_pb2
 from rlhf.workflows.promotion import failed_gates
@@ -362,9 +363,7 @@ def _run_demo(options: DemoOptions, console: Any, show_progress: bool) -> dict[s
             judge = None
             if judge_version:
                 registry = ModelRegistry(workdir / "registry")
-                judge = load_classifier(
-                    registry.get(judge_version).artifact.uri.removeprefix("file://")
-                )
+                judge = load_classifier(uri_path(registry.get(judge_version).artifact.uri))
             feedback = _send_feedback(client, spec, served_first, judge, options)
             requests = observer.wait_for(
                 lambda: observer.retrain_requests, options.timeout_s, "retrain.requested"
@@ -393,9 +392,14 @@ def _run_demo(options: DemoOptions, console: Any, show_progress: bool) -> dict[s
                 served_second = _wait_served(client, second_version, options, spec.language)
             time.sleep(1.0)  # late events (e.g. duplicate feedback) settle
             phases["serve_v2"], mark = time.monotonic() - mark, time.monotonic()
-        base = _base_samples(spec, workdir, options)
-        phases["base_samples"] = time.monotonic() - mark
         registry = ModelRegistry(workdir / "registry")
+        base = _local_samples(_base_policy_dir(spec, workdir), spec.language, options)
+        if served_second is not None:
+            second = served_second["samples"]
+        else:  # kept by the gates: its text, decoded here, shows why
+            kept_dir = uri_path(registry.get(second_version).artifact.uri)
+            second = _local_samples(kept_dir, spec.language, options)
+        phases["local_samples"] = time.monotonic() - mark
         report = _report(
             spec,
             run_id,
@@ -411,7 +415,7 @@ def _run_demo(options: DemoOptions, console: Any, show_progress: bool) -> dict[s
             time.monotonic() - started,
         )
         report["retrain"]["window_id"] = requests[0].window_id
-        report["samples"] = _side_by_side(served_first, served_second, base)
+        report["samples"] = _side_by_side(served_first, second, base)
         report["phase_minutes"] = {k: round(v / 60, 2) for k, v in phases.items()}
         return report
     except grpc.RpcError as exc:
@@ -509,38 +513,42 @@ def _base_policy_dir(spec: Any, workdir: Path) -> Path | None:
         return None
 
 
-def _base_samples(spec: Any, workdir: Path, options: DemoOptions) -> list[str] | None:
-    """The base policy's samples for the fixed prompts, decoded here with the inference
-    service's own sampler and the same settings and seed as the served versions."""
+def _local_samples(model_dir: Path | None, language: str, options: DemoOptions) -> list[str] | None:
+    """A policy's samples for the fixed prompts, decoded here with the inference service's
+    own sampler and the same settings and seed as the served versions: for the base
+    model, and for a retrained candidate the gates kept (never served)."""
     from rlhf.serving.backend import PolicyEngine, Sampling
 
-    base_dir = _base_policy_dir(spec, workdir)
-    if base_dir is None:
+    if model_dir is None:
         return None
-    prompts = DEMO_PROMPTS[spec.language]
+    prompts = DEMO_PROMPTS[language]
     rows = [
         Sampling(max_new_tokens=options.max_new_tokens, temperature=0.8, seed=options.seed)
         for _ in prompts
     ]
     try:
-        engine = PolicyEngine(str(base_dir), device=options.device)
+        engine = PolicyEngine(str(model_dir), device=options.device)
         completions = engine.generate(prompts, rows)
     except Exception as exc:  # the samples are an illustration: never fail the demo
-        log.warning("no base samples from %s: %s", base_dir, exc)
+        log.warning("no samples from %s: %s", model_dir, exc)
         return None
     return [p + c for p, c in zip(prompts, completions, strict=True)]
 
 
 def _side_by_side(
-    served_first: dict, served_second: dict | None, base: list[str] | None
+    served_first: dict, second: list[str] | None, base: list[str] | None
 ) -> list[dict]:
     """One row per fixed prompt: what the base model, v1 and v2 wrote (prompt included;
-    v2 None when the gates kept it and it was never served)."""
-    second = served_second["samples"] if served_second else [None] * len(served_first["samples"])
+    v2 is the kept candidate's text when the gates did not promote it)."""
     return [
-        {"prompt": prompt, "base": base[i] if base else None, "v1": v1, "v2": v2}
-        for i, (prompt, v1, v2) in enumerate(
-            zip(served_first["prompts"], served_first["samples"], second, strict=True)
+        {
+            "prompt": prompt,
+            "base": base[i] if base else None,
+            "v1": v1,
+            "v2": second[i] if second else None,
+        }
+        for i, (prompt, v1) in enumerate(
+            zip(served_first["prompts"], served_first["samples"], strict=True)
         )
     ]
 
@@ -800,8 +808,8 @@ def render_report(report: dict[str, Any], console: Any) -> None:
         rate(retrained["reward_after"]),
     )
     for key, label in (
-        ("kl_per_sequence", "KL to the round's start, nats/seq"),
-        ("ref_perplexity_ratio", "perplexity under the start / its own"),
+        ("kl_per_sequence", "KL to the base model, nats/seq"),
+        ("ref_perplexity_ratio", "perplexity under the base / its own"),
         ("distinct_2", "distinct bigrams"),
         ("repetition_rate", "repetition rate"),
     ):
