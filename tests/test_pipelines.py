@@ -116,3 +116,53 @@ def test_validate_names_a_stage_config_key_the_stage_does_not_take(tmp_path: Pat
     assert result.exit_code == 1
     assert "stages[1].config.max_length: DPOConfig has no field 'max_length'" in result.output
     assert "chat-en: ok" in result.output
+
+
+def _with_ppo_executor(executor: dict) -> dict:
+    spec = _minimal()
+    spec["task"] = "sentiment"
+    spec["stages"].append({"name": "ppo", "kind": "ppo", "data": "d", "executor": executor})
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("stage", "executor", "expected"),
+    [
+        (1, {"kind": "slurm"}, "stages[1].executor.kind: Input should be 'local', 'job'"),
+        (1, {"kind": "job", "workers": 0}, "stages[1].executor.workers: Input should be"),
+        (1, {"kind": "local", "workers": 2}, "workers, nodes and gpus_per_node need kind job"),
+        (1, {"kind": "job", "workers": 4, "nodes": 2}, "nodes: a job runs one pod"),
+        (1, {"kind": "pytorchjob", "workers": 2}, "nodes: a pytorchjob runs 2 or more pods"),
+        (1, {"kind": "pytorchjob", "workers": 3, "nodes": 2}, "do not split evenly"),
+        (1, {"kind": "job", "workers": 4, "gpus_per_node": 2}, "exceed gpus_per_node=2"),
+        (1, {"kind": "job", "resources": {"limit": {}}}, "stages[1].executor.resources.limit"),
+        (1, {"kind": "job", "replicas": 2}, "stages[1].executor.replicas: Extra inputs"),
+        (0, {"kind": "job"}, "stages[0]: Value error, executor: a classifier stage runs in"),
+    ],
+)
+def test_a_bad_stage_executor_names_the_field(stage, executor, expected):
+    spec = _with_ppo_executor({"kind": "job"})
+    spec["stages"][stage]["executor"] = executor
+    with pytest.raises(PipelineError) as exc:
+        parse_pipeline(spec)
+    assert expected in str(exc.value)
+
+
+def test_stage_executors_parse_and_validate_command_reports_a_bad_one(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from rlhf.cli import _register_subcommands, app
+
+    spec = _with_ppo_executor({"kind": "pytorchjob", "workers": 8, "nodes": 2, "gpus_per_node": 4})
+    executor = parse_pipeline(spec).stage("ppo").executor
+    assert (executor.kind, executor.nodes, executor.processes_per_node) == ("pytorchjob", 2, 4)
+    assert parse_pipeline(_minimal()).stages[0].executor is None  # the trainer's default
+    spec["stages"][1]["executor"]["nodes"] = 1
+    path = tmp_path / "bad-executor.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    _register_subcommands()
+    result = CliRunner().invoke(app, ["pipeline", "validate", str(path)])
+    assert result.exit_code == 1
+    assert (
+        "stages[1].executor: Value error, nodes: a pytorchjob runs 2 or more pods" in result.output
+    )

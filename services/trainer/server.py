@@ -30,7 +30,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from rlhf.pipelines import PipelineError, PipelineSpec, load_named_pipeline
+from rlhf.pipelines import PipelineError, PipelineSpec, Stage, load_named_pipeline
 from rlhf.registry import ModelNotFound
 from rlhf.runtime.confine import confined_path, run_config
 from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
@@ -266,18 +266,40 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             policy_dir = str(spec.models.policy)
             metrics: dict[str, float] = {}
         else:
-            result = stages.base_policy_stage(
+            result = self._run_stage(
+                ctx,
                 spec,
                 base_stage,
                 datasets,
-                self._out_dir(ctx, base_stage.name),
-                tokenizer_dir=Path(state["tokenizer"]) if state.get("tokenizer") else None,
-                device=self.ctx.settings.device,
-                report=ctx.report,
+                tokenizer_dir=state.get("tokenizer") or None,
             )
             policy_dir, metrics = str(result.model_dir), result.metrics
         self.state.update(ctx.params["pipeline_run"], base_policy=policy_dir, base_metrics=metrics)
         return {"base_policy": policy_dir}
+
+    def _run_stage(
+        self,
+        ctx: RunContext,
+        spec: PipelineSpec,
+        stage: Stage,
+        datasets: dict[str, Path],
+        feedback_dir: Path | None = None,
+        **inputs: Any,
+    ) -> stages.StageResult:
+        """Train a stage here, or as the Kubernetes Job / PyTorchJob its `executor:`
+        names (stage_jobs: submitted, mirrored into this run, deleted on cancel)."""
+        from rlhf.workflows import stage_jobs
+
+        request = stage_jobs.StageRequest(
+            spec=spec.model_dump(mode="json"),
+            stage=stage.name,
+            datasets={k: str(v) for k, v in datasets.items()},
+            out_dir=str(self._out_dir(ctx, stage.name)),
+            device=self.ctx.settings.device,
+            inputs={k: str(v) if isinstance(v, Path) else v for k, v in inputs.items()},
+            feedback_dir=str(feedback_dir or ""),
+        )
+        return stage_jobs.execute(request, ctx, stage.executor, _kubernetes_executor)
 
     def _wait_for_base(self, ctx: RunContext) -> dict:
         deadline = time.monotonic() + self.wait_timeout_s
@@ -320,34 +342,30 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         judge = (
             self.ctx.registry.get(params["judge_version"]) if params.get("judge_version") else None
         )
-        out_dir = self._out_dir(ctx, policy_stage.name)
+        window_dir = uri_path(window.dataset.uri) if window and window.dataset.uri else None
         if policy_stage.kind == "dpo":
-            result = stages.dpo_stage(
+            result = self._run_stage(
+                ctx,
                 spec,
                 policy_stage,
                 datasets,
-                out_dir,
+                feedback_dir=window_dir,
                 policy_dir=start_dir,
-                device=self.ctx.settings.device,
-                report=ctx.report,
-                extra_pairs=feedback.preferences,
                 feedback_weight=weight,
                 scorer_dir=uri_path(reward.artifact.uri) if reward else None,
             )
         else:
             if reward is None:
                 raise PipelineError(f"{spec.name}: an RL stage needs a reward model")
-            result = stages.rl_stage(
+            result = self._run_stage(
+                ctx,
                 spec,
                 policy_stage,
                 datasets,
-                out_dir,
+                feedback_dir=window_dir,
                 policy_dir=start_dir,
                 reward_dir=uri_path(reward.artifact.uri),
                 judge_dir=uri_path(judge.artifact.uri) if judge else None,
-                device=self.ctx.settings.device,
-                report=ctx.report,
-                extra_prompts=feedback.prompts,
                 feedback_weight=weight,
                 # every round is anchored to the base policy: drift adds up across rounds
                 reference_dir=state["base_policy"] if parent else None,
@@ -700,6 +718,12 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             100,
             f"rollback: {request.reason}" if request.reason else "rollback",
         )
+
+
+def _kubernetes_executor() -> Any:
+    from rlhf.executors.kubernetes import KubernetesExecutor
+
+    return KubernetesExecutor()
 
 
 def register(server, ctx: ServiceContext) -> TrainerService:

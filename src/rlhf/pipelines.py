@@ -84,6 +84,53 @@ class Models(_Strict):
     classifier: str = "tiny"
 
 
+#: Stage kinds the trainer service runs, and so the ones that can run as a Kubernetes
+#: workload (`Stage.executor`); the other kinds run in the data prep, reward or
+#: adversary service.
+TRAINER_STAGE_KINDS = ("pretrain", "sft", "ppo", "rloo", "grpo", "dpo")
+
+
+class StageExecutor(_Strict):
+    """Where a trainer stage trains: in the trainer's process (`local`, the default), or
+    as a Kubernetes `job` (one pod, `workers` torchrun processes) or Kubeflow
+    `pytorchjob` (`nodes` pods, `workers` processes in all) that the trainer submits,
+    watches and deletes on cancel. `workers` is the data-parallel world size."""
+
+    kind: Literal["local", "job", "pytorchjob"] = "local"
+    workers: int = Field(1, ge=1, le=1024, description="data-parallel ranks in all")
+    nodes: int = Field(1, ge=1, le=128, description="pods (pytorchjob: 2 or more)")
+    gpus_per_node: int = Field(0, ge=0, le=16, description="GPUs per pod; 0 trains on CPU")
+    resources: dict[Literal["requests", "limits"], dict[str, str]] | None = Field(
+        None, description="container resources per pod (default: the chart's trainingJobs)"
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> StageExecutor:
+        if self.kind == "local" and (self.workers, self.nodes, self.gpus_per_node) != (1, 1, 0):
+            raise ValueError(
+                "workers, nodes and gpus_per_node need kind job or pytorchjob "
+                "(a local stage trains in the trainer's own process)"
+            )
+        if self.kind == "job" and self.nodes != 1:
+            raise ValueError(f"nodes: a job runs one pod, got {self.nodes}; use kind pytorchjob")
+        if self.kind == "pytorchjob" and self.nodes < 2:
+            raise ValueError("nodes: a pytorchjob runs 2 or more pods; one pod is kind job")
+        if self.workers % self.nodes:
+            raise ValueError(
+                f"workers: {self.workers} ranks do not split evenly over {self.nodes} nodes"
+            )
+        if self.gpus_per_node and self.processes_per_node > self.gpus_per_node:
+            raise ValueError(
+                f"workers: {self.processes_per_node} processes per node exceed "
+                f"gpus_per_node={self.gpus_per_node} (one process per GPU)"
+            )
+        return self
+
+    @property
+    def processes_per_node(self) -> int:
+        return self.workers // self.nodes
+
+
 class Stage(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,40}$")
     kind: StageKind
@@ -91,6 +138,18 @@ class Stage(_Strict):
     data: str | None = None
     # Algorithm config overrides (fields of the algorithm's config dataclass).
     config: dict[str, Any] = Field(default_factory=dict)
+    # Where it trains (trainer stages only); None: the trainer's default (in-process).
+    executor: StageExecutor | None = None
+
+    @model_validator(mode="after")
+    def _executor_on_trainer_stages(self) -> Stage:
+        if self.executor and self.executor.kind != "local" and self.kind not in TRAINER_STAGE_KINDS:
+            raise ValueError(
+                f"executor: a {self.kind} stage runs in its own service, not the trainer; "
+                f"only {', '.join(TRAINER_STAGE_KINDS)} stages can run as a "
+                f"{self.executor.kind}"
+            )
+        return self
 
 
 class Gates(_Strict):

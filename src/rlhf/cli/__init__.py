@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "End-to-end RLHF demo on embedded defaults."),
     "pipeline": ("pipeline", "Validate and run pipeline specs."),
     "train": ("train", "Run one training run from a run config (what a Kubernetes Job runs)."),
+    "stage": ("stage", "Run one pipeline stage from the trainer's request (a Kubernetes Job)."),
     "models": ("models", "List and show model versions and their lineage."),
     "up": ("up", "Start all five services as local processes against Kafka."),
     "kafka": ("kafka", "Provision and run a local Apache Kafka broker (KRaft)."),

@@ -4,6 +4,10 @@ One function per stage kind. Each takes prepared dataset directories and model
 directories, writes its outputs under `out_dir`, and returns a `StageResult`: the model
 directory it produced and the metrics that the promotion gates read. Progress and
 cancellation go through `report(step, total, **metrics)` (a `RunContext.report`).
+
+Under torchrun (`rlhf stage run`, `rlhf train` in a Job) every rank calls the stage
+function and trains its shard; rank 0 alone evaluates, saves the model and discards the
+run files, and the other ranks return a result without a model directory.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import torch
 
+from rlhf.engine import distributed
 from rlhf.engine.checkpoint import discard_run_files
 from rlhf.engine.data import LabeledText, hash_fraction, load_dataset
 from rlhf.engine.policy_eval import compare_generations, evaluate_policy
@@ -208,6 +213,8 @@ def train_classifier_stage(
         classifier=model,
         on_step=lambda step, metrics: report(step, **_floats(metrics)),
     )
+    if not distributed.is_main():
+        return StageResult(None)
     # Consumers (serving, attacks) truncate to what the model was trained to read.
     result.classifier.tokenizer.model_max_length = config.max_length
     model_dir = result.classifier.save(out_dir / "model")
@@ -302,6 +309,8 @@ def rl_stage(
     if not train_prompts or not held_out:
         raise PipelineError(f"stages.{stage.name}: no prompts in dataset {key!r}")
 
+    distributed.init(device)  # a no-op outside torchrun
+    main = distributed.is_main()
     policy = load_policy(policy_dir, device=device)
     tokenizer = load_tokenizer(policy_dir)
     if reference_dir is not None:
@@ -352,8 +361,13 @@ def rl_stage(
         "samples_per_prompt": eval_samples or spec.gates.samples_per_prompt,
         "reward_threshold": 0.0,
     }
-    before = evaluate_policy(policy, reference, tokenizer, held_out, reward_fn, judge, **generation)
+    if main:  # the training loops seed themselves: skipping this leaves them unchanged
+        before = evaluate_policy(
+            policy, reference, tokenizer, held_out, reward_fn, judge, **generation
+        )
     result = train()
+    if not main:
+        return StageResult(None)
     trained = getattr(policy, "lm", policy)
     after = evaluate_policy(trained, reference, tokenizer, held_out, reward_fn, judge, **generation)
     report(config.total_steps, config.total_steps)
@@ -410,6 +424,8 @@ def train_reward_stage(
         model=model,
         on_step=lambda step, metrics: report(step, **_floats(metrics)),
     )
+    if not distributed.is_main():
+        return StageResult(None)
     model_dir = result.classifier.save(out_dir / "model")
     discard_run_files(out_dir / "run")
     return StageResult(Path(model_dir), _floats(result.metrics))
@@ -440,6 +456,7 @@ def base_policy_stage(
     dataset = load_dataset(datasets[key])
     texts = [getattr(r, "text", None) or r.prompt + r.chosen for r in dataset["train"]]
     common = {"device": device, "output_dir": str(out_dir / "run"), "progress": False}
+    distributed.init(device)  # a no-op outside torchrun
     if stage.kind == "pretrain":
         from transformers import AutoTokenizer
 
@@ -472,6 +489,8 @@ def base_policy_stage(
     else:
         raise PipelineError(f"stages.{stage.name}.kind: {stage.kind!r} is not a base-policy stage")
     report(result.steps, result.steps)
+    if not distributed.is_main():
+        return StageResult(None)
     model_dir = out_dir / "model"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
@@ -513,6 +532,8 @@ def dpo_stage(
     dataset = load_dataset(datasets[key])
     train = mix(list(dataset["train"]), list(extra_pairs), feedback_weight)
     held_out = list(dataset.splits.get("validation") or dataset.splits.get("test") or [])
+    distributed.init(device)  # a no-op outside torchrun
+    main = distributed.is_main()
     policy, tokenizer = load_policy(policy_dir, device=device), load_tokenizer(policy_dir)
     config = stage_config(
         DPOConfig, stage, device=device, output_dir=str(out_dir / "run"), progress=False
@@ -526,10 +547,12 @@ def dpo_stage(
         "samples_per_prompt": spec.gates.samples_per_prompt,
     }
     report(0, 1)
-    if prompts:
+    if prompts and main:
         before = evaluate_policy(policy, reference, tokenizer, prompts, **generation)
     result = train_dpo(config, policy, tokenizer, train, held_out, ref_model=reference)
     report(1, 1)
+    if not main:
+        return StageResult(None)
     model_dir = out_dir / "model"
     policy.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
