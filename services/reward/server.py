@@ -291,10 +291,10 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         out_dir = self._out_dir(ctx, label)
         config = RewardModelTrainConfig(
             device=self.ctx.settings.device,
-            checkpoint_dir=str(out_dir / "run"),
+            output_dir=str(out_dir / "run"),
             backbone=spec.models.classifier,
             epochs=1.0,
-            lr=1e-5,
+            learning_rate=1e-5,
             max_length=model.max_length,
         )
         result = train_reward_model(config, pairs, model=model)

@@ -30,7 +30,7 @@ def model_dir(tmp_path_factory):
         ] * 8
         classifier = tiny_classifier(texts=[r.text for r in train], max_length=16)
         config = ClassifierTrainConfig(
-            lr=3e-3, batch_size=16, max_length=16, epochs=6, warmup_ratio=0.1
+            learning_rate=3e-3, batch_size=16, max_length=16, epochs=6, warmup_ratio=0.1
         )
         train_classifier(config, train, classifier=classifier)
         return classifier.save(tmp_path_factory.mktemp("clf"))

@@ -45,7 +45,13 @@ def fresh_model() -> TextClassifier:
 
 def small_config(**overrides) -> ClassifierTrainConfig:
     values = dict(
-        lr=3e-3, batch_size=16, max_length=16, epochs=4, warmup_ratio=0.1, seed=0, log_every=1
+        learning_rate=3e-3,
+        batch_size=16,
+        max_length=16,
+        epochs=4,
+        warmup_ratio=0.1,
+        seed=0,
+        log_every=1,
     )
     values.update(overrides)
     return ClassifierTrainConfig(**values)
@@ -64,7 +70,7 @@ def one_thread():
 def trained(one_thread, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     result = train_classifier(
-        small_config(checkpoint_dir=str(run_dir), eval_every=16),
+        small_config(output_dir=str(run_dir), eval_every=16),
         TRAIN,
         EVAL,
         classifier=fresh_model(),
@@ -114,7 +120,7 @@ def test_save_load_round_trip(trained, tmp_path):
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     """Kill after step 5 (last checkpoint: step 4), resume: bit-identical to no kill."""
     reference = train_classifier(
-        small_config(max_steps=10, epochs=1), TRAIN, classifier=fresh_model()
+        small_config(total_steps=10, epochs=1), TRAIN, classifier=fresh_model()
     ).classifier
 
     class Killed(Exception):
@@ -124,7 +130,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
         if step == 5:
             raise Killed
 
-    config = small_config(max_steps=10, epochs=1, checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    config = small_config(total_steps=10, epochs=1, output_dir=str(tmp_path), checkpoint_every=2)
     with pytest.raises(Killed):
         train_classifier(config, TRAIN, classifier=fresh_model(), on_step=kill_at_5)
     # A new process would rebuild the model from scratch: do the same, with other weights.
@@ -141,7 +147,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
 def test_time_budget_stops_with_a_checkpoint(tmp_path):
     result = train_classifier(
-        small_config(max_minutes=0.0, checkpoint_dir=str(tmp_path)), TRAIN, classifier=fresh_model()
+        small_config(time_limit_s=0.0, output_dir=str(tmp_path)), TRAIN, classifier=fresh_model()
     )
     assert result.metrics["stopped_by_time"] and result.metrics["steps"] == 0
     assert (tmp_path / "checkpoints" / "latest").is_file()
@@ -175,7 +181,7 @@ def test_load_rejects_what_is_not_a_classifier(tmp_path):
 def test_frozen_embeddings_stay_fixed():
     model = fresh_model()
     before = model.model.get_input_embeddings().weight.detach().clone()
-    train_classifier(small_config(max_steps=3, freeze_embeddings=True), TRAIN, classifier=model)
+    train_classifier(small_config(total_steps=3, freeze_embeddings=True), TRAIN, classifier=model)
     assert torch.equal(model.model.get_input_embeddings().weight, before)
 
 

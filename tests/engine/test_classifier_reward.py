@@ -46,7 +46,13 @@ def one_thread():
 
 def config(**overrides) -> RewardModelTrainConfig:
     values = dict(
-        backbone="tiny", lr=3e-3, batch_size=16, max_length=24, epochs=3, warmup_ratio=0.1, seed=0
+        backbone="tiny",
+        learning_rate=3e-3,
+        batch_size=16,
+        max_length=24,
+        epochs=3,
+        warmup_ratio=0.1,
+        seed=0,
     )
     values.update(overrides)
     return RewardModelTrainConfig(**values)
@@ -94,7 +100,7 @@ def test_long_prompts_are_cut_from_the_left(trained):
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path):
-    reference = train_reward_model(config(max_steps=6), TRAIN).classifier
+    reference = train_reward_model(config(total_steps=6), TRAIN).classifier
 
     class Killed(Exception):
         pass
@@ -103,7 +109,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
         if step == 4:
             raise Killed
 
-    run = config(max_steps=6, checkpoint_dir=str(tmp_path), checkpoint_every=3)
+    run = config(total_steps=6, output_dir=str(tmp_path), checkpoint_every=3)
     with pytest.raises(Killed):
         train_reward_model(run, TRAIN, on_step=kill)
     resumed = train_reward_model(run, TRAIN).classifier

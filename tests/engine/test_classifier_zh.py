@@ -31,7 +31,7 @@ from rlhf.engine.tokenization import train_tokenizer
 GOOD = ["非常满意", "很喜欢", "值得推荐", "服务很好"]
 BAD = ["非常失望", "太差了", "不推荐", "服务很差"]
 FILLER = ["酒店在市中心", "房间比较大", "早餐有面包和粥", "前台在一楼", "附近有超市", "电梯有两部"]
-# Small enough for a test: the recipe's choices (tokenizer, truncation, lr) at toy size.
+# Small enough for a test: the recipe's choices (tokenizer, truncation, learning rate) at toy size.
 RECIPE = replace(
     ChineseClassifierRecipe(),
     vocab_size=600,
@@ -41,7 +41,7 @@ RECIPE = replace(
     num_heads=2,
     max_length=20,
     tail_length=6,
-    lr=3e-3,
+    learning_rate=3e-3,
     epochs=6,
     batch_size=16,
 )

@@ -40,7 +40,9 @@ LABELS = ["positive", "negative"] * 9
 def teacher():
     """A tiny BERT trained to separate the two labels (a random one says ~0.5 always)."""
     model = tiny_classifier(texts=TEXTS, hidden_size=32, num_layers=4, num_heads=4, seed=1)
-    config = ClassifierTrainConfig(backbone="tiny", max_steps=40, lr=2e-3, batch_size=6)
+    config = ClassifierTrainConfig(
+        backbone="tiny", total_steps=40, learning_rate=2e-3, batch_size=6
+    )
     records = [LabeledText(t, label) for t, label in zip(TEXTS, LABELS, strict=True)]
     trained = train_classifier(config, records, classifier=model).classifier
     assert evaluate_classifier(trained, records)["accuracy"] == 1.0
@@ -75,7 +77,9 @@ def test_student_keeps_evenly_spaced_layers():
 
 
 def test_distilled_student_is_a_plain_smaller_model_that_learns_the_teacher(teacher, tmp_path):
-    config = K.DistillConfig(max_steps=30, batch_size=6, lr=1e-3, freeze_embeddings=False)
+    config = K.DistillConfig(
+        total_steps=30, batch_size=6, learning_rate=1e-3, freeze_embeddings=False
+    )
     unlabelled = [None] * len(TEXTS)
     out, metrics = K.distill_classifier(
         teacher, tmp_path / "student", config, TEXTS * 2, LABELS + unlabelled, layers=1
@@ -94,7 +98,7 @@ def test_distilled_student_is_a_plain_smaller_model_that_learns_the_teacher(teac
 
 def test_pruned_model_has_fewer_heads_and_channels_and_loads_with_its_marker(teacher, tmp_path):
     config = K.PruneConfig(head_fraction=0.5, ffn_fraction=0.75, batch_size=6)
-    recovery = K.DistillConfig(max_steps=3, batch_size=6)
+    recovery = K.DistillConfig(total_steps=3, batch_size=6)
     out, metrics = K.prune_classifier(
         teacher, tmp_path / "pruned", config, recovery, TEXTS, LABELS, lineage={"source": "v1"}
     )

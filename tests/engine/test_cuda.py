@@ -239,7 +239,7 @@ def test_pretrain_resume_reproduces_the_uninterrupted_run(tok, tmp_path, determi
 def trained_classifier(one_thread, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("classifier")
     result = train_classifier(
-        small_config(checkpoint_dir=str(run_dir), eval_every=16, device=DEVICE),
+        small_config(output_dir=str(run_dir), eval_every=16, device=DEVICE),
         SENTIMENT_TRAIN,
         SENTIMENT_EVAL,
         classifier=fresh_model(),
@@ -273,11 +273,11 @@ def test_classifier_fine_tune_and_predict_on_device(trained_classifier, tmp_path
 def test_classifier_bf16_autocast_on_device(tmp_path):
     """The engine's dtype option for classifiers: bf16 autocast in training and inference."""
     result = train_classifier(
-        small_config(bf16=True, device=DEVICE), SENTIMENT_TRAIN, SENTIMENT_EVAL, fresh_model()
+        small_config(autocast=True, device=DEVICE), SENTIMENT_TRAIN, SENTIMENT_EVAL, fresh_model()
     )
     assert result.metrics["accuracy"] >= 0.9
     result.classifier.save(tmp_path / "bf16")
-    loaded = load_classifier(tmp_path / "bf16", device=DEVICE, bf16=True)
+    loaded = load_classifier(tmp_path / "bf16", device=DEVICE, autocast=True)
     seen: list[torch.dtype] = []
     layer = loaded.model.classifier  # BertForSequenceClassification's output Linear
     handle = layer.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
@@ -290,7 +290,7 @@ def test_classifier_bf16_autocast_on_device(tmp_path):
 
 def test_classifier_resume_reproduces_the_uninterrupted_run(tmp_path, deterministic):
     reference = train_classifier(
-        small_config(max_steps=10, epochs=1, device=DEVICE),
+        small_config(total_steps=10, epochs=1, device=DEVICE),
         SENTIMENT_TRAIN,
         classifier=fresh_model(),
     ).classifier
@@ -300,7 +300,7 @@ def test_classifier_resume_reproduces_the_uninterrupted_run(tmp_path, determinis
             raise Interrupt
 
     config = small_config(
-        max_steps=10, epochs=1, checkpoint_dir=str(tmp_path), checkpoint_every=2, device=DEVICE
+        total_steps=10, epochs=1, output_dir=str(tmp_path), checkpoint_every=2, device=DEVICE
     )
     with pytest.raises(Interrupt):
         train_classifier(config, SENTIMENT_TRAIN, classifier=fresh_model(), on_step=kill_at_5)
@@ -313,7 +313,7 @@ def test_classifier_resume_reproduces_the_uninterrupted_run(tmp_path, determinis
 def reward_config(**overrides) -> RewardModelTrainConfig:
     values = dict(
         backbone="tiny",
-        lr=3e-3,
+        learning_rate=3e-3,
         batch_size=16,
         max_length=24,
         epochs=3,
@@ -338,13 +338,13 @@ def test_pairwise_reward_model_learns_on_device(tmp_path):
 
 
 def test_pairwise_reward_model_resume_reproduces_the_uninterrupted_run(tmp_path, deterministic):
-    reference = train_reward_model(reward_config(max_steps=6), PAIRS_TRAIN).classifier
+    reference = train_reward_model(reward_config(total_steps=6), PAIRS_TRAIN).classifier
 
     def kill(step, _metrics):
         if step == 4:
             raise Interrupt
 
-    run = reward_config(max_steps=6, checkpoint_dir=str(tmp_path), checkpoint_every=3)
+    run = reward_config(total_steps=6, output_dir=str(tmp_path), checkpoint_every=3)
     with pytest.raises(Interrupt):
         train_reward_model(run, PAIRS_TRAIN, on_step=kill)
     resumed = train_reward_model(run, PAIRS_TRAIN).classifier

@@ -210,7 +210,12 @@ def test_the_classifier_loop_reports_to_trackers_too(tmp_path, monkeypatch):
     model = torch.nn.Linear(2, 1)
     x = torch.randn(8, 2)
     cfg = TrainLoopConfig(
-        lr=1e-2, batch_size=4, epochs=1, log_every=1, report_to=["mlflow"], group_by_length=False
+        learning_rate=1e-2,
+        batch_size=4,
+        epochs=1,
+        log_every=1,
+        report_to=["mlflow"],
+        group_by_length=False,
     )
     metrics, _ = run_training_loop(cfg, model, [1] * 8, lambda idx: model(x[idx]).pow(2).mean())
     assert metrics["steps"] == 2 and logged == [1, 2, -1]

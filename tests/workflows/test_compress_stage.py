@@ -121,7 +121,9 @@ def workdir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("compress")
     save_dataset(root / "data", {"train": RECORDS, "validation": RECORDS[:12]}, name="d")
     model = tiny_classifier(texts=TEXTS, hidden_size=32, num_layers=4, num_heads=4, seed=1)
-    config = ClassifierTrainConfig(backbone="tiny", max_steps=40, lr=2e-3, batch_size=6)
+    config = ClassifierTrainConfig(
+        backbone="tiny", total_steps=40, learning_rate=2e-3, batch_size=6
+    )
     train_classifier(config, RECORDS, classifier=model).classifier.save(root / "classifier")
     return root
 
@@ -143,8 +145,8 @@ def run_stage(workdir: Path, compress: dict, tmp_path: Path, source_kind="classi
     "compress",
     [
         {"method": "int8"},
-        {"method": "distill", "student_layers": 1, "max_steps": 20, "lr": 1e-3},
-        {"method": "prune", "max_steps": 10, "lr": 1e-3},
+        {"method": "distill", "student_layers": 1, "total_steps": 20, "learning_rate": 1e-3},
+        {"method": "prune", "total_steps": 10, "learning_rate": 1e-3},
     ],
     ids=["int8", "distill", "prune"],
 )

@@ -39,38 +39,43 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainLoopConfig:
-    """Settings every fine-tuning loop here shares (classifier and reward model)."""
+    """Settings every fine-tuning loop here shares (classifier and reward model).
+
+    A knob `TrainConfig` also has carries its name (learning_rate, autocast, output_dir,
+    time_limit_s, ...); defaults are this loop's own (no autocast, checkpoints every 200
+    steps, no progress bar)."""
 
     backbone: str = "minilm"  # "minilm", "tiny", or a model directory (when no model is given)
-    lr: float = 5e-5  # AdamW peak learning rate
+    learning_rate: float = 5e-5  # AdamW peak learning rate
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06  # linear warmup share of the steps, then linear decay to 0
     batch_size: int = 32
     max_length: int = 64  # tokens per text (truncated)
     epochs: float = 1.0  # passes over the training data (fractions allowed)
-    max_steps: int | None = None  # overrides epochs when set
-    max_minutes: float | None = None  # wall-clock budget: checkpoint and stop when reached
+    total_steps: int | None = None  # optimizer steps; overrides epochs when set
+    time_limit_s: float | None = None  # wall-clock budget: checkpoint and stop when reached
     max_grad_norm: float = 1.0
     freeze_embeddings: bool = False  # keep the word-embedding table fixed (about half of
     # MiniLM's 22.7M parameters): cheaper optimizer steps, little effect on accuracy
-    bf16: bool = False  # bf16 autocast for forward/backward (CPU: ~1.35x for MiniLM)
+    autocast: bool = False  # bf16 autocast for forward/backward (CPU: ~1.35x for MiniLM)
     seed: int = 0  # head init, dropout and data order
     device: str = "cpu"
     group_by_length: bool = True  # batch similar lengths together: less padding, same data
     eval_every: int = 0  # evaluate every N steps (0: only at the end)
     eval_batch_size: int = 64
-    checkpoint_dir: str | None = None  # run directory: checkpoints/ and metrics.jsonl
+    output_dir: str | None = None  # run directory: checkpoints/ and metrics.jsonl
     checkpoint_every: int = 200  # steps between checkpoints (also written on stop)
-    resume: bool = True  # continue from the last checkpoint in checkpoint_dir if any
+    resume: bool = True  # continue from the last checkpoint in output_dir if any
     log_every: int = 20  # steps between metric lines in metrics.jsonl
     progress: bool = False  # tqdm progress bar
     report_to: list[str] = field(default_factory=list)  # trackers besides metrics.jsonl:
     # "tensorboard", "mlflow" (as TrainConfig.report_to)
 
     def __post_init__(self) -> None:
-        check_fields(self, "> 0", "lr")
+        check_fields(self, "> 0", "learning_rate")
+        check_fields(self, ">= 0", "time_limit_s")
         check_fields(self, "in [0, 1]", "warmup_ratio")
-        check_fields(self, ">= 1", "batch_size", "max_steps", "log_every")
+        check_fields(self, ">= 1", "batch_size", "total_steps", "log_every")
         check_trackers(self.report_to)
 
 
@@ -119,16 +124,18 @@ def run_training_loop(
     if config.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     batches_per_epoch = math.ceil(len(lengths) / config.batch_size)
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * batches_per_epoch))
+    total_steps = config.total_steps or max(1, math.ceil(config.epochs * batches_per_epoch))
     # BERT recipe: no decay on biases and LayerNorm weights; torch's default kernel.
-    optimizer = adamw(decay_groups(model, config.weight_decay), device, fused=None, lr=config.lr)
+    optimizer = adamw(
+        decay_groups(model, config.weight_decay), device, fused=None, lr=config.learning_rate
+    )
     warmup_steps = max(1, int(total_steps * config.warmup_ratio))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(s, warmup_steps, total_steps, "linear")
     )
     step, history, train_seconds = 0, [], 0.0
-    if config.checkpoint_dir and config.resume:
-        last = ckpt.latest_checkpoint(config.checkpoint_dir)
+    if config.output_dir and config.resume:
+        last = ckpt.latest_checkpoint(config.output_dir)
         if last is not None:
             restored = ckpt.load_checkpoint(
                 last, {"model": model}, {"optimizer": optimizer}, {"scheduler": scheduler}
@@ -139,19 +146,19 @@ def run_training_loop(
             distributed.restore_rank_rng(restored["state"].get("rank_rng"))
             log.info("%s: resumed from %s at step %d", name, last, step)
     distributed.broadcast_params(model)
-    write_dir = config.checkpoint_dir if main else None
+    write_dir = config.output_dir if main else None
     metrics_path = Path(write_dir) / "metrics.jsonl" if write_dir else None
     metrics_log = MetricsLogger(metrics_path, step, config.report_to if main else (), name)
 
     def save_checkpoint() -> None:
-        if not config.checkpoint_dir:
+        if not config.output_dir:
             return
         state = {"history": history, "train_seconds": train_seconds, "config": asdict(config)}
         if (rank_rng := distributed.rank_rng_states()) is not None:
             state["rank_rng"] = rank_rng
         if main:
             ckpt.save_checkpoint(
-                config.checkpoint_dir,
+                config.output_dir,
                 step,
                 {"model": model},
                 {"optimizer": optimizer},
@@ -184,7 +191,7 @@ def run_training_loop(
     loss_sum, loss_count, examples = 0.0, 0, 0
     model.train()
     while step < total_steps:
-        if config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes:
+        if config.time_limit_s is not None and time.monotonic() - started > config.time_limit_s:
             stopped_by_time = True
             break
         epoch, position = divmod(step, batches_per_epoch)
@@ -201,7 +208,7 @@ def run_training_loop(
         optimizer.zero_grad(set_to_none=True)
         loss_value = 0.0
         if local:  # a batch smaller than the world leaves some ranks nothing
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast):
                 # this rank's share of the batch's mean loss (the whole loss in one process)
                 loss = batch_loss(local) * (len(local) / len(indices))
             loss.backward()

@@ -35,7 +35,7 @@ REWARD_LABELS = ("reward",)
 class RewardModelTrainConfig(TrainLoopConfig):
     """Bradley-Terry reward model training (defaults: MiniLM on chat preferences)."""
 
-    lr: float = 3e-5
+    learning_rate: float = 3e-5
     batch_size: int = 8  # pairs per step (each step scores 2 x batch_size texts)
     max_length: int = 256  # tokens of prompt + response; the prompt is cut from the left
     epochs: float = 2.0

@@ -99,7 +99,6 @@ MAX_CONFIG_JSON_BYTES = 64 * 1024
 #: config, which rejects unknown names.
 RUN_CONFIG_CEILINGS: dict[str, float] = {
     "total_steps": 100_000,
-    "max_steps": 100_000,
     "epochs": 100,
     "batch_size": 1024,
     "mini_batch_size": 1024,
@@ -114,7 +113,6 @@ RUN_CONFIG_CEILINGS: dict[str, float] = {
     "gpus_per_node": 8,
     "nproc_per_node": 64,
     "time_limit_s": 7 * 24 * 3600,
-    "max_minutes": 7 * 24 * 60,
 }
 
 

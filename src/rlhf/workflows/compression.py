@@ -62,11 +62,11 @@ class CompressConfig:
     ffn_fraction: float = 0.5  # prune: share of FFN channels removed per layer
     temperature: float = 2.0  # distill / prune recovery: softmax temperature
     hard_weight: float = 0.5  # distill / prune recovery: weight of CE on known labels
-    lr: float = 1e-4  # distill / prune recovery learning rate
+    learning_rate: float = 1e-4  # distill / prune recovery learning rate
     batch_size: int = 32  # distill / prune recovery batch size
     epochs: float = 1.0  # distill / prune recovery passes over the training texts
-    max_steps: int | None = None  # distill / prune recovery steps (overrides epochs)
-    max_minutes: float | None = 10.0  # distill / prune recovery wall-clock budget
+    total_steps: int | None = None  # distill / prune recovery steps (overrides epochs)
+    time_limit_s: float | None = 600.0  # distill / prune recovery wall-clock budget
     max_train_texts: int = 20000  # texts labelled by the teacher (cost: one forward each)
     speed_batch_size: int = 32  # throughput is measured at this batch, one call in flight
     speed_rounds: int = 3  # interleaved timing rounds (medians reported)
@@ -264,11 +264,11 @@ def _compress_classifier(
     recovery = K.DistillConfig(
         temperature=config.temperature,
         hard_weight=config.hard_weight,
-        lr=config.lr,
+        learning_rate=config.learning_rate,
         batch_size=config.batch_size,
         epochs=config.epochs,
-        max_steps=config.max_steps,
-        max_minutes=config.max_minutes,
+        total_steps=config.total_steps,
+        time_limit_s=config.time_limit_s,
         seed=config.seed,
         device=device,
     )

@@ -25,6 +25,7 @@ from rlhf.engine import distributed
 from rlhf.engine.checkpoint import discard_run_files
 from rlhf.engine.data import LabeledText, hash_fraction, load_dataset
 from rlhf.engine.policy_eval import compare_generations, evaluate_policy
+from rlhf.engine.vocabulary import renamed_hint
 from rlhf.pipelines import PipelineError, PipelineSpec, Stage
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,10 @@ def stage_config(cls: type, stage: Stage, **fixed: Any) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(stage.config) - names)
     if unknown:
+        hints = "".join(renamed_hint(key, names) for key in unknown)
         raise PipelineError(
             f"stages.{stage.name}.config: unknown keys {unknown} for {cls.__name__} "
-            f"(known: {sorted(names)})"
+            f"(known: {sorted(names)}){hints}"
         )
     values = {**fixed, **{k: v for k, v in stage.config.items() if k not in fixed}}
     if "labels" in names and isinstance(values.get("labels"), list):
@@ -104,7 +106,8 @@ def stage_config_class(kind: str) -> tuple[type | None, set[str]]:
 
 def config_problems(spec: PipelineSpec) -> list[str]:
     """Every `config:` key a stage would not take, named by its path, e.g.
-    `stages[3].config.max_steps: DPOConfig has no field 'max_steps' (known: ...)`.
+    `stages[3].config.lr: DPOConfig has no field 'lr'; 'lr' is now 'learning_rate'
+    (known: ...)` (the hint when the key is a retired name).
     Checked when a spec is validated, so a bad key fails before any stage runs."""
     problems = []
     for index, stage in enumerate(spec.stages):
@@ -115,8 +118,8 @@ def config_problems(spec: PipelineSpec) -> list[str]:
         owner = cls.__name__ if cls is not None else f"a {stage.kind} stage"
         for key in sorted(set(stage.config) - known):
             problems.append(
-                f"stages[{index}].config.{key}: {owner} has no field {key!r} "
-                f"(known: {', '.join(sorted(known))})"
+                f"stages[{index}].config.{key}: {owner} has no field {key!r}"
+                f"{renamed_hint(key, known)} (known: {', '.join(sorted(known))})"
             )
     from rlhf.workflows.compression import compress_problems
 
@@ -198,7 +201,7 @@ def train_classifier_stage(
         C.ClassifierTrainConfig,
         stage,
         device=device,
-        checkpoint_dir=str(out_dir / "run"),
+        output_dir=str(out_dir / "run"),
         backbone=spec.models.classifier,
     )
     model = (
@@ -413,7 +416,7 @@ def train_reward_stage(
         RewardModelTrainConfig,
         stage,
         device=device,
-        checkpoint_dir=str(out_dir / "run"),
+        output_dir=str(out_dir / "run"),
         backbone=spec.models.classifier,
     )
     model = load_classifier(init_dir, device=device) if init_dir else None

@@ -78,7 +78,7 @@ def train_toy(seed: int = 0):
     synonym_texts = [f"the movie was {s}" for subs in SYNONYMS.values() for s in subs]
     model = tiny_classifier(LABELS, [r.text for r in train] + synonym_texts, seed=seed,
                             max_length=32)  # fmt: skip
-    config = ClassifierTrainConfig(backbone="tiny", lr=3e-3, epochs=4, batch_size=16,
+    config = ClassifierTrainConfig(backbone="tiny", learning_rate=3e-3, epochs=4, batch_size=16,
                                    max_length=32, seed=seed, warmup_ratio=0.0)  # fmt: skip
     return train_classifier(config, train, classifier=model).classifier
 

@@ -142,7 +142,7 @@ def test_online_training_hardens_the_toy_classifier():
     model = train_toy(seed=1)  # its own copy: this test trains it further
     before = held_out(model)
     assert before.attack_success_rate > 0.2
-    config = OnlineAdversarialConfig(variants_per_example=4, random_variants=1, lr=2e-3,
+    config = OnlineAdversarialConfig(variants_per_example=4, random_variants=1, learning_rate=2e-3,
                                      epochs=3, batch_size=16, max_length=32,
                                      warmup_ratio=0.0, freeze_embeddings=False,
                                      replay_per_batch=8, kl_weight=0.5)  # fmt: skip
@@ -160,8 +160,8 @@ def test_online_training_hardens_the_toy_classifier():
 def test_adversarial_examples_keep_the_true_label():
     """Train on a model that can only learn from variants: their labels must be true."""
     model = train_toy(seed=2)
-    config = OnlineAdversarialConfig(variants_per_example=3, lr=2e-3, epochs=2, batch_size=16,
-                                     max_length=32, warmup_ratio=0.0,
+    config = OnlineAdversarialConfig(variants_per_example=3, learning_rate=2e-3, epochs=2,
+                                     batch_size=16, max_length=32, warmup_ratio=0.0,
                                      freeze_embeddings=False)  # fmt: skip
     result = online_adversarial_training(model, toy_data(120, seed=4), make_attack(model), config)
     clf = HFClassifier.from_text_classifier(result.classifier)

@@ -39,8 +39,8 @@ def test_adversarial_round_makes_versioned_dataset_and_lowers_asr(tmp_path):
     pool = toy_data(200, seed=3)
     config = AdversarialTrainingConfig(rounds=1, attack_examples=120, clean_examples=120,
                                        adversarial_repeats=2, labels=LABELS,
-                                       out_dir=str(tmp_path))  # fmt: skip
-    retrain = finetune_text_classifier(backbone="tiny", lr=2e-3, epochs=3, batch_size=16,
+                                       output_dir=str(tmp_path))  # fmt: skip
+    retrain = finetune_text_classifier(backbone="tiny", learning_rate=2e-3, epochs=3, batch_size=16,
                                        max_length=32, warmup_ratio=0.0)  # fmt: skip
     result = adversarial_training(model, pool, make_attack, retrain, config)
 

@@ -142,14 +142,14 @@ class HFClassifier:
         max_length: int = 128,
         batch_size: int = 64,
         device: str = "cpu",
-        bf16: bool = False,
+        autocast: bool = False,
     ) -> None:
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.batch_size = batch_size
         self.device = device
-        self.bf16 = bf16
+        self.autocast = autocast  # bf16 autocast
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **kwargs: Any) -> HFClassifier:
@@ -170,7 +170,7 @@ class HFClassifier:
     def from_text_classifier(cls, classifier: Any, **kwargs: Any) -> HFClassifier:
         """Wrap an rlhf.engine.classifier.TextClassifier (shares its model, not a copy)."""
         kwargs.setdefault("max_length", classifier.max_length)
-        kwargs.setdefault("bf16", classifier.bf16)
+        kwargs.setdefault("autocast", classifier.autocast)
         kwargs.setdefault("device", str(classifier.device))
         return cls(classifier.model, classifier.tokenizer, **kwargs)
 
@@ -199,7 +199,9 @@ class HFClassifier:
                     max_length=self.max_length,
                     return_tensors="pt",
                 ).to(self.device)
-                with torch.autocast(self.device.split(":")[0], torch.bfloat16, enabled=self.bf16):
+                with torch.autocast(
+                    self.device.split(":")[0], torch.bfloat16, enabled=self.autocast
+                ):
                     logits = self.model(**enc).logits
                 out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
         return np.concatenate(out, axis=0) if out else np.zeros((0, self.n_classes))

@@ -63,15 +63,15 @@ class OnlineAdversarialConfig:
     similarity_checks: int = 3  # similarity computed for this many highest-loss variants
     replay_per_batch: int = 0  # extra clean texts from `replay` per batch (clean accuracy)
     # fine-tuning (the shared loop of rlhf.engine.classifier)
-    lr: float = 3e-5
+    learning_rate: float = 3e-5
     epochs: float = 2.0
     batch_size: int = 32
     max_length: int = 64
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     freeze_embeddings: bool = True  # also keeps the attack's embedding neighbours fixed
-    bf16: bool = False
-    max_minutes: float | None = None  # wall-clock budget for the fine-tuning
+    autocast: bool = False  # bf16 autocast
+    time_limit_s: float | None = None  # wall-clock budget for the fine-tuning
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -444,15 +444,15 @@ def online_adversarial_training(
         return loss
 
     loop = TrainLoopConfig(
-        lr=config.lr,
+        learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
         warmup_ratio=config.warmup_ratio,
         batch_size=config.batch_size,
         max_length=config.max_length,
         epochs=config.epochs,
-        max_minutes=config.max_minutes,
+        time_limit_s=config.time_limit_s,
         freeze_embeddings=config.freeze_embeddings,
-        bf16=config.bf16,
+        autocast=config.autocast,
         seed=config.seed,
         device=str(device),
         checkpoint_every=0,

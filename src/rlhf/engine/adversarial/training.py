@@ -51,7 +51,7 @@ class AdversarialTrainingConfig:
     augment_choices: int | None = 10  # a swap draws from this many best variants (None = all)
     labels: tuple[str, ...] = ("negative", "positive")  # class id -> label name
     seed: int = 0  # which texts are attacked / replayed
-    out_dir: str | None = None  # each round's dataset goes to out_dir/round-<k>/
+    output_dir: str | None = None  # each round's dataset goes to output_dir/round-<k>/
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -189,8 +189,8 @@ def adversarial_training(
         rng.shuffle(train)
         version = dataset_version(train)
         directory = None
-        if config.out_dir:
-            directory = str(Path(config.out_dir) / f"round-{k}")
+        if config.output_dir:
+            directory = str(Path(config.output_dir) / f"round-{k}")
             splits = {"train": train}
             if result.adversarial:
                 splits["adversarial"] = list(result.adversarial)
@@ -227,7 +227,7 @@ def adversarial_training(
 def finetune_text_classifier(**train_fields: Any) -> Retrain:
     """A `Retrain` for rlhf.engine.classifier.TextClassifier: continue fine-tuning it.
 
-    Keyword arguments are `ClassifierTrainConfig` fields (lr, epochs, batch_size, ...).
+    Keyword arguments are `ClassifierTrainConfig` fields (learning_rate, epochs, batch_size, ...).
     """
     from rlhf.engine.classifier import ClassifierTrainConfig, train_classifier
 

@@ -88,7 +88,7 @@ class DistillConfig(TrainLoopConfig):
 
     temperature: float = 2.0  # softens both distributions; the KL is scaled by T^2
     hard_weight: float = 0.5  # weight of cross-entropy on known labels (0: soft labels only)
-    lr: float = 1e-4  # a fresh, shallower student moves further than a fine-tune
+    learning_rate: float = 1e-4  # a fresh, shallower student moves further than a fine-tune
     freeze_embeddings: bool = True  # the teacher's word embeddings, kept as they are
     teacher_batch_size: int = 64  # texts per teacher forward when computing soft labels
 
