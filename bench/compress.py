@@ -110,7 +110,7 @@ def build_variants(args: argparse.Namespace, source_dir: Path, out: Path, data_d
 
     log(f"distilling a {args.student_layers}-layer student on {len(texts)} texts")
     distill = K.DistillConfig(
-        max_minutes=args.distill_minutes, epochs=args.distill_epochs, batch_size=32
+        time_limit_s=60 * args.distill_minutes, epochs=args.distill_epochs, batch_size=32
     )
     dirs["distilled"], metrics = K.distill_classifier(
         teacher, out / "distilled", distill, texts, labels, args.student_layers, targets=targets
@@ -121,7 +121,7 @@ def build_variants(args: argparse.Namespace, source_dir: Path, out: Path, data_d
 
     n = args.prune_texts
     log(f"pruning, recovery on {n} texts")
-    recovery = K.DistillConfig(max_minutes=args.prune_minutes, epochs=1.0, lr=5e-5)
+    recovery = K.DistillConfig(time_limit_s=60 * args.prune_minutes, epochs=1.0, learning_rate=5e-5)
     dirs["pruned"], metrics = K.prune_classifier(
         teacher,
         out / "pruned",

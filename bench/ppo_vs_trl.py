@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompts-per-step", type=int, default=8)
     p.add_argument("--k", type=int, default=4, help="samples per prompt")
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--learning-rate", type=float, default=2e-5)
     p.add_argument("--beta", type=float, default=0.05, help="KL coefficient (fixed in both)")
     p.add_argument("--eval-prompts", type=int, default=256, help="held-out prompts judged")
     p.add_argument(
@@ -91,7 +91,7 @@ def run_ours(args, tokenizer, reward_fn, prompts, ref) -> tuple[Any, dict[str, A
         num_prompts=args.prompts_per_step,
         k=args.k,
         max_new_tokens=args.max_new_tokens,
-        learning_rate=args.lr,
+        learning_rate=args.learning_rate,
         init_kl_coef=args.beta,
         kl_target=None,
         seed=args.seed,
@@ -141,7 +141,7 @@ def run_trl(args, tokenizer, reward_fn, prompts) -> tuple[Any, dict[str, Any]]:
         temperature=1.0,
         top_p=1.0,
         top_k=0,
-        learning_rate=args.lr,
+        learning_rate=args.learning_rate,
         beta=args.beta,
         bf16=True,
         use_cpu=True,
@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     eval_prompts = eval_prompts[: args.eval_prompts]
     args.reward_model = model_or_prepared(args.reward_model, "classifier-sst2", args.data_dir)
     args.judge_model = model_or_prepared(args.judge_model, "judge-imdb", args.data_dir)
-    reward_clf = load_classifier(args.reward_model, bf16=True)
-    judge = load_classifier(args.judge_model, bf16=True)
+    reward_clf = load_classifier(args.reward_model, autocast=True)
+    judge = load_classifier(args.judge_model, autocast=True)
 
     def reward_fn(texts: list[str]) -> torch.Tensor:
         return torch.sigmoid(reward_clf.positive_scores(texts))

@@ -93,13 +93,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="passes over the subset (default 0.75 for SST-2, 4 for the judge)",
     )
     parser.add_argument(
-        "--max-minutes",
+        "--time-limit-s",
         type=float,
         default=None,
-        help="training time budget (default 11.5 for SST-2, 8 for the judge)",
+        help="training time budget in seconds (default 690 for SST-2, 480 for the judge)",
     )
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=None, help="default 5e-5 (judge 4e-5)")
+    parser.add_argument(
+        "--learning-rate", type=float, default=None, help="default 5e-5 (judge 4e-5)"
+    )
     parser.add_argument(
         "--max-length",
         type=int,
@@ -117,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not shorten the schedule to the steps the measured speed fits in the budget",
     )
-    parser.add_argument("--no-bf16", action="store_true", help="disable bf16 autocast")
+    parser.add_argument("--no-autocast", action="store_true", help="disable bf16 autocast")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -128,7 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "wait on each other and run several times slower than one)",
     )
     parser.add_argument(
-        "--checkpoint-dir",
+        "--output-dir",
         default=None,
         help="run directory for checkpoints (resumes if it has one)",
     )
@@ -143,10 +145,10 @@ def _seconds_per_step(config, train, steps: int = 6, classifier=None) -> float:
 
     probe = replace(
         config,
-        max_steps=steps,
-        max_minutes=None,
+        total_steps=steps,
+        time_limit_s=None,
         eval_every=0,
-        checkpoint_dir=None,
+        output_dir=None,
         progress=False,
         seed=config.seed + 1,
     )
@@ -155,7 +157,7 @@ def _seconds_per_step(config, train, steps: int = 6, classifier=None) -> float:
 
 
 def _fit_budget(args: argparse.Namespace, config, train, planned_steps: int, classifier=None):
-    """The config with max_steps cut to what the measured speed fits in the budget.
+    """The config with total_steps cut to what the measured speed fits in the budget.
 
     The CPU is shared: measure the speed now and size the LR schedule to the steps that
     fit, so it decays to zero instead of being cut off mid-way.
@@ -163,14 +165,14 @@ def _fit_budget(args: argparse.Namespace, config, train, planned_steps: int, cla
     if args.no_fit_budget:
         return config
     seconds_per_step = _seconds_per_step(config, train, classifier=classifier)
-    budget_steps = int(60 * config.max_minutes * 0.95 / seconds_per_step)
+    budget_steps = int(config.time_limit_s * 0.95 / seconds_per_step)
     logging.getLogger(__name__).info(
         "%.2f s/step: %d of %d planned steps fit the budget",
         seconds_per_step,
         min(planned_steps, budget_steps),
         planned_steps,
     )
-    return replace(config, max_steps=max(1, min(planned_steps, budget_steps)))
+    return replace(config, total_steps=max(1, min(planned_steps, budget_steps)))
 
 
 def run_zh(args: argparse.Namespace, data_dir: Path, started: float) -> dict:
@@ -184,7 +186,7 @@ def run_zh(args: argparse.Namespace, data_dir: Path, started: float) -> dict:
     overrides = {
         "max_length": args.max_length,
         "tail_length": args.tail_length,
-        "lr": args.lr,
+        "learning_rate": args.learning_rate,
         "epochs": args.epochs,
     }
     recipe = replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
@@ -194,12 +196,12 @@ def run_zh(args: argparse.Namespace, data_dir: Path, started: float) -> dict:
         train = random.Random(args.seed).sample(train, min(args.train_size, len(train)))
     config = recipe.train_config(
         batch_size=args.batch_size,
-        max_minutes=args.max_minutes or 12.0,
-        bf16=False,  # autocast costs more than it saves on a model this small
+        time_limit_s=args.time_limit_s or 720.0,
+        autocast=False,  # autocast costs more than it saves on a model this small
         seed=args.seed,
         device=args.device,
         eval_every=args.eval_every,
-        checkpoint_dir=args.checkpoint_dir,
+        output_dir=args.output_dir,
         progress=args.progress,
     )
     classifier = recipe.classifier([r.text for r in train], config.labels, seed=args.seed)
@@ -228,8 +230,8 @@ def run_zh(args: argparse.Namespace, data_dir: Path, started: float) -> dict:
         "recipe": asdict(recipe),
         "config": {
             k: getattr(config, k)
-            for k in ("lr", "batch_size", "max_length", "tail_length", "epochs", "max_minutes")
-            + ("bf16", "max_steps", "seed")
+            for k in ("learning_rate", "batch_size", "max_length", "tail_length", "epochs")
+            + ("time_limit_s", "autocast", "total_steps", "seed")
         },
         "parameters": sum(p.numel() for p in result.classifier.model.parameters()),
         "history": result.history,
@@ -253,17 +255,17 @@ def run_pairwise(args: argparse.Namespace, data_dir: Path, started: float) -> di
     split = split_by_hash(pairs, {"train": 0.9, "test": 0.1}, salt="pairwise-rm")
     config = RewardModelTrainConfig(
         backbone="minilm",
-        lr=args.lr or 3e-5,
+        learning_rate=args.learning_rate or 3e-5,
         batch_size=8,
         max_length=args.max_length or 192,
         epochs=args.epochs or 1.0,
-        max_minutes=args.max_minutes or 10.0,
-        bf16=not args.no_bf16,
+        time_limit_s=args.time_limit_s or 600.0,
+        autocast=not args.no_autocast,
         freeze_embeddings=not args.train_embeddings,
         seed=args.seed,
         device=args.device,
         eval_every=args.eval_every,
-        checkpoint_dir=args.checkpoint_dir,
+        output_dir=args.output_dir,
         progress=args.progress,
     )
     model = reward_model_from_backbone("minilm", config.max_length, config.seed)
@@ -334,7 +336,7 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.judge:
         train = imdb_split["train"]
-        epochs, minutes, lr, max_length = 4.0, 8.0, 4e-5, 128
+        epochs, seconds, learning_rate, max_length = 4.0, 480.0, 4e-5, 128
         source = "imdb_small.csv (70% hash split)"
         if args.judge_windows > 0:
             train = review_windows(train, args.judge_windows, args.judge_window_words)
@@ -346,21 +348,21 @@ def run(args: argparse.Namespace) -> dict:
         random.Random(args.seed).shuffle(train)
         if args.train_size:
             train = train[: args.train_size]
-        epochs, minutes, lr, max_length = 0.75, 11.5, 5e-5, 64
+        epochs, seconds, learning_rate, max_length = 0.75, 690.0, 5e-5, 64
         source = "sst2/train.tsv"
     config = ClassifierTrainConfig(
         backbone="minilm",
-        lr=args.lr or lr,
+        learning_rate=args.learning_rate or learning_rate,
         batch_size=args.batch_size,
         max_length=args.max_length or max_length,
         epochs=args.epochs or epochs,
-        max_minutes=args.max_minutes or minutes,
-        bf16=not args.no_bf16,
+        time_limit_s=args.time_limit_s or seconds,
+        autocast=not args.no_autocast,
         freeze_embeddings=not args.train_embeddings,
         seed=args.seed,
         device=args.device,
         eval_every=args.eval_every,
-        checkpoint_dir=args.checkpoint_dir,
+        output_dir=args.output_dir,
         progress=args.progress,
     )
     planned_steps = math.ceil(config.epochs * math.ceil(len(train) / config.batch_size))
@@ -396,13 +398,13 @@ def run(args: argparse.Namespace) -> dict:
         "config": {
             k: getattr(config, k)
             for k in (
-                "lr",
+                "learning_rate",
                 "batch_size",
                 "max_length",
                 "epochs",
-                "max_minutes",
-                "bf16",
-                "max_steps",
+                "time_limit_s",
+                "autocast",
+                "total_steps",
                 "freeze_embeddings",
                 "seed",
             )

@@ -6,7 +6,7 @@ the 80% parts (HH capped by --hh-train) and evaluate on the 20% parts (HH capped
 --hh-eval). The implicit reward is beta * (log pi(y|x) - log ref(y|x)); before
 training pi == ref so every pair ties (accuracy 0.5 by construction); we also report
 the reference's own log-likelihood preference ("loglik accuracy") as a baseline.
-Defaults: all 2067 training pairs, lr 2e-5, beta 0.1, 8 pairs a step, a 70-minute
+Defaults: all 2067 training pairs, learning rate 2e-5, beta 0.1, 8 pairs a step, a 70-minute
 training budget (about 0.85 epoch on one core here; about 80 minutes in all with the
 comparison reward model).
 
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hh-eval", type=int, default=100, help="HH held-out pairs")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--batch", type=int, default=8, help="pairs per step")
     parser.add_argument("--max-prompt-tokens", type=int, default=128)
     parser.add_argument("--max-response-tokens", type=int, default=128)
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         beta=args.beta,
         epochs=args.epochs,
         batch_size=args.batch,
-        learning_rate=args.lr,
+        learning_rate=args.learning_rate,
         max_prompt_tokens=args.max_prompt_tokens,
         max_response_tokens=args.max_response_tokens,
         seed=args.seed,
@@ -189,8 +189,8 @@ def pairwise_reward_model(
         backbone="minilm",
         max_length=256,
         epochs=2.0,
-        max_minutes=args.reward_model_minutes,
-        bf16=args.device == "cpu" and not args.no_autocast,
+        time_limit_s=60 * args.reward_model_minutes,
+        autocast=args.device == "cpu" and not args.no_autocast,
         freeze_embeddings=True,
         seed=args.seed,
         device=args.device,

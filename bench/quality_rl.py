@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=1000, help="max training steps")
     parser.add_argument("--eval-prompts", type=int, default=160, help=">= 128 held-out prompts")
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=None, help="default: per algorithm")
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: per algorithm")
     parser.add_argument("--kl-coef", type=float, default=None, help="initial beta (per algorithm)")
     parser.add_argument(
         "--kl-target", type=float, default=None, help="adaptive target, nats/seq (per algorithm)"
@@ -130,7 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # generated token only 0.95^31 = 0.2 of the credit, although the opening words decide
 # the sentiment.
 _RLOO_DEFAULTS = {
-    "lr": 3e-5,
+    "learning_rate": 3e-5,
     "kl_coef": 0.05,
     "kl_target": 7.5,
     "kl_horizon": 32.0,
@@ -141,7 +141,7 @@ _RLOO_DEFAULTS = {
 }
 KL_DEFAULTS: dict[str, dict[str, float]] = {
     "ppo": {
-        "lr": 5e-5,
+        "learning_rate": 5e-5,
         "kl_coef": 0.02,
         "kl_target": 7.0,
         "kl_horizon": 128.0,
@@ -254,8 +254,8 @@ def load_scorers(args: argparse.Namespace) -> tuple[Any, Any]:
     use_autocast = not args.no_autocast
     args.reward_model = model_or_prepared(args.reward_model, "classifier-sst2", args.data_dir)
     args.judge_model = model_or_prepared(args.judge_model, "judge-imdb", args.data_dir)
-    reward_clf = load_classifier(args.reward_model, device=args.device, bf16=use_autocast)
-    judge = load_classifier(args.judge_model, device=args.device, bf16=use_autocast)
+    reward_clf = load_classifier(args.reward_model, device=args.device, autocast=use_autocast)
+    judge = load_classifier(args.judge_model, device=args.device, autocast=use_autocast)
     return reward_clf, judge
 
 
@@ -294,7 +294,7 @@ def run_seed(
     common = dict(
         total_steps=args.steps,
         max_new_tokens=args.max_new_tokens,
-        learning_rate=args.lr,
+        learning_rate=args.learning_rate,
         init_kl_coef=args.kl_coef,
         kl_target=args.kl_target,
         kl_horizon=args.kl_horizon,

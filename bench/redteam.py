@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     args.reward_model = model_or_prepared(args.reward_model, "classifier-sst2", root)
     args.judge_model = model_or_prepared(args.judge_model, "judge-imdb", root)
-    rm = load_classifier(args.reward_model, bf16=True)
-    judge = load_classifier(args.judge_model, bf16=True)
+    rm = load_classifier(args.reward_model, autocast=True)
+    judge = load_classifier(args.judge_model, autocast=True)
 
     def reward(texts: list[str]):
         return rm.positive_scores(texts).float().numpy()  # log-odds: > 0 is "positive"

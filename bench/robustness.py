@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "ONLINE_DEFAULTS)")  # fmt: skip
     p.add_argument("--online-epochs", type=float, default=None,
                    help="online: passes (default per language)")  # fmt: skip
-    p.add_argument("--online-lr", type=float, default=1e-4, help="online: learning rate")
+    p.add_argument("--online-learning-rate", type=float, default=1e-4, help="online: learning rate")
     p.add_argument("--online-k", type=int, default=8, help="online: variants per example")
     p.add_argument("--online-random", type=int, default=2,
                    help="online: of the k variants, uniformly random ones")  # fmt: skip
@@ -118,7 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep the word embeddings fixed while hardening (English; the "
                    "SST-2 classifier was trained that way)")  # fmt: skip
     p.add_argument("--epochs", type=float, default=1.0, help="fine-tuning passes per round")
-    p.add_argument("--lr", type=float, default=2e-5, help="fine-tuning learning rate")
+    p.add_argument("--learning-rate", type=float, default=2e-5, help="fine-tuning learning rate")
     p.add_argument("--train-minutes", type=float, default=8.0, help="budget for a missing model")
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy box)"
@@ -167,7 +167,7 @@ def load_or_train_en(args, train):
     if (path / "config.json").is_file():
         return load_classifier(path), str(path)
     log(f"{path} not found: fine-tuning MiniLM on SST-2 for {args.train_minutes} min")
-    config = ClassifierTrainConfig(max_minutes=args.train_minutes, epochs=0.5, bf16=True)
+    config = ClassifierTrainConfig(time_limit_s=60 * args.train_minutes, epochs=0.5, autocast=True)
     classifier = train_classifier(config, train).classifier
     return classifier, str(classifier.save(fallback_dir(args)))
 
@@ -189,8 +189,9 @@ def load_or_train_zh(args, train):
     labels = ("negative", "positive")
     model = tiny_classifier(labels, [r.text for r in train], vocab_size=6000, hidden_size=128,
                             num_layers=2, num_heads=4, max_length=160)  # fmt: skip
-    config = ClassifierTrainConfig(backbone="tiny", lr=1e-3, epochs=6, batch_size=32,
-                                   max_length=160, max_minutes=args.train_minutes)  # fmt: skip
+    config = ClassifierTrainConfig(backbone="tiny", learning_rate=1e-3, epochs=6,
+                                   batch_size=32, max_length=160,
+                                   time_limit_s=60 * args.train_minutes)  # fmt: skip
     classifier = train_classifier(config, train, classifier=model).classifier
     return classifier, str(classifier.save(fallback_dir(args)))
 
@@ -213,15 +214,15 @@ def harden_offline(args, classifier, pool, make_attack, max_len, out_dir):
         augment_choices=args.augment_choices or None,
         labels=("negative", "positive"),
         seed=0,
-        out_dir=str(out_dir / "datasets") if out_dir else None,
+        output_dir=str(out_dir / "datasets") if out_dir else None,
     )
     retrain = finetune_text_classifier(
         backbone="minilm" if args.lang == "en" else "tiny",
-        lr=args.lr if args.lang == "en" else 20 * args.lr,
+        learning_rate=args.learning_rate * (1 if args.lang == "en" else 20),
         epochs=args.epochs,
         batch_size=32,
         max_length=max_len,
-        bf16=args.lang == "en",
+        autocast=args.lang == "en",
         warmup_ratio=0.1,
         freeze_embeddings=args.lang == "en" and args.freeze_embeddings == "yes",
     )
@@ -256,14 +257,15 @@ def harden_online(args, classifier, pool, replay, make_attack, max_len):
         kl_weight=args.online_kl,
         kl_detach_clean=args.online_kl_detach,
         replay_per_batch=args.online_replay,
-        lr=args.online_lr if args.lang == "en" else 5 * args.online_lr,  # tiny BERT: higher
+        # tiny BERT: higher
+        learning_rate=args.online_learning_rate * (1 if args.lang == "en" else 5),
         epochs=args.online_epochs,
         batch_size=32,
         max_length=max_len,
         warmup_ratio=0.06,
         freeze_embeddings=args.lang == "en" and args.freeze_embeddings == "yes",
-        bf16=args.lang == "en",
-        max_minutes=args.online_minutes,
+        autocast=args.lang == "en",
+        time_limit_s=None if args.online_minutes is None else 60 * args.online_minutes,
         seed=0,
     )
     log(f"online adversarial training: {len(train)} train texts x {args.online_epochs} epochs, "
@@ -286,7 +288,7 @@ def harden_online(args, classifier, pool, replay, make_attack, max_len):
             "kl_weight": args.online_kl,
             "kl_detach_clean": args.online_kl_detach,
             "replay_per_batch": args.online_replay,
-            "lr": config.lr,
+            "learning_rate": config.learning_rate,
             **result.stats,
         },
     }
@@ -327,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
         classifier, model_ref = load_or_train_zh(args, train)
         similarity = CharNgramSimilarity()
         pool = list(train)
-    classifier.bf16 = args.lang == "en"
+    classifier.autocast = args.lang == "en"
     max_len = classifier.max_length
     tok = classifier.tokenizer
     fits = [
@@ -403,7 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
         model, hardening = harden_online(args, classifier, pool, replay, make_attack, max_len)
     else:
         model, hardening = harden_offline(args, classifier, pool, make_attack, max_len, out_dir)
-    model.bf16 = args.lang == "en"
+    model.autocast = args.lang == "en"
     if out_dir:
         model.save(out_dir / "model")
 
