@@ -209,6 +209,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
                 datasets=refs,
                 config=stage.config,
                 metrics=result.metrics,
+                key=ctx.key(stage.name),
             )
             metrics.update({f"{stage.kind}_{k}": v for k, v in result.metrics.items()})
         main = versions.get("classifier") or versions.get("reward")
@@ -221,7 +222,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         )
         ready.model.CopyFrom(main)
         ready.metrics.update(metrics)
-        self.ctx.publish(TOPIC_REWARD_MODEL_READY, ready, key=spec.name)
+        self._publish_ready_event(ctx, ready, spec.name)
         return {"versions": {k: v.version for k, v in versions.items()}}
 
     def _finetune_classifier(
@@ -276,6 +277,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
             config=stage.config,
             metrics=metrics,
             feedback_windows=[window] if window is not None else [],
+            key=ctx.key(f"{stage.name}-{stage_label}"),
         )
         return model, metrics
 
@@ -303,29 +305,13 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         return Path(saved), {"feedback_pairs": float(len(pairs))}
 
     def _compress_work(self, ctx: RunContext) -> dict:
-        """A compress stage on a promoted classifier: measured beside it, registered as
-        its child, promoted in its place (model.promoted) only when every gate passes."""
-        params = ctx.params
-        spec = load_named_pipeline(ctx.record.pipeline, quick=params.get("profile") == "quick")
-        stage = spec.stage(params["stage"])
-        decision = compression.compress_version(
-            self.ctx.registry,
-            spec,
-            stage,
-            params["source_kind"],
-            params["source_version"],
-            self._datasets(spec.name),
-            self._out_dir(ctx, stage.name),
-            promote=lambda version, reason: self.ctx.publish_promotion(
-                version, ctx.run_id, spec.name, spec.serving.canary_percent, reason
-            ),
-            run_id=ctx.run_id,
-            device=self.ctx.settings.device,
-            report=ctx.report,
+        """A compress stage on a promoted classifier (`compression.run_compress`)."""
+        return compression.run_compress(
+            self.ctx,
+            ctx,
+            self._datasets(ctx.record.pipeline),
+            lambda stage: self._out_dir(ctx, stage),
         )
-        if not decision.promoted:
-            ctx.record.message = f"{decision.version.version} not promoted: {decision.reason}"
-        return decision.summary()
 
     def _harden_work(self, ctx: RunContext) -> dict:
         if not ctx.params["adversarial"]:
@@ -418,6 +404,7 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
             config=stage.config,
             metrics=metrics,
             feedback_windows=[window] if window is not None else [],
+            key=ctx.key(f"{stage.name}-retrain"),
         )
         return model, metrics
 
@@ -432,7 +419,20 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         )
         ready.model.CopyFrom(model)
         ready.metrics.update(metrics)
-        self.ctx.publish(TOPIC_REWARD_MODEL_READY, ready, key=ctx.record.pipeline)
+        self._publish_ready_event(ctx, ready, ctx.record.pipeline)
+
+    def _publish_ready_event(
+        self, ctx: RunContext, ready: events_pb2.RewardModelReady, key: str
+    ) -> None:
+        """`reward.model.ready` under an id fixed by the run: a run resumed after a crash
+        announces its model again, and the consumers' dedupe drops the copy (the trainer
+        would otherwise start a second RL round on it)."""
+        self.ctx.publish(
+            TOPIC_REWARD_MODEL_READY,
+            ready,
+            key=key,
+            event_id=ctx.event_id(TOPIC_REWARD_MODEL_READY),
+        )
 
     def _train_work(self, ctx: RunContext) -> dict:
         """A Train RPC: a classifier or pairwise reward model on one prepared dataset."""
@@ -466,11 +466,12 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
             config=config,
             metrics=result.metrics,
             datasets=[common_pb2.ArtifactRef(uri=f"file://{params['dataset']}", kind="dataset")],
+            key=ctx.key(kind),
         )
         ready = events_pb2.RewardModelReady(run_id=ctx.run_id, stage="train", pipeline=spec.name)
         ready.model.CopyFrom(model)
         ready.metrics.update(result.metrics)
-        self.ctx.publish(TOPIC_REWARD_MODEL_READY, ready, key=spec.name)
+        self._publish_ready_event(ctx, ready, spec.name)
         return {"version": model.version}
 
     # -- pipeline dataset memory ---------------------------------------------------------

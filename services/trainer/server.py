@@ -398,6 +398,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             metrics=metrics,
             gates=gates,
             feedback_windows=[window] if window is not None else [],
+            key=ctx.key(policy_stage.name),
         )
         ready = events_pb2.PolicyCheckpointReady(
             run_id=params["pipeline_run"],
@@ -406,7 +407,12 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             step=int(metrics.get("steps", 0)),
         )
         ready.model.CopyFrom(candidate)
-        self.ctx.publish(TOPIC_POLICY_CHECKPOINT_READY, ready, key=spec.name)
+        self.ctx.publish(
+            TOPIC_POLICY_CHECKPOINT_READY,
+            ready,
+            key=spec.name,
+            event_id=ctx.event_id(TOPIC_POLICY_CHECKPOINT_READY),
+        )
         promoted_now = all(gates.values())
         if promoted_now:
             if reward is not None:
@@ -427,30 +433,14 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         }
 
     def _compress_work(self, ctx: RunContext) -> dict:
-        """A compress stage on a promoted policy: measured beside it, registered as its
-        child, promoted in its place (model.promoted) only when every gate passes."""
-        params = ctx.params
+        """A compress stage on a promoted policy (`compression.run_compress`)."""
         state = self.state.latest_for(ctx.record.pipeline)
-        spec = load_named_pipeline(ctx.record.pipeline, quick=params.get("profile") == "quick")
-        stage = spec.stage(params["stage"])
-        decision = compression.compress_version(
-            self.ctx.registry,
-            spec,
-            stage,
-            params["source_kind"],
-            params["source_version"],
+        return compression.run_compress(
+            self.ctx,
+            ctx,
             {k: Path(v) for k, v in state.get("datasets", {}).items()},
-            self._out_dir(ctx, stage.name),
-            promote=lambda version, reason: self._publish_promotion(
-                version, ctx.run_id, spec.name, spec.serving.canary_percent, reason
-            ),
-            run_id=ctx.run_id,
-            device=self.ctx.settings.device,
-            report=ctx.report,
+            lambda stage: self._out_dir(ctx, stage),
         )
-        if not decision.promoted:
-            ctx.record.message = f"{decision.version.version} not promoted: {decision.reason}"
-        return decision.summary()
 
     def _feedback_window(self, params: dict) -> tuple[common_pb2.FeedbackWindow | None, Any]:
         """The feedback window behind a retraining round and its records (empty for a
@@ -491,13 +481,25 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
 
     def _promote(self, ctx: RunContext, spec: PipelineSpec, version: str) -> None:
         self._publish_promotion(
-            version, ctx.params["pipeline_run"], spec.name, spec.serving.canary_percent
+            version,
+            ctx.params["pipeline_run"],
+            spec.name,
+            spec.serving.canary_percent,
+            event_id=ctx.event_id(f"{TOPIC_MODEL_PROMOTED}/{version}"),
         )
 
     def _publish_promotion(
-        self, version: str, run_id: str, pipeline: str, canary_percent: int, reason: str = ""
+        self,
+        version: str,
+        run_id: str,
+        pipeline: str,
+        canary_percent: int,
+        reason: str = "",
+        event_id: str | None = None,
     ) -> common_pb2.ModelVersion:
-        return self.ctx.publish_promotion(version, run_id, pipeline, canary_percent, reason)
+        return self.ctx.publish_promotion(
+            version, run_id, pipeline, canary_percent, reason, event_id=event_id
+        )
 
     # -- RPCs -------------------------------------------------------------------------------
     async def StartRun(self, request, context):
@@ -579,12 +581,18 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             config=params["config"],
             datasets=[common_pb2.ArtifactRef(uri=f"file://{params['dataset']}", kind="dataset")],
             metrics=metrics,
+            key=ctx.key(params["algorithm"]),
         )
         ready = events_pb2.PolicyCheckpointReady(
             run_id=ctx.run_id, stage=params["algorithm"], pipeline=ctx.record.pipeline
         )
         ready.model.CopyFrom(model)
-        self.ctx.publish(TOPIC_POLICY_CHECKPOINT_READY, ready, key=name)
+        self.ctx.publish(
+            TOPIC_POLICY_CHECKPOINT_READY,
+            ready,
+            key=name,
+            event_id=ctx.event_id(TOPIC_POLICY_CHECKPOINT_READY),
+        )
         return {"version": model.version, "metrics": metrics}
 
     def _run_on_kubernetes(self, ctx: RunContext, run: stages.RunConfig) -> dict[str, float]:

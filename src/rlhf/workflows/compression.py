@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf.pipelines import PipelineError, PipelineSpec, Stage
+from rlhf.pipelines import PipelineError, PipelineSpec, Stage, load_named_pipeline
+from rlhf.runtime.service import uri_path
 from rlhf.workflows.stages import StageResult, _floats, _no_report
 
 log = logging.getLogger(__name__)
@@ -378,6 +379,7 @@ def register_compressed(
     parent = source) and promote it only when every gate it reaches passes; the source
     keeps serving otherwise. `promote(version, reason)` defaults to the registry's; a
     service passes its own, which also announces the promotion (`model.promoted`)."""
+    from rlhf.runtime.runs import run_key
     from rlhf.v1 import common_pb2
     from rlhf.workflows.promotion import evaluate_gates, failed_gates
 
@@ -403,6 +405,7 @@ def register_compressed(
         config={"compress": {"method": method, **stage.config}, "source_version": source.version},
         metrics={**dict(source.lineage.metrics), **result.metrics},
         gates=gates,
+        key=run_key(run_id, stage.name) if run_id else "",  # a resumed run registers once
     )
     if all(gates.values()):
         promote = promote or (lambda v, reason: registry.promote(v, reason=reason))
@@ -484,7 +487,7 @@ def compress_version(
         stage,
         datasets,
         out_dir,
-        source_dir=Path(source.artifact.uri.removeprefix("file://")),
+        source_dir=uri_path(source.artifact.uri),
         source_kind=source_kind,
         device=device,
         report=report,
@@ -492,6 +495,40 @@ def compress_version(
     return register_compressed(
         registry, spec, stage, result, source.version, run_id=run_id, promote=promote
     )
+
+
+def run_compress(
+    service: Any,
+    run: Any,
+    datasets: dict[str, Path],
+    out_dir: Callable[[str], Path],
+) -> dict[str, Any]:
+    """The work of a compress run, in whichever service owns the source model (the reward
+    service for classifiers, the trainer for policies): `compress_version` on the run's
+    source, promoted through `service.publish_promotion` (a `ServiceContext`) only when
+    every gate passes; a kept copy's failed gate goes into the run's message.
+    `out_dir(stage_name)` is where the service keeps that stage's models."""
+    params = run.params
+    spec = load_named_pipeline(run.record.pipeline, quick=params.get("profile") == "quick")
+    stage = spec.stage(params["stage"])
+    decision = compress_version(
+        service.registry,
+        spec,
+        stage,
+        params["source_kind"],
+        params["source_version"],
+        datasets,
+        out_dir(stage.name),
+        promote=lambda version, reason: service.publish_promotion(
+            version, run.run_id, spec.name, spec.serving.canary_percent, reason
+        ),
+        run_id=run.run_id,
+        device=service.settings.device,
+        report=run.report,
+    )
+    if not decision.promoted:
+        run.record.message = f"{decision.version.version} not promoted: {decision.reason}"
+    return decision.summary()
 
 
 def compress_requests(
