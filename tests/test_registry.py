@@ -54,3 +54,18 @@ def test_promotion_log_and_rollback_target(tmp_path):
     assert registry.rollback_target("p-policy").version == v1
     registry.promote(v1, reason="rollback")
     assert registry.rollback_target("p-policy").version == v2
+
+
+def test_a_keyed_registration_happens_once(tmp_path):
+    # A run resumed after dying between `register` and finishing registers again: the
+    # same key (run id and stage) gets the first attempt's version back, not a v2.
+    registry = ModelRegistry(tmp_path)
+    first = registry.register("p-policy", "policy", "file:///m/a", key="train-1/ppo")
+    again = ModelRegistry(tmp_path).register(
+        "p-policy", "policy", "file:///m/b", metrics={"reward": 1.0}, key="train-1/ppo"
+    )
+    assert again == first
+    assert [m.version for m in registry.list(name="p-policy")] == ["p-policy-v1"]
+    other = registry.register("p-policy", "policy", "file:///m/c", key="train-2/ppo")
+    unkeyed = registry.register("p-policy", "policy", "file:///m/d")
+    assert (other.version, unkeyed.version) == ("p-policy-v2", "p-policy-v3")

@@ -4,12 +4,18 @@ Records are `rlhf.v1.ModelVersion` messages stored as JSON under `<root>/models/
 file per version, written atomically; a file lock serialises writers, so several
 services sharing one artifact volume can register versions safely. Version ids are
 `<name>-v<N>`, N counting up per name.
+
+A registration may carry a key (`RunContext.key`: the run id and the stage): a run
+resumed after its process died between registering and finishing registers again, and
+gets the version its first attempt registered instead of a second one. Keys live in
+`<root>/keys/`, one file each naming its version.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -57,13 +63,20 @@ class ModelRegistry:
         metrics: dict[str, float] | None = None,
         gates: dict[str, bool] | None = None,
         feedback_windows: list[common_pb2.FeedbackWindow] | None = None,
+        key: str = "",
     ) -> common_pb2.ModelVersion:
-        """Record a new version of `name` and return it (not promoted)."""
+        """Record a new version of `name` and return it (not promoted).
+
+        With a `key`, registering is idempotent: the version an earlier call with the
+        same key registered is returned as it is (a resumed run mints no second one)."""
         if not _NAME.match(name):
             raise ValueError(f"model name {name!r} must match {_NAME.pattern}")
         if kind not in _KINDS:
             raise ValueError(f"model kind {kind!r} must be one of {sorted(_KINDS)}")
         with self._locked():
+            existing = self._registered_as(key) if key else None
+            if existing is not None:
+                return existing
             number = 1 + max(
                 (self._number(p.stem, name) for p in self.models_dir.glob("*.json")), default=0
             )
@@ -84,6 +97,10 @@ class ModelRegistry:
             model.gates.update(gates or {})
             model.created_at.FromDatetime(datetime.now(UTC))
             self._write(model)
+            if key:
+                self._atomic_write(
+                    self._key_path(key), json.dumps({"key": key, "version": model.version})
+                )
             return model
 
     def promote(self, version: str, reason: str = "") -> common_pb2.ModelVersion | None:
@@ -159,10 +176,29 @@ class ModelRegistry:
         return int(match.group(1)) if match else 0
 
     def _write(self, model: common_pb2.ModelVersion) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.models_dir, prefix=".tmp-", suffix=".part")
+        self._atomic_write(
+            self.models_dir / f"{model.version}.json",
+            json_format.MessageToJson(model, preserving_proto_field_name=True),
+        )
+
+    @staticmethod
+    def _atomic_write(path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
         with os.fdopen(fd, "w") as handle:
-            handle.write(json_format.MessageToJson(model, preserving_proto_field_name=True))
-        os.replace(tmp, self.models_dir / f"{model.version}.json")
+            handle.write(text)
+        os.replace(tmp, path)
+
+    def _key_path(self, key: str) -> Path:
+        return self.root / "keys" / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
+
+    def _registered_as(self, key: str) -> common_pb2.ModelVersion | None:
+        """The version registered under `key`, if any (the model is written before its
+        key, so a key always names a version that exists)."""
+        path = self._key_path(key)
+        if not path.is_file():
+            return None
+        return self.get(json.loads(path.read_text())["version"])
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

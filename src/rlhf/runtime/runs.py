@@ -80,6 +80,13 @@ def default_replica_id() -> str:
     return os.environ.get("RLHF_REPLICA_ID") or os.environ.get("POD_NAME") or "local"
 
 
+def run_key(run_id: str, label: str) -> str:
+    """`<run id>/<label>`: what a run's work registers under it
+    (`ModelRegistry.register(key=)`) happens once, even when a crash between registering
+    and finishing the run makes a resumed attempt do it again."""
+    return f"{run_id}/{label}"
+
+
 class RunNotFound(KeyError):
     """No run with that id."""
 
@@ -232,6 +239,16 @@ class RunContext:
             self.record.total_steps = int(total_steps)
         self.record.metrics.update({k: float(v) for k, v in metrics.items()})
         self._manager._save_and_notify(self.record)
+
+    def key(self, label: str) -> str:
+        """`run_key(run id, label)`, the same on every attempt of this run."""
+        return run_key(self.run_id, label)
+
+    def event_id(self, label: str) -> str:
+        """A deterministic event id (32 hex digits, like the bus's own) for this run's
+        event `label`: a resumed attempt publishes it again under the same id, and the
+        consumers' dedupe record drops the copy."""
+        return hashlib.sha256(self.key(label).encode()).hexdigest()[:32]
 
     def add_artifact(self, uri: str, kind: str, digest: str = "") -> None:
         self.record.artifacts.append({"uri": uri, "kind": kind, "digest": digest})

@@ -90,15 +90,29 @@ class ServiceContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def publish(self, topic: str, message: Message, key: str | None = None) -> str:
-        return self.bus.publish(topic, message, key=key, source=f"rlhf/{self.name}")
+    def publish(
+        self, topic: str, message: Message, key: str | None = None, event_id: str | None = None
+    ) -> str:
+        """Publish as this service; `event_id` (`RunContext.event_id`) for an event a
+        resumed run may publish again, so consumers dedupe it (default: a fresh id)."""
+        return self.bus.publish(
+            topic, message, key=key, source=f"rlhf/{self.name}", event_id=event_id
+        )
 
     def publish_promotion(
-        self, version: str, run_id: str, pipeline: str, canary_percent: int, reason: str = ""
+        self,
+        version: str,
+        run_id: str,
+        pipeline: str,
+        canary_percent: int,
+        reason: str = "",
+        event_id: str | None = None,
     ):
         """Promote `version` in the registry and announce it (`model.promoted`), the one
         path every promotion takes, so inference loads, canaries and rolls back any
-        version alike, whichever service promoted it. Returns the promoted version."""
+        version alike, whichever service promoted it. Returns the promoted version.
+        A run passes `event_id` (`RunContext.event_id`): promoting again on resume is a
+        no-op in the registry, and the repeated event is dropped as a duplicate."""
         previous = self.registry.promote(version, reason=reason or "gates passed")
         model = self.registry.get(version)
         event = events_pb2.ModelPromoted(
@@ -109,7 +123,7 @@ class ServiceContext:
             canary_percent=canary_percent,
         )
         event.model.CopyFrom(model)
-        self.publish(TOPIC_MODEL_PROMOTED, event, key=model.name)
+        self.publish(TOPIC_MODEL_PROMOTED, event, key=model.name, event_id=event_id)
         PROMOTIONS.labels(pipeline, model.name).inc()
         if run_id.startswith("rollback-"):
             ROLLBACKS.labels(model.name).inc()
