@@ -303,3 +303,26 @@ def test_a_promotion_starts_the_compress_stages_of_its_model_in_the_owning_servi
     assert compress_requests(spec, copy, CLASSIFIER_SOURCES) == []
     assert uncompressed(registry, copy).version == classifier.version
     assert uncompressed(registry, classifier).version == classifier.version
+
+
+def test_a_compress_run_resumed_after_registering_registers_and_promotes_once(tmp_path):
+    # The process died after registering (and promoting) the copy; the resumed run
+    # calls register_compressed again with the same run id and gets the same version.
+    spec = parse_pipeline(spec_dict({"method": "int8"}))
+    registry = ModelRegistry(tmp_path / "registry")
+    source = registry.register("tiny-classifier", "classifier", "file:///x").version
+    registry.promote(source)
+    metrics = {"quality_before": 0.9, "quality_after": 0.9, "quality_drop": 0.0}
+    result = StageResult(tmp_path / "copy", {**metrics, "max_quality_drop": 0.01})
+    first, again = (
+        register_compressed(registry, spec, spec.stages[1], result, source, run_id="c-1")
+        for _ in range(2)
+    )
+    assert first.promoted and again.promoted
+    assert again.version.version == first.version.version == "tiny-classifier-v2"
+    assert [m.version for m in registry.list(name="tiny-classifier")] == [
+        source,
+        "tiny-classifier-v2",
+    ]
+    promoted = [e["version"] for e in registry.promotions("tiny-classifier")]
+    assert promoted == [source, "tiny-classifier-v2"]

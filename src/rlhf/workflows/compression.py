@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.pipelines import PipelineError, PipelineSpec, Stage, load_named_pipeline
-from rlhf.runtime.service import uri_path
+from rlhf.runtime.runs import run_key
+from rlhf.runtime.service import TOPIC_MODEL_PROMOTED, uri_path
 from rlhf.workflows.stages import StageResult, _floats, _no_report
 
 log = logging.getLogger(__name__)
@@ -379,7 +380,6 @@ def register_compressed(
     parent = source) and promote it only when every gate it reaches passes; the source
     keeps serving otherwise. `promote(version, reason)` defaults to the registry's; a
     service passes its own, which also announces the promotion (`model.promoted`)."""
-    from rlhf.runtime.runs import run_key
     from rlhf.v1 import common_pb2
     from rlhf.workflows.promotion import evaluate_gates, failed_gates
 
@@ -520,7 +520,13 @@ def run_compress(
         datasets,
         out_dir(stage.name),
         promote=lambda version, reason: service.publish_promotion(
-            version, run.run_id, spec.name, spec.serving.canary_percent, reason
+            version,
+            run.run_id,
+            spec.name,
+            spec.serving.canary_percent,
+            reason,
+            # a resumed run announces it again under the same id: consumers dedupe it
+            event_id=run.event_id(f"{TOPIC_MODEL_PROMOTED}/{version}"),
         ),
         run_id=run.run_id,
         device=service.settings.device,
