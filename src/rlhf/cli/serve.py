@@ -28,7 +28,7 @@ def serve(
 def run_service(service: str, config: Path | None = None, port: int | None = None) -> int:
     from rlhf.runtime.bus import create_bus
     from rlhf.runtime.grpc.server import run_server
-    from rlhf.runtime.service import ServiceContext, watch_bus_health
+    from rlhf.runtime.service import ServiceContext, exit_leaving_threads, watch_bus_health
     from rlhf.runtime.settings import ConfigError, Settings, load_settings
 
     module = importlib.import_module(f"rlhf.services.{service}.server")
@@ -54,12 +54,17 @@ def run_service(service: str, config: Path | None = None, port: int | None = Non
 
         async def close() -> None:
             health.cancel()
-            ctx.close()
+            # Bounded: runs get settings.run_shutdown_grace_s to stop, then are left
+            # for resume even if a worker is stuck (see exit_leaving_threads below).
+            holder["stuck"] = await asyncio.to_thread(ctx.close, True)
             await asyncio.to_thread(bus.close)
 
         server.on_shutdown(close)
 
-    return run_server(settings, f"rlhf-{service}", configure)
+    code = run_server(settings, f"rlhf-{service}", configure)
+    if holder.get("stuck"):
+        exit_leaving_threads(code)
+    return code
 
 
 app = serve

@@ -32,6 +32,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -211,6 +212,8 @@ class RunContext:
     checkpoint_dir: Path
     _manager: RunManager
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Set with `cancelled` by a shutdown: the run stops for resume, not for good.
+    interrupted: bool = False
 
     @property
     def run_id(self) -> str:
@@ -297,6 +300,7 @@ class RunManager:
         self._contexts: dict[str, RunContext] = {}
         self._futures: dict[str, Future] = {}
         self._by_request: dict[str, str] = {}
+        self._interrupted: set[str] = set()  # runs a shutdown left for resume
         for path in sorted(self.state_dir.glob("*.json")):
             record = RunRecord(**json.loads(path.read_text()))
             self._records[record.run_id] = record
@@ -446,15 +450,36 @@ class RunManager:
                 resumed.append(record)
         return resumed
 
-    def shutdown(self, wait: bool = True) -> None:
+    def shutdown(self, wait: bool = True, grace_s: float | None = None) -> list[str]:
+        """Stop for a restart: queued runs stay PENDING, running ones stop at their next
+        `report` and are left PENDING ("interrupted"), to be resumed by the restarted
+        process or another replica, never failed or cancelled.
+
+        With `wait`, waits for the running ones up to `grace_s` seconds (None: without
+        limit). A run still running then has a worker stuck where it cannot see the
+        stop (a read from a hung network filesystem): it is recorded as interrupted all
+        the same and its id returned; the caller's process must exit without joining
+        that thread (`os._exit`), which the interpreter's exit would wait on forever."""
         self._stopping.set()
-        for context in list(self._contexts.values()):
-            context.cancelled.set()
+        with self._lock:
+            for context in self._contexts.values():
+                if not context.cancelled.is_set():  # a Cancel already asked stays one
+                    context.interrupted = True
+                    context.cancelled.set()
+            futures = dict(self._futures)
         if self._owns_pool:
-            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
         else:
-            for future in self._futures.values():
+            for future in futures.values():
                 future.cancel()
+        if not wait:
+            return []
+        wait_futures([f for f in futures.values() if not f.done()], timeout=grace_s)
+        stuck = [run_id for run_id, future in futures.items() if not future.done()]
+        for run_id in stuck:
+            log.error("run %s: still running %ss after the stop; left for resume", run_id, grace_s)
+            self._interrupt(self._records[run_id], counted=True)
+        return stuck
 
     def checkpoint_dir(self, run_id: str) -> Path:
         return self.state_dir / "checkpoints" / run_id
@@ -579,7 +604,10 @@ class RunManager:
         try:
             result = work(context) or {}
         except RunCancelled:
-            self._finish(record, "cancelled", record.message or "cancelled")
+            if context.interrupted:
+                self._interrupt(record, counted=False)
+            else:
+                self._finish(record, "cancelled", record.message or "cancelled")
         except Exception as exc:  # the run fails visibly; the worker thread survives
             log.exception("run %s failed", record.run_id)
             self._finish(record, "failed", f"{type(exc).__name__}: {exc}")
@@ -588,7 +616,26 @@ class RunManager:
             # A note the work left (a candidate kept by a gate, and why) outlives the run.
             self._finish(record, "succeeded", record.message if record.message != before else "")
 
+    def _interrupt(self, record: RunRecord, counted: bool) -> None:
+        """Leave a run the shutdown stopped for resume (PENDING). Its attempt counts
+        towards MAX_ATTEMPTS only when `counted`: a run that stopped at a `report` did
+        nothing wrong, one whose worker hung past the grace period may hang again."""
+        with self._lock:
+            if record.run_id in self._interrupted or record.done:
+                return  # already recorded, or it ended just before the grace period did
+            self._interrupted.add(record.run_id)
+            self._contexts.pop(record.run_id, None)
+            if self.taken_over(record):
+                return
+            record.state = "pending"
+            if not counted:
+                record.attempts = max(0, record.attempts - 1)
+            record.message = "interrupted: the service stopped; the run resumes on restart"
+            self._save_and_notify(record)
+
     def _finish(self, record: RunRecord, state: str, message: str) -> None:
+        if record.run_id in self._interrupted:
+            return  # a stuck worker that came back after the shutdown left it for resume
         if self.taken_over(record):
             log.warning("run %s: another replica took it over; not finished here", record.run_id)
             self._contexts.pop(record.run_id, None)

@@ -169,9 +169,25 @@ class ServiceContext:
         event.status.CopyFrom(record.to_proto())
         self.publish(TOPIC_RUN_PROGRESS, event, key=record.run_id)
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> list[str]:
+        """Stop the runs for resume (`RunManager.shutdown`). With `wait`, waits up to
+        `settings.run_shutdown_grace_s` and returns the runs whose worker is stuck: the
+        process must then exit with `exit_leaving_threads`."""
         self.closed = True
-        self.runs.shutdown(wait=False)
+        return self.runs.shutdown(wait=wait, grace_s=self.settings.run_shutdown_grace_s)
+
+
+def exit_leaving_threads(code: int) -> None:
+    """Exit now, without joining the worker threads (the interpreter's exit waits for
+    every thread of a ThreadPoolExecutor, forever for one stuck on a hung read): the
+    stopping service saved its state already; logs are flushed first."""
+    import os
+    import sys
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def watch_bus_health(server, bus, interval_s: float = 2.0) -> None:

@@ -101,6 +101,14 @@ class Settings(BaseSettings):
         "1 by default: several processes sharing a few cores otherwise spin-wait on each "
         "other (measured 11x slower pre-training on 2 shared cores)",
     )
+    run_shutdown_grace_s: float = Field(
+        15.0,
+        ge=0,
+        description="seconds a stopping service waits for its running runs to stop at "
+        "their next progress report before it exits anyway (a worker stuck on a hung "
+        "read); they are left for resume. With grpc.shutdown_grace_s it stays under the "
+        "chart's terminationGracePeriodSeconds (30)",
+    )
     run_lease_ttl_s: float = Field(
         45.0,
         gt=0,
