@@ -368,6 +368,13 @@ def rl_stage(
         before = evaluate_policy(
             policy, reference, tokenizer, held_out, reward_fn, judge, **generation
         )
+    # A retraining round continues a policy that may already be past the budget against
+    # the same base reference: its measured drift (held-out samples, not one noisy batch)
+    # becomes the ceiling. It may trade reward within that drift, never add to it;
+    # without this it could not take a step and would return its start unchanged.
+    start_kl = distributed.all_reduce_sum(before.metrics["kl_per_sequence"] if main else 0.0)
+    if config.kl_budget is not None and start_kl > config.kl_budget:
+        config.kl_budget = start_kl
     result = train()
     if not main:
         return StageResult(None)
@@ -380,6 +387,8 @@ def rl_stage(
     metrics = compare_generations(before.metrics, after.metrics)
     metrics["train_prompts"] = float(len(train_prompts))
     metrics["reward_spread"] = reward_spread
+    if config.kl_budget is not None:
+        metrics["train_kl_budget"] = float(config.kl_budget)
     metrics["steps"] = float(getattr(result, "steps", config.total_steps))
     metrics["stopped_on_kl_budget"] = float(bool(getattr(result, "stopped_on_budget", False)))
     samples = [

@@ -135,11 +135,6 @@ class KLBudget:
     unchecked. Checking it would only test the noise a second time (the average sits
     just under the budget there) and, in a benchmark run, compounded two overshoots
     into beta x2.25 and a 20-step fall in KL and score.
-
-    A run that starts past the budget (a retraining round continuing a policy that
-    already spent it against the same reference) takes its first batch's KL as the
-    ceiling: it may trade within that drift, never add to it. Without that it could
-    not take a single step, and the round would return its start unchanged.
     """
 
     def __init__(self, budget: float | None, smoothing: float = 1.0, restore: bool = True):
@@ -149,7 +144,6 @@ class KLBudget:
         self.smoothing = float(smoothing)
         self.restore = restore
         self.smoothed: float | None = None
-        self.ceiling = budget
         self._snapshot: dict[str, torch.Tensor] | None = None
         self._just_restored = False
 
@@ -157,14 +151,12 @@ class KLBudget:
         """True (and ``model`` restored) when the smoothed KL is past the budget."""
         if self.budget is None:
             return False
-        if self.smoothed is None:  # the start policy's own drift
-            self.ceiling = max(self.budget, kl_per_seq)
         smoothed = (
             kl_per_seq
             if self.smoothed is None
             else self.smoothing * kl_per_seq + (1.0 - self.smoothing) * self.smoothed
         )
-        if smoothed > self.ceiling and not self._just_restored:
+        if smoothed > self.budget and not self._just_restored:
             # The restored weights are the ones the running average already describes,
             # so the rejected batch does not enter it.
             if self.restore and self._snapshot is not None:
@@ -178,11 +170,10 @@ class KLBudget:
         return False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"smoothed": self.smoothed, "ceiling": self.ceiling}
+        return {"smoothed": self.smoothed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.smoothed = state.get("smoothed")
-        self.ceiling = state.get("ceiling", self.budget)
 
 
 class KLControl:
