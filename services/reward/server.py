@@ -127,24 +127,15 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
     def on_model_promoted(self, event) -> None:
         """Compress a promoted classifier that a compress stage of its pipeline names."""
         payload: events_pb2.ModelPromoted = event.payload
-        if not payload.pipeline or payload.model.kind != common_pb2.MODEL_KIND_CLASSIFIER:
-            return
-        profile = self._profile(payload.pipeline)
-        try:
-            spec = load_named_pipeline(payload.pipeline, quick=profile == "quick")
-        except PipelineError:
-            return  # an ad-hoc model (Train RPC) promoted by hand: no stages to run
-        requests = compression.compress_requests(
-            spec, payload.model, compression.CLASSIFIER_SOURCES, profile
+        compression.submit_compress_runs(
+            self.ctx,
+            payload,
+            common_pb2.MODEL_KIND_CLASSIFIER,
+            compression.CLASSIFIER_SOURCES,
+            self._profile(payload.pipeline),
+            "reward-compress",
+            self._compress_work,
         )
-        for request_id, params in requests:
-            self.ctx.runs.submit(
-                "reward-compress",
-                self._compress_work,
-                params=params,
-                request_id=request_id,
-                pipeline=payload.pipeline,
-            )
 
     def _submit(self, kind: str, event, pipeline: str, params: dict) -> None:
         params = {"kind": kind, **params}

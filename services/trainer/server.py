@@ -217,24 +217,15 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
     def on_model_promoted(self, event) -> None:
         """Compress a promoted policy that a compress stage of its pipeline names."""
         payload: events_pb2.ModelPromoted = event.payload
-        if not payload.pipeline or payload.model.kind != common_pb2.MODEL_KIND_POLICY:
-            return
-        state = self.state.latest_for(payload.pipeline)
-        try:
-            spec = load_named_pipeline(payload.pipeline, quick=state.get("profile") == "quick")
-        except PipelineError:
-            return  # an ad-hoc run (StartRun) promoted by hand: no stages to run
-        requests = compression.compress_requests(
-            spec, payload.model, compression.POLICY_SOURCES, state.get("profile", "")
+        compression.submit_compress_runs(
+            self.ctx,
+            payload,
+            common_pb2.MODEL_KIND_POLICY,
+            compression.POLICY_SOURCES,
+            self.state.latest_for(payload.pipeline).get("profile", ""),
+            "train-compress",
+            self._compress_work,
         )
-        for request_id, params in requests:
-            self.ctx.runs.submit(
-                "train-compress",
-                self._compress_work,
-                params=params,
-                request_id=request_id,
-                pipeline=payload.pipeline,
-            )
 
     def _submit(self, kind: str, pipeline: str, pipeline_run: str, params: dict) -> None:
         """One run per (kind, pipeline run, reward model): a redelivered or repeated
@@ -480,25 +471,12 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         return {"version": model.version, "promoted": all(gates.values()), "gates": gates}
 
     def _promote(self, ctx: RunContext, spec: PipelineSpec, version: str) -> None:
-        self._publish_promotion(
+        self.ctx.publish_promotion(
             version,
             ctx.params["pipeline_run"],
             spec.name,
             spec.serving.canary_percent,
             event_id=ctx.event_id(f"{TOPIC_MODEL_PROMOTED}/{version}"),
-        )
-
-    def _publish_promotion(
-        self,
-        version: str,
-        run_id: str,
-        pipeline: str,
-        canary_percent: int,
-        reason: str = "",
-        event_id: str | None = None,
-    ) -> common_pb2.ModelVersion:
-        return self.ctx.publish_promotion(
-            version, run_id, pipeline, canary_percent, reason, event_id=event_id
         )
 
     # -- RPCs -------------------------------------------------------------------------------
@@ -703,7 +681,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         except ModelNotFound:
             raise NotFound(f"model version {request.version[:80]!r} does not exist") from None
         return await asyncio.to_thread(
-            self._publish_promotion,
+            self.ctx.publish_promotion,
             model.version,
             f"manual-{model.version}",
             model.lineage.pipeline,
@@ -719,7 +697,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         except ModelNotFound as exc:
             raise NotFound(str(exc).strip("'\"")[:200]) from None
         return await asyncio.to_thread(
-            self._publish_promotion,
+            self.ctx.publish_promotion,
             target.version,
             f"rollback-{target.version}",
             target.lineage.pipeline,

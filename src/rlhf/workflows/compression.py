@@ -537,6 +537,30 @@ def run_compress(
     return decision.summary()
 
 
+def submit_compress_runs(
+    service: Any,
+    promoted: Any,
+    model_kind: int,
+    source_kinds: set[str],
+    profile: str,
+    run_kind: str,
+    work: Callable[[Any], dict],
+) -> None:
+    """On `model.promoted`: submit, as `run_kind` runs of `work`, the compress runs that
+    the promotion starts in the service owning `model_kind` models (`compress_requests`).
+    An ad-hoc model promoted by hand belongs to no known pipeline and starts nothing."""
+    if not promoted.pipeline or promoted.model.kind != model_kind:
+        return
+    try:
+        spec = load_named_pipeline(promoted.pipeline, quick=profile == "quick")
+    except PipelineError:
+        return
+    for request_id, params in compress_requests(spec, promoted.model, source_kinds, profile):
+        service.runs.submit(
+            run_kind, work, params=params, request_id=request_id, pipeline=promoted.pipeline
+        )
+
+
 def compress_requests(
     spec: PipelineSpec, model: Any, source_kinds: set[str], profile: str = ""
 ) -> list[tuple[str, dict[str, str]]]:
