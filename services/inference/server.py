@@ -564,6 +564,7 @@ def _batching(settings: BatchingSettings) -> BatchingConfig:
         list(settings.preferred_batch_sizes),
         settings.max_queue_delay_us,
         settings.instance_count,
+        settings.continuous,
     )
 
 

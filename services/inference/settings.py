@@ -17,6 +17,11 @@ class BatchingSettings(BaseModel):
     preferred_batch_sizes: list[int] = Field(default_factory=lambda: [4, 8, 16])
     max_queue_delay_us: int = Field(5000, ge=0, description="wait for a fuller batch")
     instance_count: int = Field(1, ge=1)
+    continuous: bool = Field(
+        False,
+        description="policies only: continuous (in-flight) batching, requests join the "
+        "running batch between decode steps (docs/serving.md has the measurements)",
+    )
 
     @model_validator(mode="after")
     def _preferred_fit(self) -> BatchingSettings:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,6 +47,18 @@ class RequestError(ValueError):
 
 
 RESTORE_FILE = "rlhf_compression.py"
+CONTINUOUS_FILE = "rlhf_continuous.py"
+
+
+def _module_beside(filename: str, name: str):
+    """Load a helper module copied beside this file (a Triton server without the project)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), filename)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _restore_module():
@@ -55,13 +68,17 @@ def _restore_module():
 
         return restore
     except ImportError:  # a Triton server without the project installed
-        import importlib.util
+        return _module_beside(RESTORE_FILE, "rlhf_compression")
 
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), RESTORE_FILE)
-        spec = importlib.util.spec_from_file_location("rlhf_compression", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+
+def _continuous_module():
+    """The copy of `rlhf.serving.continuous` beside this file inside Triton (it matches
+    this model.py and skips importing the whole package), else the project's."""
+    if os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), CONTINUOUS_FILE)):
+        return _module_beside(CONTINUOUS_FILE, "rlhf_continuous")
+    from rlhf.serving import continuous
+
+    return continuous
 
 
 def load_hf_model(auto_class: object, model_dir: str, dtype: str, device: str) -> torch.nn.Module:
@@ -231,6 +248,15 @@ class PolicyEngine:
         )
         return [self.decode(x) for x in ids]
 
+    def batcher(self, max_batch: int = 32):  # noqa: ANN201 - ContinuousBatcher (lazy import)
+        """A continuous batcher over this model, sampling exactly as `generate_batch` does.
+
+        In process: `b = engine.batcher().start()`, then
+        `b.submit(*engine.encode(prompt, sampling)).result()` from any thread.
+        """
+        module = _continuous_module()
+        return module.ContinuousBatcher(self.model, self.tokenizer, _filter_logits, max_batch)
+
 
 # ------------------------------------------------------------------------- classifier
 class ClassifierEngine:
@@ -317,8 +343,11 @@ class TritonPythonModel:
         device = params.get("device", "cpu")
         if device == "cuda":  # KIND_GPU instance: the GPU Triton assigned to it
             device = f"cuda:{args.get('model_instance_device_id', '0')}"
+        self.batcher = None  # the continuous batcher, when config.pbtxt turns it on
         if self.kind == "policy":
             self.engine: PolicyEngine | ClassifierEngine = PolicyEngine(model_dir, dtype, device)
+            if params.get("continuous_batching", "false") == "true":
+                self.batcher = self.engine.batcher(int(config["max_batch_size"])).start()
         elif self.kind == "classifier":
             self.engine = ClassifierEngine(
                 model_dir, dtype, device, max_length=int(params.get("max_length", "256"))
@@ -327,6 +356,10 @@ class TritonPythonModel:
             raise ValueError(
                 f"config.pbtxt parameter kind={self.kind!r}: expected policy or classifier"
             )
+
+    def finalize(self) -> None:
+        if self.batcher is not None:
+            self.batcher.stop()
 
     def execute(self, requests: list[object]) -> list[object] | None:
         if self.kind == "classifier":
@@ -367,106 +400,166 @@ class TritonPythonModel:
                 )
         return responses
 
-    # Policy: every prompt of every request in one decode loop; decoupled responses.
-    def _generate(self, requests: list[object]) -> None:
+    # Policy: decoupled responses; every prompt either joins the continuous batcher's
+    # running batch or, without it, all prompts of this Triton batch run one decode loop.
+    def _parse_policy(self, request: object) -> tuple[list[tuple[list[int], Sampling]], bool]:
+        """(token ids, sampling) per prompt of one request, and whether it streams."""
         engine: PolicyEngine = self.engine  # type: ignore[assignment]
-        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-        senders, owners, prompt_ids, rows = [], [], [], []
-        streaming: dict[int, bool] = {}
-        for r, request in enumerate(requests):
-            sender = request.get_response_sender()
-            senders.append(sender)
+        prompts = _text(request, "PROMPT")
+        is_chat = _scalars(request, "IS_CHAT", 0)
+        maxes = _scalars(request, "MAX_NEW_TOKENS", 64)
+        temps = _scalars(request, "TEMPERATURE", 1.0)
+        top_ps = _scalars(request, "TOP_P", 1.0)
+        top_ks = _scalars(request, "TOP_K", 0)
+        seeds = _scalars(request, "SEED", 0)
+        encoded = []
+        for j, prompt in enumerate(prompts):
+            text = chat_prompt(engine.tokenizer, json.loads(prompt)) if is_chat[j] else prompt
+            sampling = Sampling(
+                int(maxes[j]), float(temps[j]), float(top_ps[j]), int(top_ks[j]), int(seeds[j])
+            )
             try:
-                prompts = _text(request, "PROMPT")
-                is_chat = _scalars(request, "IS_CHAT", 0)
-                maxes = _scalars(request, "MAX_NEW_TOKENS", 64)
-                temps = _scalars(request, "TEMPERATURE", 1.0)
-                top_ps = _scalars(request, "TOP_P", 1.0)
-                top_ks = _scalars(request, "TOP_K", 0)
-                seeds = _scalars(request, "SEED", 0)
-                encoded = []
-                for j, prompt in enumerate(prompts):
-                    text = (
-                        chat_prompt(engine.tokenizer, json.loads(prompt)) if is_chat[j] else prompt
-                    )
-                    sampling = Sampling(
-                        int(maxes[j]),
-                        float(temps[j]),
-                        float(top_ps[j]),
-                        int(top_ks[j]),
-                        int(seeds[j]),
-                    )
-                    try:
-                        encoded.append(engine.encode(text, sampling))
-                    except RequestError as exc:
-                        raise RequestError(f"prompts[{j}]: {exc}") from None
+                encoded.append(engine.encode(text, sampling))
+            except RequestError as exc:
+                raise RequestError(f"prompts[{j}]: {exc}") from None
+        return encoded, bool(_scalars(request, "STREAM", 0)[0]) and len(prompts) == 1
+
+    def _generate(self, requests: list[object]) -> None:
+        parsed = []  # (request, sender, encoded rows, streaming)
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                encoded, streaming = self._parse_policy(request)
             except (RequestError, ValueError, KeyError, TypeError) as exc:
-                error = pb_utils.TritonError(INVALID + str(exc))
-                sender.send(pb_utils.InferenceResponse(error=error), flags=final)
-                senders[-1] = None
+                _send_error(sender, INVALID + str(exc))
                 continue
-            streaming[r] = bool(_scalars(request, "STREAM", 0)[0]) and len(prompts) == 1
-            for ids, sampling in encoded:
-                owners.append(r)
-                prompt_ids.append(ids)
-                rows.append(sampling)
-        if not rows:
-            for sender in senders:
-                if sender is not None:
-                    sender.send(
-                        pb_utils.InferenceResponse(
-                            output_tensors=[
-                                pb_utils.Tensor("TEXT", _bytes([]).reshape(0, 1)),
-                                pb_utils.Tensor("BATCH_SIZE", np.zeros((0, 1), np.int32)),
-                                pb_utils.Tensor("FINAL", np.zeros((0, 1), dtype=bool)),
-                            ]
-                        ),
-                        flags=final,
-                    )
-            return
-        batch = np.full((1, 1), len(rows), dtype=np.int32)
-        row_of = {r: [i for i, o in enumerate(owners) if o == r] for r in set(owners)}
-        stream_rows = {row_of[r][0]: r for r in row_of if streaming[r]}
+            if not encoded:
+                _send_final(sender, [], 0)
+                continue
+            parsed.append((request, sender, encoded, streaming))
+        if self.batcher is not None:
+            for request, sender, encoded, streaming in parsed:
+                _Reply(self.engine, self.batcher, request, sender, encoded, streaming)
+        elif parsed:
+            self._generate_static(parsed)
+
+    def _generate_static(self, parsed: list[tuple]) -> None:
+        """All rows of this Triton batch in one decode loop that runs to its longest row."""
+        engine: PolicyEngine = self.engine  # type: ignore[assignment]
+        spans, prompt_ids, rows = [], [], []
+        for _, _, encoded, _ in parsed:
+            spans.append((len(rows), len(rows) + len(encoded)))
+            prompt_ids += [ids for ids, _ in encoded]
+            rows += [sampling for _, sampling in encoded]
+        stream_rows = {
+            a: sender
+            for (_, sender, _, streaming), (a, _) in zip(parsed, spans, strict=True)
+            if streaming
+        }
         sent = dict.fromkeys(stream_rows, "")
 
         def on_step(generated: list[list[int]], done: list[bool]) -> None:
-            for i, r in stream_rows.items():
-                text = engine.decode(generated[i])
-                if text.endswith("\ufffd") or len(text) <= len(sent[i]):
-                    continue  # incomplete UTF-8 sequence or nothing new yet
-                delta, sent[i] = text[len(sent[i]) :], text
-                senders[r].send(
-                    pb_utils.InferenceResponse(
-                        output_tensors=[
-                            pb_utils.Tensor("TEXT", _bytes([delta])),
-                            pb_utils.Tensor("BATCH_SIZE", batch),
-                            pb_utils.Tensor("FINAL", np.zeros((1, 1), dtype=bool)),
-                        ]
-                    )
-                )
+            for i, sender in stream_rows.items():
+                sent[i] = _send_delta(sender, engine.decode(generated[i]), sent[i], len(rows))
 
         try:
             outputs = generate_batch(engine.model, engine.tokenizer, prompt_ids, rows, on_step)
         except Exception as exc:  # noqa: BLE001 - every caller in the batch gets the error
-            for sender in senders:
-                if sender is not None:
-                    sender.send(
-                        pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))),
-                        flags=final,
-                    )
+            for _, sender, _, _ in parsed:
+                _send_error(sender, str(exc))
             return
-        for r, sender in enumerate(senders):
-            if sender is None:
-                continue
-            texts = [engine.decode(outputs[i]) for i in row_of.get(r, [])]
-            size = np.repeat(batch, len(texts), axis=0)
-            sender.send(
-                pb_utils.InferenceResponse(
-                    output_tensors=[
-                        pb_utils.Tensor("TEXT", _bytes(texts)),
-                        pb_utils.Tensor("BATCH_SIZE", size),
-                        pb_utils.Tensor("FINAL", np.ones((len(texts), 1), dtype=bool)),
-                    ]
-                ),
-                flags=final,
-            )
+        for (_, sender, _, _), (a, b) in zip(parsed, spans, strict=True):
+            _send_final(sender, [engine.decode(ids) for ids in outputs[a:b]], len(rows))
+
+
+def _send_delta(sender: object, text: str, sent: str, batch_size: int) -> str:
+    """Stream what `text` adds to `sent` (nothing while it ends mid UTF-8); returns sent."""
+    if text.endswith("\ufffd") or len(text) <= len(sent):
+        return sent  # incomplete UTF-8 sequence or nothing new yet
+    sender.send(
+        pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("TEXT", _bytes([text[len(sent) :]])),
+                pb_utils.Tensor("BATCH_SIZE", np.full((1, 1), batch_size, dtype=np.int32)),
+                pb_utils.Tensor("FINAL", np.zeros((1, 1), dtype=bool)),
+            ]
+        )
+    )
+    return text
+
+
+def _send_final(sender: object, texts: list[str], batch_size: int) -> None:
+    sender.send(
+        pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("TEXT", _bytes(texts).reshape(len(texts), 1)),
+                pb_utils.Tensor("BATCH_SIZE", np.full((len(texts), 1), batch_size, np.int32)),
+                pb_utils.Tensor("FINAL", np.ones((len(texts), 1), dtype=bool)),
+            ]
+        ),
+        flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+    )
+
+
+def _send_error(sender: object, message: str) -> None:
+    sender.send(
+        pb_utils.InferenceResponse(error=pb_utils.TritonError(message)),
+        flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+    )
+
+
+class _Reply:
+    """One Triton request served by the continuous batcher: submits its rows, streams
+    row 0 when asked, and sends the final response (or the first error) once."""
+
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        batcher: object,
+        request: object,
+        sender: object,
+        encoded: list[tuple[list[int], Sampling]],
+        streaming: bool,
+    ) -> None:
+        self.engine, self.batcher, self.request, self.sender = engine, batcher, request, sender
+        self.texts: list[str | None] = [None] * len(encoded)
+        self.sent, self.batch_size, self.closed = "", 0, False
+        self.lock = threading.Lock()
+        for i, (ids, sampling) in enumerate(encoded):
+            try:
+                batcher.submit(
+                    ids,
+                    sampling,
+                    on_tokens=self._on_tokens if streaming and i == 0 else None,
+                    on_done=lambda generation, i=i: self._on_done(i, generation),
+                    is_cancelled=self._cancelled,
+                )
+            except ValueError as exc:  # rows already queued see `closed` and stop
+                with self.lock:
+                    self.closed = True
+                    _send_error(sender, f"{INVALID}prompts[{i}]: {exc}")
+                return
+
+    def _cancelled(self) -> bool:
+        """The client went away (Triton cancels the request), or a sibling row failed."""
+        check = getattr(self.request, "is_cancelled", None)
+        return self.closed or (check is not None and check())
+
+    def _on_tokens(self, tokens: list[int]) -> None:
+        if not self.closed:
+            text = self.engine.decode(tokens)
+            self.sent = _send_delta(self.sender, text, self.sent, self.batcher.running)
+
+    def _on_done(self, index: int, generation: object) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            if generation.error is not None:
+                self.closed = True
+                _send_error(self.sender, str(generation.error))
+                return
+            self.texts[index] = self.engine.decode(generation.tokens)
+            self.batch_size = max(self.batch_size, generation.batch_rows)
+            if all(text is not None for text in self.texts):
+                self.closed = True
+                _send_final(self.sender, self.texts, self.batch_size)

@@ -6,6 +6,7 @@ version loads beside the old one and the switch is a routing change:
     <repository>/<triton_name>/config.pbtxt
     <repository>/<triton_name>/1/model.py      (copy of rlhf.serving.backend)
     <repository>/<triton_name>/1/rlhf_compression.py  (copy of engine.compression.restore)
+    <repository>/<triton_name>/1/rlhf_continuous.py   (copy of rlhf.serving.continuous)
     <repository>/<triton_name>/1/hf/...        (only with copy_weights=True)
 
 The trainer can publish such an entry to a shared volume for a cluster Triton; local
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from rlhf.engine.compression import restore
-from rlhf.serving import backend
+from rlhf.serving import backend, continuous
 
 ModelKindName = Literal["policy", "classifier"]
 
@@ -38,6 +39,9 @@ class BatchingConfig:
     """How long a request may wait for others to join its batch."""
     instance_count: int = 1
     """Model instances (processes) per version; 1 fits a 2-core machine."""
+    continuous: bool = False
+    """Policies: continuous batching (`rlhf.serving.continuous`); requests join the
+    running batch between decode steps, so they go to the model without a queue delay."""
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -107,6 +111,9 @@ def render_config(
         "torch_threads": str(torch_threads),
         "device": "cuda" if device.startswith("cuda") else "cpu",
     }
+    in_flight = kind == "policy" and batching.continuous
+    if in_flight:
+        params["continuous_batching"] = "true"
     param_text = "\n".join(
         f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items()
     )
@@ -119,7 +126,7 @@ def render_config(
         f"max_batch_size: {batching.max_batch_size}\n"
         "dynamic_batching {\n"
         f"  preferred_batch_size: [ {preferred} ]\n"
-        f"  max_queue_delay_microseconds: {batching.max_queue_delay_us}\n"
+        f"  max_queue_delay_microseconds: {0 if in_flight else batching.max_queue_delay_us}\n"
         "}\n"
         f"{decoupled}"
         "input [\n" + ",\n".join(inputs) + "\n]\n"
@@ -153,8 +160,9 @@ def write_model_version(
     version_dir = entry / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(backend.__file__, version_dir / "model.py")
-    # Compressed versions load through it where the project is not installed.
+    # Compressed versions and continuous batching load these where the project is not installed.
     shutil.copyfile(restore.__file__, version_dir / backend.RESTORE_FILE)
+    shutil.copyfile(continuous.__file__, version_dir / backend.CONTINUOUS_FILE)
     if copy_weights:
         target = version_dir / "hf"
         if target.exists():
