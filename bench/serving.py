@@ -1,16 +1,21 @@
-"""Serving benchmark: Triton (dynamic batching) through the inference gRPC API against a
-plain-transformers baseline that serves the same model one request at a time.
+"""Serving benchmark: Triton through the inference gRPC API against a plain-transformers
+baseline that serves the same model one request at a time.
 
-Both sides get the same load in the same run: `--clients` threads (default 16), each
-sending `--requests` calls one after another. The baseline is a single worker behind a
-lock (what serving a model with transformers and no batching amounts to), called
-in-process, so it pays no gRPC cost at all. Latencies include queueing.
+All sides get the same load in the same run: N client threads, each sending its calls
+one after another. The baseline is a single worker behind a lock (what serving a model
+with transformers and no batching amounts to), called in-process, so it pays no gRPC
+cost at all. Latencies include queueing. Classification runs at `--clients`;
+generation runs at each `--generate-concurrency` against two Triton services started
+one after the other: dynamic batching (a batch runs to its longest row) and continuous
+batching (requests join the running batch between decode steps).
 
     python bench/serving.py --json            # MiniLM classifier + SmolLM2-135M policy
     python bench/serving.py --quick --json    # tiny random models (smoke test, seconds)
 
 Prints one JSON object: {"classify": {triton_rps, baseline_rps, ratio, triton_p99_ms,
-baseline_p99_ms, ...}, "generate": {...}, "config": {...}}.
+baseline_p99_ms, ...}, "generate": {"c16": {"baseline": {rps, p50_ms, p99_ms},
+"dynamic": {rps, ratio, p50_ms, p99_ms, mean_batch}, "continuous": {...}}, "c64": ...},
+"config": {...}}; `ratio` is throughput over the baseline's at the same concurrency.
 """
 
 from __future__ import annotations
@@ -157,7 +162,21 @@ def _serve(overrides: dict, conn) -> None:  # noqa: ANN001 - multiprocessing pip
     asyncio.run(serve())
 
 
-def bench_triton(args: argparse.Namespace, classifier: Path, policy: Path, workdir: Path) -> dict:
+def generate_requests(args: argparse.Namespace, clients: int) -> int:
+    """Calls per client at a concurrency: `--generate-total` in all, at least 2 each."""
+    return max(2, -(-args.generate_total // clients))
+
+
+def bench_triton(
+    args: argparse.Namespace,
+    classifier: Path,
+    policy: Path,
+    workdir: Path,
+    tasks: list[str],
+    continuous: bool,
+) -> dict:
+    """One inference service (its own Triton) with the policy's batching chosen by
+    `continuous`; classification at `--clients`, generation at each concurrency."""
     import multiprocessing
 
     import grpc
@@ -165,7 +184,7 @@ def bench_triton(args: argparse.Namespace, classifier: Path, policy: Path, workd
     from rlhf.v1 import inference_pb2, inference_pb2_grpc
 
     overrides = dict(
-        artifact_dir=str(workdir / "artifacts"),
+        artifact_dir=str(workdir / ("artifacts-continuous" if continuous else "artifacts")),
         bus="inprocess",
         serving={
             "dtype": args.dtype,
@@ -180,6 +199,7 @@ def bench_triton(args: argparse.Namespace, classifier: Path, policy: Path, workd
                 "max_batch_size": 32,
                 "preferred_batch_sizes": [8, 16],
                 "max_queue_delay_us": args.generate_delay_us,
+                "continuous": continuous,
             },
             "models": [
                 {"name": "bench-classifier", "version": "classifier-v1", "kind": "classifier",
@@ -213,17 +233,22 @@ def bench_triton(args: argparse.Namespace, classifier: Path, policy: Path, workd
         versions.add(stub.Generate(request, timeout=600).model_version)
 
     calls = {"classify": classify, "generate": generate}
+    loads = {
+        "classify": [(args.clients, args.classify_requests)],
+        "generate": [(c, generate_requests(args, c)) for c in args.concurrency],
+    }
     try:
-        results = {}
-        for task in args.tasks:
+        results: dict = {}
+        for task in tasks:
             run_load(calls[task], 2, 2)  # warm-up: first calls compile kernels, open streams
-            requests = args.classify_requests if task == "classify" else args.generate_requests
-            before = triton_counts(triton_url)
-            results[task] = run_load(calls[task], args.clients, requests)
-            after = triton_counts(triton_url)
-            inferences = sum(after[m][0] - before[m][0] for m in after)
-            executions = sum(after[m][1] - before[m][1] for m in after)
-            results[task]["mean_batch"] = inferences / max(executions, 1)
+            for clients, requests in loads[task]:
+                before = triton_counts(triton_url)
+                result = run_load(calls[task], clients, requests)
+                after = triton_counts(triton_url)
+                inferences = sum(after[m][0] - before[m][0] for m in after)
+                executions = sum(after[m][1] - before[m][1] for m in after)
+                result["mean_batch"] = inferences / max(executions, 1)
+                results.setdefault(task, {})[clients] = result
     finally:
         channel.close()
         service.terminate()  # SIGTERM: graceful drain, then Triton stops
@@ -277,7 +302,9 @@ def bench_baseline(args: argparse.Namespace, classifier: Path, policy: Path) -> 
 
     if "classify" in args.tasks:
         run_load(classify, 1, 4)
-        results["classify"] = run_load(classify, args.clients, args.classify_requests)
+        results["classify"] = {
+            args.clients: run_load(classify, args.clients, args.classify_requests)
+        }
     if "generate" not in args.tasks:
         return results
 
@@ -294,7 +321,9 @@ def bench_baseline(args: argparse.Namespace, classifier: Path, policy: Path) -> 
             )
 
     run_load(generate, 1, 1)
-    results["generate"] = run_load(generate, args.clients, args.generate_requests)
+    results["generate"] = {
+        c: run_load(generate, c, generate_requests(args, c)) for c in args.concurrency
+    }
     return results
 
 
@@ -312,6 +341,31 @@ def summary(triton: dict, baseline: dict) -> dict:
     }
 
 
+def generate_summary(dynamic: dict, continuous: dict, baseline: dict) -> dict:
+    """Per concurrency: the baseline, then each Triton mode with its ratio to it."""
+
+    def side(result: dict) -> dict:
+        return {
+            "rps": round(result["rps"], 2),
+            "ratio": round(result["rps"] / base["rps"], 2),
+            "p50_ms": round(result["p50_ms"], 1),
+            "p99_ms": round(result["p99_ms"], 1),
+        }
+
+    report = {}
+    for clients, base in baseline.items():
+        report[f"c{clients}"] = {
+            "baseline": {k: round(base[k], 2) for k in ("rps", "p50_ms", "p99_ms")},
+            # Triton's rows per execute(): the batch the dynamic batcher formed.
+            "dynamic": {
+                **side(dynamic[clients]),
+                "mean_batch": round(dynamic[clients]["mean_batch"], 2),
+            },
+            "continuous": side(continuous[clients]),
+        }
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -320,7 +374,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", default="smollm2", help='directory or "smollm2"')
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--classify-requests", type=int, default=24, help="per client")
-    parser.add_argument("--generate-requests", type=int, default=3, help="per client")
+    parser.add_argument(
+        "--generate-concurrency",
+        default="1,16,64",
+        help="comma-separated client counts for generation",
+    )
+    parser.add_argument(
+        "--generate-total",
+        type=int,
+        default=16,
+        help="generation calls per concurrency (at least 2 per client)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument(
         "--classify-delay-us",
@@ -344,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.tasks = [args.only] if args.only else ["classify", "generate"]
+    args.concurrency = [int(c) for c in args.generate_concurrency.split(",")]
     if args.dtype == "auto":
         args.dtype = native_bf16_dtype()
 
@@ -359,34 +424,52 @@ def main(argv: list[str] | None = None) -> int:
             classifier = classifier_dir(args.classifier, workdir)
             policy = policy_dir(args.policy)
         args.prompts = render_prompts(policy)
-        triton = bench_triton(args, classifier, policy, workdir)
+        triton = bench_triton(args, classifier, policy, workdir, args.tasks, continuous=False)
+        continuous = {}
+        if "generate" in args.tasks:
+            continuous = bench_triton(args, classifier, policy, workdir, ["generate"], True)
         baseline = bench_baseline(args, classifier, policy)
-    report = {
-        **{task: summary(triton[task], baseline[task]) for task in args.tasks},
-        "config": {
-            "clients": args.clients,
-            "classify_requests_per_client": args.classify_requests,
-            "generate_requests_per_client": args.generate_requests,
-            "max_new_tokens": args.max_new_tokens,
-            "dtype": args.dtype,
-            "classify_delay_us": args.classify_delay_us,
-            "generate_delay_us": args.generate_delay_us,
-            "torch_threads": args.torch_threads,
-            "classifier": "tiny" if args.quick else str(args.classifier),
-            "policy": "tiny" if args.quick else str(args.policy),
-            "served_versions": triton["versions"],
-        },
+    report: dict = {}
+    if "classify" in args.tasks:
+        clients = args.clients
+        report["classify"] = summary(triton["classify"][clients], baseline["classify"][clients])
+    if "generate" in args.tasks:
+        report["generate"] = generate_summary(
+            triton["generate"], continuous["generate"], baseline["generate"]
+        )
+    report["config"] = {
+        "clients": args.clients,
+        "classify_requests_per_client": args.classify_requests,
+        "generate_concurrency": args.concurrency,
+        "generate_requests_per_client": {c: generate_requests(args, c) for c in args.concurrency},
+        "max_new_tokens": args.max_new_tokens,
+        "dtype": args.dtype,
+        "classify_delay_us": args.classify_delay_us,
+        "generate_delay_us": args.generate_delay_us,
+        "torch_threads": args.torch_threads,
+        "classifier": "tiny" if args.quick else str(args.classifier),
+        "policy": "tiny" if args.quick else str(args.policy),
+        "served_versions": triton["versions"],
     }
     if args.json:
         print(json.dumps(report))
-    else:
-        for task in args.tasks:
-            row = report[task]
-            print(
-                f"{task:9s} triton {row['triton_rps']:7.2f} rps p99 {row['triton_p99_ms']:8.1f} ms"
-                f" | baseline {row['baseline_rps']:7.2f} rps p99 {row['baseline_p99_ms']:8.1f} ms"
-                f" | ratio {row['ratio']:.2f}"
+        return 0
+    if "classify" in report:
+        row = report["classify"]
+        print(
+            f"classify  triton {row['triton_rps']:7.2f} rps p99 {row['triton_p99_ms']:8.1f} ms"
+            f" | baseline {row['baseline_rps']:7.2f} rps p99 {row['baseline_p99_ms']:8.1f} ms"
+            f" | ratio {row['ratio']:.2f}"
+        )
+    for key, row in report.get("generate", {}).items():
+        print(
+            f"generate {key:>4s} baseline {row['baseline']['rps']:6.2f} rps"
+            + "".join(
+                f" | {mode} {row[mode]['rps']:6.2f} rps x{row[mode]['ratio']:.2f}"
+                f" p99 {row[mode]['p99_ms']:8.1f} ms"
+                for mode in ("dynamic", "continuous")
             )
+        )
     return 0
 
 
