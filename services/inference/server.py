@@ -573,6 +573,9 @@ def engine_config(settings: InferenceSettings) -> EngineConfig:
     repository = serving.model_repository or Path(settings.artifact_dir) / "triton"
     return EngineConfig(
         triton_url=serving.triton_url,
+        triton_replicas=serving.triton_replicas,
+        replica_resync_s=serving.replica_resync_s,
+        model_control=serving.model_control,
         model_repository=Path(repository),
         policy_batching=_batching(serving.policy_batching),
         classifier_batching=_batching(serving.classifier_batching),

@@ -44,6 +44,22 @@ class ServingSettings(BaseModel):
     triton_url: str | None = Field(
         None, description="external Triton gRPC host:port; unset = local"
     )
+    triton_replicas: str | None = Field(
+        None,
+        description="every Triton replica, for model control: a headless Service host:port "
+        "(DNS A records, one per pod) or host:port,host:port; each load/unload goes to all "
+        "and a reconcile loop catches up new or restarted replicas. Requests still use "
+        "triton_url. Unset: triton_url only (one Triton)",
+    )
+    replica_resync_s: float = Field(
+        10.0, gt=0, description="seconds between reconciles of the Triton replicas"
+    )
+    model_control: Literal["explicit", "poll"] = Field(
+        "explicit",
+        description="Triton's --model-control-mode: explicit (this service loads and "
+        "unloads versions) or poll (Triton loads what appears in the repository; a "
+        "deploy waits until every replica has it, and nothing is unloaded)",
+    )
     model_repository: Path | None = Field(
         None, description="Triton model repository; default <artifact_dir>/triton"
     )

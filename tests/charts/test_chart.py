@@ -364,6 +364,56 @@ def test_inference_points_at_triton_and_shares_its_model_repository() -> None:
     assert "--model-repository=/models" in triton["containers"][0]["args"]
 
 
+def _container(objs: tuple[dict[str, Any], ...], deployment: str) -> dict[str, Any]:
+    return by_name(objs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("variant", ["default", "gpu-inference"])
+def test_inference_controls_every_triton_pod_through_a_headless_service(variant: str) -> None:
+    """Loads reach each Triton replica: the headless Service resolves to every ready
+    Triton pod, and the inference service is told its DNS name (issue 21, item 5)."""
+    objs = render(VARIANTS[variant])
+    triton = by_name(objs, "Deployment", "t-rlhf-triton")
+    service = by_name(objs, "Service", "t-rlhf-triton")
+    headless = by_name(objs, "Service", "t-rlhf-triton-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is False  # what the Service serves
+    assert headless["spec"]["selector"] == service["spec"]["selector"]
+    assert (
+        headless["spec"]["selector"].items()
+        <= triton["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert [(p["name"], p["port"], p["targetPort"]) for p in headless["spec"]["ports"]] == [
+        ("grpc", 8001, "grpc")
+    ]
+    env = env_of(_container(objs, "t-rlhf-inference"))
+    assert env["RLHF_SERVING__TRITON_URL"] == "t-rlhf-triton:8001"  # requests: the Service
+    assert env["RLHF_SERVING__TRITON_REPLICAS"] == "t-rlhf-triton-headless.ml.svc:8001"
+    assert env["RLHF_SERVING__MODEL_CONTROL"] == "explicit"
+    assert env["RLHF_SERVING__REPLICA_RESYNC_S"] == "10"
+    assert "--model-control-mode=explicit" in _container(objs, "t-rlhf-triton")["args"]
+    if variant == "gpu-inference":
+        assert triton["spec"]["replicas"] == 2
+
+
+def test_poll_mode_tells_the_inference_service_and_keeps_the_headless_service() -> None:
+    objs = render((), ("triton.modelControlMode=poll", "triton.replicaResyncSeconds=30"))
+    args = _container(objs, "t-rlhf-triton")["args"]
+    assert "--model-control-mode=poll" in args and "--repository-poll-secs=30" in args
+    assert "--load-model=*" not in args
+    env = env_of(_container(objs, "t-rlhf-inference"))
+    assert env["RLHF_SERVING__MODEL_CONTROL"] == "poll"
+    assert env["RLHF_SERVING__REPLICA_RESYNC_S"] == "30"
+    assert env["RLHF_SERVING__TRITON_REPLICAS"] == "t-rlhf-triton-headless.ml.svc:8001"
+    assert by_name(objs, "Service", "t-rlhf-triton-headless")["spec"]["clusterIP"] == "None"
+
+
+def test_without_triton_there_is_no_headless_service_or_replica_setting() -> None:
+    objs = render((), ("triton.enabled=false",))
+    assert "t-rlhf-triton-headless" not in {s["metadata"]["name"] for s in of_kind(objs, "Service")}
+    assert "RLHF_SERVING__TRITON_REPLICAS" not in env_of(_container(objs, "t-rlhf-inference"))
+
+
 def test_gpu_inference_requests_gpus_on_gpu_nodes() -> None:
     objs = render(VARIANTS["gpu-inference"])
     spec = by_name(objs, "Deployment", "t-rlhf-triton")["spec"]["template"]["spec"]

@@ -384,6 +384,7 @@ schema = {
                     "runAsUser": I1,
                     "modelControlMode": {"enum": ["explicit", "poll"]},
                     "repositoryPollSeconds": I1,
+                    "replicaResyncSeconds": I1,
                     "extraArgs": {"type": "array", "items": S},
                     "modelRepository": obj(
                         {

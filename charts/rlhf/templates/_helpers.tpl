@@ -109,6 +109,11 @@ An image reference. Call with (dict "root" $ "registry" r "repository" repo "tag
 {{- default (include "rlhf.componentName" (dict "root" . "component" "artifacts")) .Values.artifacts.persistence.existingClaim -}}
 {{- end -}}
 
+{{/* Headless Service of the Triton pods (one DNS A record per ready pod). */}}
+{{- define "rlhf.tritonHeadlessName" -}}
+{{- include "rlhf.componentName" (dict "root" . "component" "triton-headless") -}}
+{{- end -}}
+
 {{- define "rlhf.modelRepositoryClaimName" -}}
 {{- default (include "rlhf.componentName" (dict "root" . "component" "models")) .Values.triton.modelRepository.pvc.existingClaim -}}
 {{- end -}}

@@ -105,6 +105,13 @@ NetworkPolicy. Call with (dict "root" $ "name" "<service>").
 {{- /* services/inference/settings.py: ServingSettings (RLHF_SERVING__*) */}}
 - name: RLHF_SERVING__TRITON_URL
   value: {{ printf "%s:8001" (include "rlhf.componentName" (dict "root" $root "component" "triton")) | quote }}
+{{- /* Model control reaches every Triton pod through the headless Service (docs/deploy.md). */}}
+- name: RLHF_SERVING__TRITON_REPLICAS
+  value: {{ printf "%s.%s.svc:8001" (include "rlhf.tritonHeadlessName" $root) $root.Release.Namespace | quote }}
+- name: RLHF_SERVING__MODEL_CONTROL
+  value: {{ $v.triton.modelControlMode | quote }}
+- name: RLHF_SERVING__REPLICA_RESYNC_S
+  value: {{ $v.triton.replicaResyncSeconds | quote }}
 {{- if eq $v.triton.modelRepository.type "pvc" }}
 - name: RLHF_SERVING__MODEL_REPOSITORY
   value: {{ $v.triton.modelRepository.mountPath | quote }}

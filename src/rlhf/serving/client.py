@@ -136,6 +136,14 @@ class TritonClient:
         except InferenceServerException as exc:
             raise _translate(exc) from exc
 
+    def loaded_models(self, timeout_s: float = 5.0) -> set[str]:
+        """Names of the models this Triton has READY (its repository index)."""
+        try:
+            index = self._client.get_model_repository_index(as_json=True, client_timeout=timeout_s)
+        except InferenceServerException as exc:
+            raise _translate(exc) from exc
+        return {m["name"] for m in index.get("models", []) if m.get("state") == "READY"}
+
     def statistics(self, name: str = "") -> dict:
         """Triton's cumulative inference statistics (queue time, batch sizes) as a dict."""
         stats = self._client.get_inference_statistics(name, as_json=True, client_timeout=5.0)

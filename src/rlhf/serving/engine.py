@@ -4,7 +4,9 @@
 model repository and the `VersionManager`. Local mode starts Triton from the
 nvidia-pytriton wheel; cluster mode (`triton_url` set) talks to an external Triton in
 explicit model-control mode whose repository is shared (the engine writes the entry
-for each new version there, or finds one the trainer published).
+for each new version there, or finds one the trainer published). With several Triton
+replicas (`triton_replicas`), every load/unload goes to each of them and a reconcile
+loop keeps them on the same versions (`rlhf.serving.replicas`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily
 
 from rlhf.runtime import metrics
 from rlhf.serving.client import TritonClient
+from rlhf.serving.replicas import TritonReplicas
 from rlhf.serving.repository import BatchingConfig, triton_model_name, write_model_version
 from rlhf.serving.triton_server import LocalTritonConfig, LocalTritonServer
 from rlhf.serving.versions import ServedVersion, VersionManager
@@ -47,7 +50,15 @@ class EngineConfig:
     """Where Triton runs and how models are served."""
 
     triton_url: str | None = None
-    """host:port of an external Triton (gRPC); None starts one locally."""
+    """host:port of an external Triton (gRPC); None starts one locally. Requests go here."""
+    triton_replicas: str | None = None
+    """Every Triton replica, for model control: a headless Service `host:port` (one DNS A
+    record per pod) or `host:port,host:port`. None: `triton_url` (or the local one) only."""
+    replica_resync_s: float = 10.0
+    """Seconds between reconciles of the replicas (sooner after an error)."""
+    model_control: str = "explicit"
+    """Triton's --model-control-mode: "explicit" (loads/unloads from here) or "poll"
+    (Triton loads what appears in the repository; loads here only wait for it)."""
     model_repository: Path = Path("artifacts/triton")
     """Triton model repository; shared with the external Triton in cluster mode."""
     policy_batching: BatchingConfig = field(default_factory=BatchingConfig)
@@ -91,11 +102,11 @@ class TritonLoader:
                 device=cfg.device,
             )
         started = time.perf_counter()
-        self.engine.client.load_model(version.backend_name, timeout_s=cfg.load_timeout_s)
+        self.engine.replicas.load(version.backend_name)
         log.info("triton loaded %s in %.1fs", version.backend_name, time.perf_counter() - started)
 
     def unload(self, version: ServedVersion) -> None:
-        self.engine.client.unload_model(version.backend_name)
+        self.engine.replicas.unload(version.backend_name)
 
 
 class _TritonStatsCollector:
@@ -142,6 +153,7 @@ class ServingEngine:
         self.config = config
         self.server: LocalTritonServer | None = None
         self.client: TritonClient | None = None  # type: ignore[assignment]
+        self.replicas: TritonReplicas | None = None
         self.versions = VersionManager(TritonLoader(self), config.drain_timeout_s)
         self._collector: _TritonStatsCollector | None = None
 
@@ -160,18 +172,29 @@ class ServingEngine:
             classifier_max_batch=self.config.classifier_batching.max_batch_size,
             policy_max_batch=self.config.policy_batching.max_batch_size,
         )
+        spread = self.config.triton_replicas
+        self.replicas = TritonReplicas(
+            spread or url,
+            resolve=bool(spread),
+            resync_s=self.config.replica_resync_s,
+            load_timeout_s=self.config.load_timeout_s,
+            poll=self.config.model_control == "poll",
+        )
+        if spread:
+            self.replicas.start()
+        else:
+            self.replicas.refresh()
         if self._collector is None:
             self._collector = _TritonStatsCollector(self)
             metrics.REGISTRY.register(self._collector)
         return self
 
     def ready(self) -> bool:
-        """Triton is up and every routed version reports ready (feeds gRPC health)."""
-        if self.client is None or not self.client.is_ready():
+        """Triton answers and every routed version is loaded on every replica that
+        answers (feeds gRPC health; see `TritonReplicas.ready`)."""
+        if self.replicas is None:
             return False
-        return all(
-            self.client.is_model_ready(v.backend_name) for v in self.versions.live_versions()
-        )
+        return self.replicas.ready(v.backend_name for v in self.versions.live_versions())
 
     def stop(self) -> None:
         if self._collector is not None:
@@ -183,6 +206,9 @@ class ServingEngine:
             else:
                 self.versions.close()
                 self.client.close()
+        if self.replicas is not None:
+            self.replicas.close()
+            self.replicas = None
         if self.server is not None:
             self.server.stop()
             self.server = None

@@ -62,12 +62,16 @@ class LocalTritonConfig:
     metrics_port: int = 0
     startup_timeout_s: float = 120.0
     log_verbose: int = 0
+    model_control_mode: str = "explicit"
+    """"explicit" (models loaded through the client) or "poll" (Triton loads what it finds)."""
+    repository_poll_secs: int = 1
+    """Seconds between repository polls in poll mode."""
     extra_pythonpath: list[str] = field(default_factory=list)
     """Added to the stub's PYTHONPATH (the venv's site-packages are always there)."""
 
 
 class LocalTritonServer:
-    """A tritonserver child process in explicit model-control mode.
+    """A tritonserver child process in explicit (or poll) model-control mode.
 
     Use as a context manager or call `start()`/`stop()`. Models are loaded and unloaded
     through the client (`rlhf.serving.client.TritonClient.load_model`).
@@ -129,7 +133,12 @@ class LocalTritonServer:
         cmd = [
             str(_pytriton_dist() / "bin" / "tritonserver"),
             f"--model-repository={self.config.model_repository}",
-            "--model-control-mode=explicit",
+            f"--model-control-mode={self.config.model_control_mode}",
+            *(
+                [f"--repository-poll-secs={self.config.repository_poll_secs}"]
+                if self.config.model_control_mode == "poll"
+                else []
+            ),
             f"--backend-directory={backend_dir}",
             f"--backend-config=python,shm-region-prefix-name=rlhf{uuid.uuid4().hex[:8]}",
             "--backend-config=python,shm-default-byte-size=4194304",
