@@ -139,10 +139,12 @@ def test_cancelling_or_timing_out_one_request_leaves_the_others_alone(engine):
     ]
 
     failing = submit(batcher, engine, PROMPTS[0], greedy, on_tokens=lambda t: 1 / 0)
+    unanswerable = submit(batcher, engine, PROMPTS[2], greedy, on_done=lambda g: 1 / 0)
     fine = submit(batcher, engine, PROMPTS[1], greedy)
     drain(batcher)
     with pytest.raises(ZeroDivisionError):
         failing.result()  # a callback that raises (a client gone) ends its own row only
+    assert unanswerable.done  # a final reply that fails is logged; the loop goes on
     assert engine.decode(fine.result()) == solo(engine, PROMPTS[1], greedy)
 
 

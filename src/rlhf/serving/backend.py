@@ -12,7 +12,10 @@ not this project. Two kinds, chosen by the `kind` parameter in config.pbtxt:
   batched requests run through one left-padded decode loop with a KV cache and
   per-row sampling parameters; streaming requests get a text delta after every step,
   every request gets a final response with its full completions (output FINAL marks
-  it, so clients need no Triton-specific response parameter).
+  it, so clients need no Triton-specific response parameter). With the config.pbtxt
+  parameter `continuous_batching: "true"` the prompts instead join the running batch of
+  a `ContinuousBatcher` (rlhf.serving.continuous, copied beside this file as
+  rlhf_continuous.py) between decode steps, and leave it as soon as they finish.
 
 Errors caused by a request (prompt longer than the context) are sent back for that
 request only, prefixed with "INVALID_ARGUMENT:" so the inference service can map them.

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import inspect
+import logging
 import queue
 import threading
 import time
@@ -42,6 +43,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 TokensCallback = Callable[[list[int]], None]
 DoneCallback = Callable[["Generation"], None]
@@ -138,7 +141,10 @@ class Generation:
         self._stream.put(None)
         self._done.set()
         if self.on_done is not None:
-            self.on_done(self)
+            try:
+                self.on_done(self)
+            except Exception:  # a reply to a caller already gone must not stop the loop
+                log.exception("on_done of request %s failed", self.request_id)
 
 
 @dataclass
