@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from rlhf.serving.client import ModelNotLoaded, TritonUnavailable
+from rlhf.serving.client import ModelNotLoaded, ServingError, TritonUnavailable
 from rlhf.serving.replicas import TritonReplicas, parse_endpoints, resolve_endpoints
 
 
@@ -20,12 +20,15 @@ class FakeTriton:
     def __init__(self) -> None:
         self.loaded: set[str] = set()
         self.reachable = True
+        self.failure: Exception | None = None
         self.broken: set[str] = set()
         self.closed = False
 
     def _check(self) -> None:
         if not self.reachable:
             raise TritonUnavailable("connection refused")
+        if self.failure is not None:
+            raise self.failure
 
     def loaded_models(self, timeout_s: float = 5.0) -> set[str]:
         self._check()
@@ -122,6 +125,15 @@ def test_an_unreachable_replica_is_caught_up_by_the_reconcile() -> None:
     assert not replicas.ready(["clf-v1"])  # it answers now and lacks the version
     replicas.reconcile()
     assert cluster.pods["10.0.0.2"].loaded == {"clf-v1"}
+    assert replicas.ready(["clf-v1"])
+
+
+def test_a_replica_shutting_down_is_not_counted_by_readiness() -> None:
+    cluster = FakeCluster("10.0.0.1", "10.0.0.2")
+    replicas = cluster.replicas()
+    replicas.load("clf-v1")
+    cluster.pods["10.0.0.2"].loaded.clear()
+    cluster.pods["10.0.0.2"].failure = ServingError("Server not ready")
     assert replicas.ready(["clf-v1"])
 
 

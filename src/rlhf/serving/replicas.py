@@ -237,7 +237,7 @@ class TritonReplicas:
             return self._each(lambda c: c.loaded_models(), locked=False)
 
         def sync(client: ReplicaClient) -> set[str]:
-            with self._lock:  # read under the replica's lock: consistent with load/unload
+            with self._lock:  # read while holding the replica's lock (see `_each`)
                 desired, retired = set(self._desired), set(self._retired)
             loaded = client.loaded_models()
             for name in sorted(desired - loaded):
@@ -255,12 +255,13 @@ class TritonReplicas:
 
     def ready(self, names: Iterable[str]) -> bool:
         """At least one replica answers, and every replica that answers has all of
-        `names` loaded. A replica that does not answer is not counted: it also fails
-        Triton's readiness probe, so it leaves the Service (and the DNS answer)."""
+        `names` loaded. A replica that gives an error instead of its index (down, or
+        shutting down: "Server not ready") is not counted: it also fails Triton's
+        readiness probe, so it leaves the Service and the DNS answer."""
         wanted = set(names)
         results = self._each(lambda c: c.loaded_models(2.0), locked=False)
-        answered = [r for r in results.values() if not isinstance(r, TritonUnavailable)]
-        ok = bool(answered) and all(not isinstance(r, Exception) and wanted <= r for r in answered)
+        answered = [r for r in results.values() if not isinstance(r, Exception)]
+        ok = bool(answered) and all(wanted <= loaded for loaded in answered)
         if answered and not ok:
             self._wake.set()  # a replica lags: reconcile now rather than at the next tick
         return ok
