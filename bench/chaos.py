@@ -228,17 +228,19 @@ class Platform:
         with self.lock:
             ballast = self.artifacts / ".chaos-ballast"
             written = 0
-            with open(ballast, "wb") as handle:
-                chunk = b"\0" * (1 << 20)
-                with contextlib.suppress(OSError):
-                    while True:
-                        handle.write(chunk)
-                        handle.flush()
-                        written += len(chunk)
-            self.disk_full.set()
-            _log(f"artifact disk full ({written >> 20} MiB ballast, {note}); holding {hold_s}s")
-            time.sleep(hold_s)
-            ballast.unlink()
+            try:
+                # Unbuffered: a buffered file's close() flushes the tail again and raises
+                # ENOSPC outside the loop, and the disk then stayed full for the run.
+                with open(ballast, "wb", buffering=0) as handle:
+                    chunk = b"\0" * (1 << 20)
+                    with contextlib.suppress(OSError):
+                        while True:
+                            written += handle.write(chunk) or 0
+                self.disk_full.set()
+                _log(f"artifact disk full ({written >> 20} MiB ballast, {note}); holding {hold_s}s")
+                time.sleep(hold_s)
+            finally:
+                ballast.unlink(missing_ok=True)
             self.disk_fills.append({"at": note, "ballast_mib": written >> 20, "held_s": hold_s})
             _log("artifact disk freed")
 
