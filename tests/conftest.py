@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.kafka_plugin", "tests.triton_plugin"]
+pytest_plugins = ["tests.kafka_plugin", "tests.postgres_plugin", "tests.triton_plugin"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -34,7 +34,7 @@ SHIPPED = sorted(p.name for p in (REPO / "pipelines").glob("*.yaml"))
 # Never pulled in by the core install (the extras engine, serving, tritonserver, k8s).
 HEAVY = ("torch", "transformers", "tritonclient", "pytriton", "kubernetes", "numpy")
 HEAVY_DISTS = {"torch", "transformers", "tritonclient", "nvidia-pytriton", "kubernetes", "numpy"}
-EXTRAS = {"client", "engine", "serving", "tritonserver", "k8s", "otlp", "all"}
+EXTRAS = {"client", "engine", "serving", "tritonserver", "k8s", "otlp", "postgres", "all"}
 
 # Run before the code under test: any import of a HEAVY package fails.
 BLOCKER = textwrap.dedent(

@@ -60,7 +60,7 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
         self.ctx = ctx
         self.datasets_dir = ctx.artifact_dir / "datasets"
         self.sources_file = ctx.state_dir / "sources.json"
-        self.feedback = FeedbackStore(ctx.state_dir / "feedback.sqlite")
+        self.feedback = FeedbackStore(ctx.store_target("feedback.sqlite"))
         self._lock = threading.Lock()
         ctx.subscribe(TOPIC_FEEDBACK_RECORDED, self.on_feedback_recorded)
         ctx.runs.resume_incomplete(lambda record: self._prepare_work)

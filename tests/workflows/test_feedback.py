@@ -19,8 +19,8 @@ def _event(i: int, kind=events_pb2.FEEDBACK_KIND_LABEL, confidence=0.9):
     )
 
 
-def test_duplicates_stored_once_and_exactly_one_request_per_window(tmp_path):
-    store = FeedbackStore(tmp_path / "fb.sqlite")
+def test_duplicates_stored_once_and_exactly_one_request_per_window(state_db):
+    store = FeedbackStore(state_db())
     trigger = RetrainTrigger(count=50, window_s=3600)
     fired = []
     for i in range(60):
@@ -42,25 +42,90 @@ def test_duplicates_stored_once_and_exactly_one_request_per_window(tmp_path):
     assert store.requests("classify") == [fired[0].window_id, later.window_id]
 
 
-def test_concurrent_evaluations_fire_once(tmp_path):
-    store = FeedbackStore(tmp_path / "fb.sqlite")
+def test_concurrent_evaluations_fire_once(state_db):
+    """Four stores, each its own connection (as four replicas), evaluate at once."""
+    stores = [FeedbackStore(state_db()) for _ in range(4)]
     for i in range(50):
-        store.add(_event(i))
+        stores[i % 4].add(_event(i))
     trigger = RetrainTrigger(count=50, window_s=60)
     results = []
-    threads = [
-        threading.Thread(target=lambda: results.append(store.evaluate("classify", trigger, 5.0)))
-        for _ in range(8)
-    ]
+    barrier = threading.Barrier(8)
+
+    def evaluate(store):
+        barrier.wait()
+        results.append(store.evaluate("classify", trigger, 5.0))
+
+    threads = [threading.Thread(target=evaluate, args=(stores[i % 4],)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert len(results) == 8  # none raised
     assert sum(r is not None for r in results) == 1
+    assert stores[1].requests("classify") == ["classify-w0"]
+    assert len(stores[2].claimed("classify-w0")) == 50
 
 
-def test_drift_in_confidence_triggers(tmp_path):
-    store = FeedbackStore(tmp_path / "fb.sqlite")
+_REPLICA = """
+import json, sys, time
+from rlhf.pipelines import RetrainTrigger
+from rlhf.v1 import events_pb2
+from rlhf.workflows.feedback import FeedbackStore
+
+target, start_at = sys.argv[1], float(sys.argv[2])
+store = FeedbackStore(target)
+trigger = RetrainTrigger(count=50, window_s=3600)
+time.sleep(max(0.0, start_at - time.time()))
+added, fired = 0, []
+for i in range(80):
+    event = events_pb2.FeedbackRecorded(
+        feedback_id=f"fb-{i}", pipeline="classify", model_version="clf-v1",
+        kind=events_pb2.FEEDBACK_KIND_LABEL, prompt=f"text {i}", label="positive",
+    )
+    added += store.add(event)
+    decision = store.evaluate("classify", trigger, now=1000.0)
+    if decision is not None:
+        fired.append([decision.window_id, len(decision.feedback_ids)])
+print(json.dumps({"added": added, "fired": fired}))
+"""
+
+
+def test_two_processes_record_the_same_events_and_one_window_fires(state_target):
+    """Two processes (two replicas of data prep) receive the same 80 feedback events
+    (a redelivery after a rebalance) and evaluate the trigger after each: every event is
+    stored by exactly one of them, and the window fires once, with 50 records."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    start_at = time.time() + 3.0  # both import and connect first, then race
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _REPLICA, state_target, str(start_at)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outputs.append(json.loads(out.strip().splitlines()[-1]))
+    assert sum(o["added"] for o in outputs) == 80
+    fired = [f for o in outputs for f in o["fired"]]
+    assert fired == [["classify-w0", 50]]
+    store = FeedbackStore(state_target)
+    assert store.requests("classify") == ["classify-w0"]
+    assert len(store.claimed("classify-w0")) == 50
+    assert len(store.pending("classify")) == 30
+    store.close()
+
+
+def test_drift_in_confidence_triggers(state_db):
+    store = FeedbackStore(state_db())
     trigger = RetrainTrigger(count=20, window_s=10, drift=0.2)
     for i in range(20):
         store.add(_event(i, confidence=0.95))
@@ -150,13 +215,15 @@ def test_mix_gives_feedback_its_share():
     assert sorted(mix(base, feedback, 0.001)[90:]) == feedback  # every record at least once
 
 
-def test_a_window_larger_than_sqlites_variable_limit_is_claimed(tmp_path):
-    store = FeedbackStore(tmp_path / "fb.sqlite")
+def test_a_window_larger_than_sqlites_variable_limit_is_claimed(state_db):
+    db = state_db()
+    store = FeedbackStore(db)
     rows = [(f"big-{i}", "classify", "clf-v1", 4, "{}", 0.0, float(i)) for i in range(40_000)]
-    with store._lock:  # one transaction: 40,000 separate fsyncs would take minutes
-        store._db.execute("BEGIN")
-        store._db.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, NULL)", rows)
-        store._db.execute("COMMIT")
+    with db.transaction() as tx:  # one transaction: 40,000 separate commits take minutes
+        for start in range(0, len(rows), 400):
+            chunk = rows[start : start + 400]
+            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, NULL)"] * len(chunk))
+            tx.execute(f"INSERT INTO feedback VALUES {values}", [v for row in chunk for v in row])
     decision = store.evaluate("classify", RetrainTrigger(count=50, window_s=3600), now=10.0)
     assert decision is not None and len(decision.feedback_ids) == 40_000
     assert len(store.claimed(decision.window_id)) == 40_000

@@ -90,6 +90,12 @@ class ServiceContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def store_target(self, filename: str) -> str | Path:
+        """Where one of this service's stores keeps its state: the PostgreSQL database
+        of `store.url` when set (shared by the replicas), else `filename` in the state
+        directory (SQLite). Pass it to the store, which opens its own connection."""
+        return self.settings.store.postgres_url or self.state_dir / filename
+
     def publish(
         self, topic: str, message: Message, key: str | None = None, event_id: str | None = None
     ) -> str:

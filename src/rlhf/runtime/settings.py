@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -82,6 +82,31 @@ class TelemetrySettings(_Section):
     log_format: Literal["json", "text"] = "text"
 
 
+class StoreSettings(_Section):
+    """Where the durable shared state lives (feedback, event dedupe, pipeline state,
+    run claims and leases; `rlhf.runtime.store`)."""
+
+    url: SecretStr | None = Field(
+        None,
+        description="postgresql://user:password@host:5432/db for state that several "
+        "replicas write (RLHF_STORE__URL, from a Secret; never logged). Unset: SQLite "
+        "files and lock files under <artifact_dir>/state, for one process per service",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_only(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must be a postgresql:// URL (unset for SQLite files)")
+        return value
+
+    @property
+    def postgres_url(self) -> str | None:
+        return self.url.get_secret_value() if self.url is not None else None
+
+
 class Settings(BaseSettings):
     """Settings every process shares. Services subclass it to add their own."""
 
@@ -119,6 +144,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -171,7 +197,8 @@ def load_settings(
         problems = []
         for error in exc.errors():
             key = ".".join(str(part) for part in error["loc"]) or "<root>"
-            problems.append(f"{key}: {error['msg']} (got {error.get('input')!r})")
+            got = "<redacted>" if key.startswith("store.url") else repr(error.get("input"))
+            problems.append(f"{key}: {error['msg']} (got {got})")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
     finally:
         _YamlSource.path = None

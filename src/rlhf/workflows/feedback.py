@@ -1,17 +1,17 @@
 """Durable feedback accumulation and the retraining trigger policy.
 
-Feedback events land in a SQLite file (one row per feedback id, so a redelivered event
-is stored once). A pipeline's trigger fires when, within the current window, enough
-new feedback accumulated (`count`) or the mean serving confidence dropped by more than
-`drift` against the previous round's baseline. Each window fires at most once: the
-request id is the window id, recorded in the same transaction that claims the rows.
+Feedback events land in the state database (`rlhf.runtime.store`: a SQLite file by
+default, PostgreSQL when `store.url` names one), one row per feedback id, so a
+redelivered event is stored once. A pipeline's trigger fires when, within the current
+window, enough new feedback accumulated (`count`) or the mean serving confidence dropped
+by more than `drift` against the previous round's baseline. Each window fires at most
+once: the request id is the window id, recorded in the same transaction that claims the
+rows, under a lock on the pipeline, so replicas evaluating together fire it once.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from google.protobuf import json_format
 
 from rlhf.engine.data import LabeledText, PreferencePair, save_dataset
 from rlhf.pipelines import RetrainTrigger
+from rlhf.runtime.store import Database, Transaction, chunks, marks, open_database
 from rlhf.v1 import events_pb2
 
 _SCHEMA = """
@@ -29,28 +30,20 @@ CREATE TABLE IF NOT EXISTS feedback (
     model_version TEXT NOT NULL,
     kind INTEGER NOT NULL,
     payload TEXT NOT NULL,
-    confidence REAL NOT NULL,
-    received_at REAL NOT NULL,
+    confidence DOUBLE PRECISION NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
     window_id TEXT
 );
+CREATE INDEX IF NOT EXISTS feedback_pending ON feedback (pipeline, window_id);
 CREATE TABLE IF NOT EXISTS retrain_requests (
     window_id TEXT PRIMARY KEY,
     pipeline TEXT NOT NULL,
     reason TEXT NOT NULL,
     feedback_count INTEGER NOT NULL,
-    baseline_confidence REAL,
-    created_at REAL NOT NULL
-);
+    baseline_confidence DOUBLE PRECISION,
+    created_at DOUBLE PRECISION NOT NULL
+)
 """
-
-
-# SQLite caps the variables of one statement (32,766 by default): windows of any size
-# are claimed in chunks inside one transaction.
-_SQL_CHUNK = 500
-
-
-def _chunks(ids: list[str]) -> list[list[str]]:
-    return [ids[i : i + _SQL_CHUNK] for i in range(0, len(ids), _SQL_CHUNK)]
 
 
 @dataclass(frozen=True)
@@ -60,21 +53,24 @@ class TriggerDecision:
     feedback_ids: list[str]
 
 
+def _parse(rows: list[tuple]) -> list[events_pb2.FeedbackRecorded]:
+    return [json_format.Parse(row[0], events_pb2.FeedbackRecorded()) for row in rows]
+
+
 class FeedbackStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+    def __init__(self, db: Database | Path | str) -> None:
+        """`db`: an open `Database`, a SQLite file path or a `postgresql://` URL."""
+        self._db = db if isinstance(db, Database) else open_database(db)
+        self._db.ensure_schema(_SCHEMA)
 
     def add(self, event: events_pb2.FeedbackRecorded, received_at: float | None = None) -> bool:
         """Store one feedback event; False when this feedback id was already stored."""
         payload = json_format.MessageToJson(event, preserving_proto_field_name=True)
-        with self._lock:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+        with self._db.transaction() as tx:
+            cursor = tx.execute(
+                "INSERT INTO feedback (feedback_id, pipeline, model_version, kind, payload, "
+                "confidence, received_at, window_id) VALUES (?, ?, ?, ?, ?, ?, ?, NULL) "
+                "ON CONFLICT (feedback_id) DO NOTHING",
                 (
                     event.feedback_id,
                     event.pipeline,
@@ -88,23 +84,22 @@ class FeedbackStore:
             return cursor.rowcount == 1
 
     def pending(self, pipeline: str) -> list[events_pb2.FeedbackRecorded]:
-        rows = self._db.execute(
-            "SELECT payload FROM feedback WHERE pipeline = ? AND window_id IS NULL "
-            "ORDER BY received_at, feedback_id",
-            (pipeline,),
-        ).fetchall()
-        return [json_format.Parse(row[0], events_pb2.FeedbackRecorded()) for row in rows]
+        return _parse(
+            self._db.query(
+                "SELECT payload FROM feedback WHERE pipeline = ? AND window_id IS NULL "
+                "ORDER BY received_at, feedback_id",
+                (pipeline,),
+            )
+        )
 
     def count(self, pipeline: str) -> int:
-        return self._db.execute(
-            "SELECT COUNT(*) FROM feedback WHERE pipeline = ?", (pipeline,)
-        ).fetchone()[0]
+        return self._db.query("SELECT COUNT(*) FROM feedback WHERE pipeline = ?", (pipeline,))[0][0]
 
     def requests(self, pipeline: str) -> list[str]:
-        rows = self._db.execute(
+        rows = self._db.query(
             "SELECT window_id FROM retrain_requests WHERE pipeline = ? ORDER BY created_at",
             (pipeline,),
-        ).fetchall()
+        )
         return [row[0] for row in rows]
 
     def evaluate(
@@ -113,50 +108,47 @@ class FeedbackStore:
         """Claim pending feedback for a retraining round if the policy fires.
 
         Returns the decision (once per window) or None. The claim and the request row
-        are written in one transaction, so concurrent calls cannot fire twice.
+        are written in one transaction holding the pipeline's lock, so concurrent calls
+        (threads, replicas) cannot fire twice or claim one record for two windows.
         """
         now = time.time() if now is None else now
         window_id = f"{pipeline}-w{int(now // trigger.window_s)}"
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                decision = self._decide(pipeline, trigger, window_id)
-                if decision is None:
-                    self._db.execute("ROLLBACK")
-                    return None
-                for chunk in _chunks(decision.feedback_ids):
-                    marks = ",".join("?" * len(chunk))
-                    self._db.execute(
-                        f"UPDATE feedback SET window_id = ? WHERE feedback_id IN ({marks})",
-                        (window_id, *chunk),
-                    )
-                confidences = self._confidences(decision.feedback_ids)
-                self._db.execute(
-                    "INSERT INTO retrain_requests VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        window_id,
-                        pipeline,
-                        decision.reason,
-                        len(decision.feedback_ids),
-                        sum(confidences) / len(confidences) if confidences else None,
-                        now,
-                    ),
+        with self._db.transaction() as tx:
+            tx.lock(f"feedback-window/{pipeline}")
+            decision = self._decide(tx, pipeline, trigger, window_id)
+            if decision is None:
+                return None
+            for chunk in chunks(decision.feedback_ids):
+                tx.execute(
+                    f"UPDATE feedback SET window_id = ? WHERE window_id IS NULL "
+                    f"AND feedback_id IN ({marks(len(chunk))})",
+                    (window_id, *chunk),
                 )
-                self._db.execute("COMMIT")
-                return decision
-            except Exception:
-                self._db.execute("ROLLBACK")
-                raise
+            confidences = self._confidences(tx, decision.feedback_ids)
+            tx.execute(
+                "INSERT INTO retrain_requests (window_id, pipeline, reason, feedback_count, "
+                "baseline_confidence, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    window_id,
+                    pipeline,
+                    decision.reason,
+                    len(decision.feedback_ids),
+                    sum(confidences) / len(confidences) if confidences else None,
+                    now,
+                ),
+            )
+            return decision
 
+    @staticmethod
     def _decide(
-        self, pipeline: str, trigger: RetrainTrigger, window_id: str
+        tx: Transaction, pipeline: str, trigger: RetrainTrigger, window_id: str
     ) -> TriggerDecision | None:
-        already = self._db.execute(
+        already = tx.execute(
             "SELECT 1 FROM retrain_requests WHERE window_id = ?", (window_id,)
         ).fetchone()
         if already:
             return None
-        rows = self._db.execute(
+        rows = tx.execute(
             "SELECT feedback_id, confidence FROM feedback "
             "WHERE pipeline = ? AND window_id IS NULL ORDER BY received_at, feedback_id",
             (pipeline,),
@@ -165,7 +157,7 @@ class FeedbackStore:
         if len(ids) >= trigger.count:
             return TriggerDecision(window_id, "count", ids)
         if trigger.drift is not None and ids:
-            baseline = self._db.execute(
+            baseline = tx.execute(
                 "SELECT baseline_confidence FROM retrain_requests WHERE pipeline = ? "
                 "AND baseline_confidence IS NOT NULL ORDER BY created_at DESC LIMIT 1",
                 (pipeline,),
@@ -178,12 +170,12 @@ class FeedbackStore:
                     return TriggerDecision(window_id, "drift", ids)
         return None
 
-    def _confidences(self, ids: list[str]) -> list[float]:
+    @staticmethod
+    def _confidences(tx: Transaction, ids: list[str]) -> list[float]:
         confidences = []
-        for chunk in _chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT confidence FROM feedback WHERE feedback_id IN ({marks}) "
+        for chunk in chunks(ids):
+            rows = tx.execute(
+                f"SELECT confidence FROM feedback WHERE feedback_id IN ({marks(len(chunk))}) "
                 "AND confidence > 0",
                 chunk,
             ).fetchall()
@@ -191,11 +183,13 @@ class FeedbackStore:
         return confidences
 
     def claimed(self, window_id: str) -> list[events_pb2.FeedbackRecorded]:
-        rows = self._db.execute(
-            "SELECT payload FROM feedback WHERE window_id = ? ORDER BY received_at, feedback_id",
-            (window_id,),
-        ).fetchall()
-        return [json_format.Parse(row[0], events_pb2.FeedbackRecorded()) for row in rows]
+        return _parse(
+            self._db.query(
+                "SELECT payload FROM feedback WHERE window_id = ? "
+                "ORDER BY received_at, feedback_id",
+                (window_id,),
+            )
+        )
 
     def close(self) -> None:
         self._db.close()
