@@ -473,15 +473,42 @@ def test_bus_options_validation() -> None:
     assert BusOptions(backoff_initial_s=0.1, backoff_max_s=0.3).backoff(3) == pytest.approx(0.3)
 
 
-def test_dedupe_record_survives_reopen(tmp_path: Path) -> None:
-    store = DedupeStore(tmp_path / "d.sqlite3")
-    store.record("g", "src", "id-1", "handled")
+def test_dedupe_record_survives_reopen(state_target: str) -> None:
+    store = DedupeStore(state_target)
+    assert store.record("g", "src", "id-1", "handled")
     store.close()
-    again = DedupeStore(tmp_path / "d.sqlite3")
+    again = DedupeStore(state_target)
+    assert not again.record("g", "src", "id-1", "dlq")  # recorded already: kept as it was
     assert again.seen("g", "src", "id-1")
     assert not again.seen("other-group", "src", "id-1")  # per consumer group
     assert not again.seen("g", "other-source", "id-1")  # keyed on ce_source + ce_id
     assert again.outcome("g", "src", "id-1") == "handled"
+
+
+def test_two_replicas_record_each_event_once(state_target: str) -> None:
+    """Two replicas (two stores, two connections) record the same 300 redelivered
+    events at once: each is recorded by exactly one, and both then see all of them."""
+    stores = [DedupeStore(state_target) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    won: list[list[str]] = [[], []]
+
+    def record_all(i: int) -> None:
+        barrier.wait()
+        for n in range(300):
+            if stores[i].record("rlhf-dataprep", "rlhf/inference", f"ev-{n}", "handled"):
+                won[i].append(f"ev-{n}")
+
+    threads = [threading.Thread(target=record_all, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(won[0] + won[1]) == sorted(f"ev-{n}" for n in range(300))
+    keys = [("rlhf/inference", f"ev-{n}") for n in range(300)]
+    assert stores[0].seen_many("rlhf-dataprep", keys) == set(keys)
+    assert stores[1].seen_many("rlhf-trainer", keys) == set()
+    for store in stores:
+        store.close()
 
 
 def test_dedupe_files_opened_by_many_at_once(tmp_path: Path) -> None:
@@ -617,3 +644,18 @@ def test_server_health_follows_the_bus():
         {"rlhf.v1.TrainerService": False},
         {"rlhf.v1.TrainerService": True},
     ]
+
+
+def test_store_url_puts_the_dedupe_record_in_postgres(postgres_url: str, tmp_path: Path) -> None:
+    """store.url reaches the bus: two buses with different state directories (two
+    replicas on two nodes) share one dedupe record in PostgreSQL."""
+    settings = load_settings(
+        bus="inprocess", artifact_dir=str(tmp_path), store={"url": postgres_url}
+    )
+    one, two = (create_bus(settings, source=f"replica-{i}") for i in (1, 2))
+    assert one.options.store_url == postgres_url and "postgres" not in repr(one.options)
+    one._dedupe_store().record("g", "src", "id-1", "handled")
+    assert two._dedupe_store().seen("g", "src", "id-1")
+    assert not (tmp_path / ".bus" / "replica-1" / "dedupe.sqlite3").exists()
+    one.close()
+    two.close()

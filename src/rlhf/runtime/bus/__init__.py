@@ -77,6 +77,7 @@ def create_bus(settings: Settings, *, source: str, options: BusOptions | None = 
     if options is None:
         options = BusOptions(
             state_dir=default_state_dir(settings, source),
+            store_url=settings.store.postgres_url,
             partitions=settings.kafka.topic_partitions,
             replication=settings.kafka.topic_replication,
         )

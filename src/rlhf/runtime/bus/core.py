@@ -101,6 +101,9 @@ class BusOptions:
     # Directory of the durable dedupe record (dedupe.sqlite3); None keeps it in memory,
     # which only dedupes within this process's lifetime.
     state_dir: Path | None = None
+    # postgresql:// URL (`store.url`): the dedupe record in PostgreSQL, shared by every
+    # replica, instead of a SQLite file in state_dir.
+    store_url: str | None = field(default=None, repr=False)
     # Handler attempts per event (1 = no retry) before it goes to `<topic>.dlq`.
     max_attempts: int = 3
     # Backoff before retry n (n = 1, 2, ...): initial * multiplier**(n-1), capped.
@@ -510,11 +513,11 @@ class EventBus(ABC):
     def _dedupe_store(self) -> DedupeStore:
         with self._dedupe_lock:
             if self._dedupe is None:
-                path = None
-                if self.options.state_dir is not None:
+                target: str | Path | None = self.options.store_url
+                if target is None and self.options.state_dir is not None:
                     Path(self.options.state_dir).mkdir(parents=True, exist_ok=True)
-                    path = Path(self.options.state_dir) / "dedupe.sqlite3"
-                self._dedupe = DedupeStore(path, retention_s=self.options.dedupe_retention_s)
+                    target = Path(self.options.state_dir) / "dedupe.sqlite3"
+                self._dedupe = DedupeStore(target, retention_s=self.options.dedupe_retention_s)
             return self._dedupe
 
     def _decode(self, sub: Subscription, record: RawRecord) -> Event:

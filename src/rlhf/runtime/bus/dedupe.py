@@ -1,17 +1,18 @@
 """Durable record of handled events, so a redelivered event's effect happens once.
 
-One row per (consumer group, ce_source, ce_id) in SQLite (WAL mode, one file shared by
-every process that uses the same state directory). WAL with synchronous=NORMAL survives
-a process crash, which is the failure redelivery is about; rows past the retention are
-pruned when the store opens.
+One row per (consumer group, ce_source, ce_id) in the state database
+(`rlhf.runtime.store`): by default a SQLite file (WAL, synchronous=NORMAL, which
+survives a process crash, the failure redelivery is about) shared by the processes
+that use the same state directory; PostgreSQL when the bus's `store_url` is set, shared
+by every replica. Rows past the retention are pruned when the store opens.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from pathlib import Path
+
+from rlhf.runtime.store import Database, chunks, marks, open_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS processed (
@@ -19,89 +20,62 @@ CREATE TABLE IF NOT EXISTS processed (
     source TEXT NOT NULL,
     id TEXT NOT NULL,
     outcome TEXT NOT NULL,
-    at REAL NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (grp, source, id)
-) WITHOUT ROWID
+)
 """
 
 
-def _enable_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
-    """Switch the file to WAL (persistent, so only the first opener changes it).
-
-    Changing the journal mode needs an exclusive lock and SQLite's busy timeout does
-    not cover it: when another process opens the same file at that moment the pragma
-    fails with "database is locked" at once, so retry for a few seconds.
-    """
-    for attempt in range(attempts):
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-                return
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(0.1)
-
-
 class DedupeStore:
-    """Thread-safe (one connection behind a lock); path None = in-memory only."""
+    """Thread-safe; `target` None = in memory only (this process's lifetime)."""
 
-    def __init__(self, path: Path | None, retention_s: float = 7 * 24 * 3600.0) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            str(path) if path is not None else ":memory:",
-            timeout=30.0,
-            isolation_level=None,  # autocommit: every record() is its own transaction
-            check_same_thread=False,
-        )
-        if path is not None:
-            _enable_wal(self._conn)
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(_SCHEMA)
-        self._conn.execute("DELETE FROM processed WHERE at < ?", (time.time() - retention_s,))
+    def __init__(
+        self, target: Path | str | Database | None, retention_s: float = 7 * 24 * 3600.0
+    ) -> None:
+        if isinstance(target, Database):
+            self._db = target
+        else:
+            self._db = open_database(target, synchronous="NORMAL")
+        self.path = target if isinstance(target, Path) else None
+        self._db.ensure_schema(_SCHEMA)
+        with self._db.transaction() as tx:
+            tx.execute("DELETE FROM processed WHERE at < ?", (time.time() - retention_s,))
 
     def seen(self, group: str, source: str, event_id: str) -> bool:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT 1 FROM processed WHERE grp = ? AND source = ? AND id = ?",
-                (group, source, event_id),
-            ).fetchone()
-        return row is not None
+        rows = self._db.query(
+            "SELECT 1 FROM processed WHERE grp = ? AND source = ? AND id = ?",
+            (group, source, event_id),
+        )
+        return bool(rows)
 
     def seen_many(self, group: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """The (source, id) pairs of `keys` already recorded for `group` (one query per 500)."""
         found: set[tuple[str, str]] = set()
         wanted = set(keys)
-        ids = sorted({event_id for _, event_id in keys})
-        with self._lock:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                rows = self._conn.execute(
-                    "SELECT source, id FROM processed WHERE grp = ? AND id IN "
-                    f"({','.join('?' * len(chunk))})",
-                    (group, *chunk),
-                ).fetchall()
-                found.update(row for row in map(tuple, rows) if row in wanted)
+        for chunk in chunks(sorted({event_id for _, event_id in keys})):
+            rows = self._db.query(
+                f"SELECT source, id FROM processed WHERE grp = ? AND id IN ({marks(len(chunk))})",
+                (group, *chunk),
+            )
+            found.update(row for row in map(tuple, rows) if row in wanted)
         return found
 
-    def record(self, group: str, source: str, event_id: str, outcome: str) -> None:
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR IGNORE INTO processed (grp, source, id, outcome, at) "
-                "VALUES (?, ?, ?, ?, ?)",
+    def record(self, group: str, source: str, event_id: str, outcome: str) -> bool:
+        """Record a handled event; False when it was recorded already (by anyone)."""
+        with self._db.transaction() as tx:
+            cursor = tx.execute(
+                "INSERT INTO processed (grp, source, id, outcome, at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (grp, source, id) DO NOTHING",
                 (group, source, event_id, outcome, time.time()),
             )
+            return cursor.rowcount == 1
 
     def outcome(self, group: str, source: str, event_id: str) -> str | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT outcome FROM processed WHERE grp = ? AND source = ? AND id = ?",
-                (group, source, event_id),
-            ).fetchone()
-        return row[0] if row else None
+        rows = self._db.query(
+            "SELECT outcome FROM processed WHERE grp = ? AND source = ? AND id = ?",
+            (group, source, event_id),
+        )
+        return rows[0][0] if rows else None
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
