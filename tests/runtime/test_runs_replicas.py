@@ -1,24 +1,53 @@
 """Several replicas of a service share one run state directory: each run is resumed by
 its owner only, a dead replica's runs are taken over exactly once, and a replica that
-lost its run to a takeover stops it instead of finishing it twice."""
+lost its run to a takeover stops it instead of finishing it twice.
+
+Run over each place ownership can be decided (`rlhf.runtime.run_claims`): claim files in
+the state directory (the default), and the state database, SQLite and PostgreSQL (a real
+server, tests/postgres_plugin.py), each replica with its own connection."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
+import pytest
+
+from rlhf.runtime.run_claims import DatabaseRunClaims, FileRunClaims
 from rlhf.runtime.runs import RunManager
+from rlhf.runtime.store import open_database
+
+_BACKEND = {}  # tmp_path -> function giving a new RunClaims
+_MANAGERS: list[RunManager] = []
+
+
+@pytest.fixture(params=["files", "sqlite", "postgres"], autouse=True)
+def claims_backend(request, tmp_path):
+    if request.param == "files":
+        _BACKEND[tmp_path] = lambda: FileRunClaims(tmp_path)
+    else:
+        target = (
+            request.getfixturevalue("postgres_url")
+            if request.param == "postgres"
+            else str(tmp_path / "state.sqlite")
+        )
+        _BACKEND[tmp_path] = lambda: DatabaseRunClaims(open_database(target), scope="trainer")
+    yield request.param
+    while _MANAGERS:  # stop the heartbeats before the test's database goes away
+        _MANAGERS.pop().shutdown(wait=False)
+    del _BACKEND[tmp_path]
 
 
 def _manager(tmp_path, replica: str, ttl: float = 60.0) -> RunManager:
-    return RunManager(tmp_path, service="trainer", replica=replica, lease_ttl_s=ttl)
+    manager = RunManager(
+        tmp_path, service="trainer", replica=replica, lease_ttl_s=ttl, claims=_BACKEND[tmp_path]()
+    )
+    _MANAGERS.append(manager)
+    return manager
 
 
 def _age_lease(tmp_path, replica: str, seconds: float) -> None:
-    lease = tmp_path / "replicas" / replica
-    old = time.time() - seconds
-    os.utime(lease, (old, old))
+    _BACKEND[tmp_path]().renew(replica, at=time.time() - seconds)
 
 
 def _unfinished(tmp_path, replica: str) -> str:
@@ -75,8 +104,8 @@ def test_a_dead_replicas_run_is_taken_over_exactly_once(tmp_path):
     assert len(ran) == 1, ran
     record = survivors[0].get(run_id)
     assert record.state == "succeeded" and record.owner == ran[0] and record.epoch == 1
-    takeovers = [p.name for p in (tmp_path / "claims").iterdir() if p.name.startswith(run_id)]
-    assert takeovers == [f"{run_id}.1"]
+    claims = _BACKEND[tmp_path]()
+    assert claims.holder(f"{run_id}.1") == ran[0] and claims.holder(f"{run_id}.2") is None
 
 
 def test_a_replica_that_lost_its_run_stops_it_at_the_next_report(tmp_path):

@@ -9,12 +9,13 @@ again and their work resumes from its own checkpoint in `ctx.checkpoint_dir`.
 
 Several replicas of a service share one state directory (a volume every pod mounts).
 Each run belongs to the replica that started it (`owner`), and only its owner resumes
-it. A replica proves it is alive by touching `replicas/<id>` every `lease_ttl_s / 3`;
-the runs of a replica whose lease went stale (its pod died, and a Deployment's new pod
-has a new name) are taken over by the first live replica that creates
-`claims/<run_id>.<epoch>` (an exclusive create: exactly one wins). An owner that finds a
-newer claim on its run (it was paused past its lease, not dead) stops that run at its
-next `report` instead of finishing it twice.
+it. A replica proves it is alive by renewing its lease every `lease_ttl_s / 3`; the
+runs of a replica whose lease went stale (its pod died, and a Deployment's new pod has
+a new name) are taken over by the first live replica that claims `<run_id>.<epoch>`
+(exactly one wins). An owner that finds a newer claim on its run (it was paused past
+its lease, not dead) stops that run at its next `report` instead of finishing it twice.
+Claims and leases are files in the state directory (`claims/`, `replicas/`) by default,
+or rows of the state database (`rlhf.runtime.run_claims`, PostgreSQL with `store.url`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from rlhf.runtime import metrics
+from rlhf.runtime.run_claims import FileRunClaims, RunClaims
 from rlhf.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -272,17 +274,18 @@ class RunManager:
         service: str = "",
         replica: str | None = None,
         lease_ttl_s: float = LEASE_TTL_S,
+        claims: RunClaims | None = None,
     ) -> None:
         """`executor`: share one worker pool between managers (several services in one
         process run their work one at a time instead of racing for the CPU); `service`
         labels the run metrics; `replica` names this replica among those sharing
-        `state_dir` (default: `default_replica_id()`)."""
+        `state_dir` (default: `default_replica_id()`); `claims`: where run ownership is
+        decided (default: files in `state_dir`)."""
         self.state_dir = Path(state_dir)
         self.service = service
         self.replica = replica or default_replica_id()
         self.lease_ttl_s = float(lease_ttl_s)
-        (self.state_dir / "replicas").mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "claims").mkdir(parents=True, exist_ok=True)
+        self.claims = claims or FileRunClaims(self.state_dir)
         self._work_for: Callable[[RunRecord], Work] | None = None
         self._stopping = threading.Event()
         self._heartbeat()
@@ -375,8 +378,7 @@ class RunManager:
             run_id = self._by_request.get(request_id)
             if run_id is not None:
                 return self.get(run_id)
-            claim = self._request_claim(request_id)
-            winner = claim.read_text().strip() if claim.is_file() else ""
+            winner = self.claims.holder(self._request_claim(request_id))
             return self._await_record(winner) if winner else None
 
     def own_records(self) -> list[RunRecord]:
@@ -398,7 +400,7 @@ class RunManager:
         future = self._futures.get(run_id)
         if context is None and future is None:
             # Another replica runs it: leave it a note its next `report` reads.
-            (self.state_dir / "claims" / f"{run_id}.cancel").write_text(reason[:1000])
+            self.claims.note(f"{run_id}.cancel", reason[:1000])
             return record
         if context:
             context.cancelled.set()
@@ -486,28 +488,16 @@ class RunManager:
 
     def taken_over(self, record: RunRecord) -> bool:
         """Whether another replica claimed this run after this one started it."""
-        return (self.state_dir / "claims" / f"{record.run_id}.{record.epoch + 1}").exists()
+        return self.claims.holder(f"{record.run_id}.{record.epoch + 1}") is not None
 
-    def _request_claim(self, request_id: str) -> Path:
-        digest = hashlib.sha256(request_id.encode()).hexdigest()[:32]
-        return self.state_dir / "claims" / f"request-{digest}"
+    @staticmethod
+    def _request_claim(request_id: str) -> str:
+        return f"request-{hashlib.sha256(request_id.encode()).hexdigest()[:32]}"
 
     def _claim_request(self, request_id: str, run_id: str) -> str:
         """The run that a request id starts, decided once across replicas: the first to
-        create `claims/request-<digest>` (an exclusive create) names its run there."""
-        claim = self._request_claim(request_id)
-        try:
-            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            for _ in range(100):  # the winner writes its run id right after creating
-                winner = claim.read_text().strip()
-                if winner:
-                    return winner
-                time.sleep(0.05)
-            return run_id  # an empty claim: its writer died in between; go ahead
-        with os.fdopen(fd, "w") as handle:
-            handle.write(run_id)
-        return run_id
+        claim `request-<digest>` names its run there."""
+        return self.claims.claim(self._request_claim(request_id), run_id)
 
     def _await_record(self, run_id: str, timeout_s: float = 10.0) -> RunRecord:
         """A run another replica just claimed, once it has written its record."""
@@ -522,15 +512,15 @@ class RunManager:
 
     def cancel_requested(self, record: RunRecord) -> bool:
         """Whether a Cancel reached another replica (see `cancel`)."""
-        return (self.state_dir / "claims" / f"{record.run_id}.cancel").exists()
+        return self.claims.holder(f"{record.run_id}.cancel") is not None
 
     # -- replicas -----------------------------------------------------------------
     def _heartbeat(self) -> None:
-        lease = self.state_dir / "replicas" / self.replica
         try:
-            lease.touch()
-        except OSError as exc:  # a full disk: the lease ages, runs may move elsewhere
-            log.error("replica lease %s not renewed: %s", lease, exc)
+            self.claims.renew(self.replica)
+        except Exception as exc:  # a full disk, a database away: the lease ages, and
+            # the runs may move to another replica
+            log.error("replica lease of %s not renewed: %s", self.replica, exc)
 
     def _heartbeat_loop(self) -> None:
         while not self._stopping.wait(self.lease_ttl_s / 3):
@@ -546,21 +536,13 @@ class RunManager:
             return True
         if not replica or "/" in replica:
             return False  # a record from before replicas: no lease to renew
-        try:
-            age = time.time() - (self.state_dir / "replicas" / replica).stat().st_mtime
-        except (OSError, ValueError):
-            return False  # no lease, or unreadable
-        return age < self.lease_ttl_s
+        age = self.claims.lease_age(replica)
+        return age is not None and age < self.lease_ttl_s  # None: no lease, or unreadable
 
     def _claim(self, record: RunRecord) -> bool:
-        """Take a run over: exactly one replica creates the next epoch's claim file."""
-        claim = self.state_dir / "claims" / f"{record.run_id}.{record.epoch + 1}"
-        try:
-            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+        """Take a run over: exactly one replica claims the next epoch."""
+        if self.claims.claim(f"{record.run_id}.{record.epoch + 1}", self.replica) != self.replica:
             return False
-        with os.fdopen(fd, "w") as handle:
-            handle.write(self.replica)
         record.epoch += 1
         record.owner = self.replica
         record.message = f"taken over by {self.replica}"

@@ -60,12 +60,19 @@ class ServiceContext:
             torch.set_num_threads(self.settings.torch_threads)
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
         self.registry = ModelRegistry(self.artifact_dir / "registry")
+        claims = None  # claim and lease files in the runs' state directory
+        if self.settings.store.postgres_url:
+            from rlhf.runtime.run_claims import DatabaseRunClaims
+            from rlhf.runtime.store import open_database
+
+            claims = DatabaseRunClaims(open_database(self.settings.store.postgres_url), self.name)
         self.runs = RunManager(
             self.state_dir / "runs",
             on_update=self._publish_progress,
             executor=self.executor,
             service=self.name,
             lease_ttl_s=self.settings.run_lease_ttl_s,
+            claims=claims,
         )
 
     @property
