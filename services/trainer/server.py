@@ -16,15 +16,9 @@ its child and promoted in its place when the quality gate passes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import json
 import logging
-import os
-import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +28,7 @@ from rlhf.pipelines import PipelineError, PipelineSpec, Stage, load_named_pipeli
 from rlhf.registry import ModelNotFound
 from rlhf.runtime.confine import confined_path, run_config
 from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
+from rlhf.runtime.keyed_state import open_keyed_state
 from rlhf.runtime.platform_metrics import record_gates
 from rlhf.runtime.runs import RunContext, RunNotFound
 from rlhf.runtime.service import (
@@ -62,60 +57,17 @@ KINDS = {
 }
 
 
-class PipelineState:
-    """What the trainer knows about each pipeline run, persisted as JSON: dataset
-    directories, tokenizer, base policy and robustness reports.
-
-    Replicas of the trainer share the file (events of one round may reach different
-    replicas): every read-modify-write holds an exclusive `flock` on `<file>.lock`."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with self._lock, open(self.path.with_suffix(".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def _load(self) -> dict:
-        return json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def get(self, pipeline_run: str) -> dict:
-        with self._locked():
-            return self._load().get(pipeline_run, {})
-
-    def update(self, pipeline_run: str, **values) -> dict:
-        with self._locked():
-            state = self._load()
-            entry = state.setdefault(pipeline_run, {})
-            for key, value in values.items():
-                if isinstance(value, dict) and isinstance(entry.get(key), dict):
-                    entry[key].update(value)
-                else:
-                    entry[key] = value
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".tmp")
-            with os.fdopen(fd, "w") as handle:
-                json.dump(state, handle)
-            os.replace(tmp, self.path)
-            return entry
-
-    def latest_for(self, pipeline: str) -> dict:
-        with self._locked():
-            runs = [v for v in self._load().values() if v.get("pipeline") == pipeline]
-            return max(runs, key=lambda v: v.get("created", 0)) if runs else {}
-
-
 class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
     def __init__(self, ctx: ServiceContext, wait_timeout_s: float = 3600) -> None:
         self.ctx = ctx
-        self.state = PipelineState(ctx.state_dir / "pipelines.json")
+        # What the trainer knows about each pipeline run (datasets, tokenizer, base
+        # policy, robustness reports), shared by the replicas (rlhf.runtime.keyed_state)
+        url = ctx.settings.store.postgres_url
+        self.state = open_keyed_state(url, ctx.state_dir / "pipelines.json", "trainer/pipelines")
         # retraining round (its run id) -> the feedback window it was triggered by
-        self.windows = PipelineState(ctx.state_dir / "retrain-windows.json")
+        self.windows = open_keyed_state(
+            url, ctx.state_dir / "retrain-windows.json", "trainer/retrain-windows"
+        )
         self.wait_timeout_s = wait_timeout_s
         ctx.subscribe(TOPIC_DATASET_PREPARED, self.on_dataset_prepared)
         ctx.subscribe(TOPIC_REWARD_MODEL_READY, self.on_reward_model_ready)
