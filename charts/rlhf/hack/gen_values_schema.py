@@ -291,6 +291,19 @@ schema = {
                     "strimzi": obj({"enabled": B, "clusterName": S, "namespace": S}),
                 }
             ),
+            "stateStore": obj(
+                {
+                    "postgres": obj(
+                        {
+                            "enabled": B,
+                            "existingSecret": S,
+                            "urlKey": {"type": "string", "minLength": 1},
+                            "peers": peers,
+                            "ports": {"type": "array", "items": PORT, "minItems": 1},
+                        }
+                    ),
+                }
+            ),
             "artifacts": obj(
                 {
                     "mountPath": {"type": "string", "pattern": "^/"},

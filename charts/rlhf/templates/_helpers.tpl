@@ -174,6 +174,9 @@ every one is an in-cluster name (<service>.<namespace>.svc[.<cluster domain>]).
 {{- if and .Values.kafka.sasl.mechanism (not .Values.kafka.sasl.existingSecret) -}}
 {{- fail "kafka.sasl.mechanism is set: kafka.sasl.existingSecret must name the Secret with the SASL username and password" -}}
 {{- end -}}
+{{- if and .Values.stateStore.postgres.enabled (not .Values.stateStore.postgres.existingSecret) -}}
+{{- fail "stateStore.postgres.enabled=true: stateStore.postgres.existingSecret must name the Secret with the connection URL (key stateStore.postgres.urlKey)" -}}
+{{- end -}}
 {{- if and .Values.artifacts.objectStorage.enabled (not .Values.artifacts.objectStorage.uri) -}}
 {{- fail "artifacts.objectStorage.enabled=true needs artifacts.objectStorage.uri (e.g. s3://bucket/rlhf)" -}}
 {{- end -}}

@@ -51,6 +51,13 @@ NetworkPolicy. Call with (dict "root" $ "name" "<service>").
       name: {{ $v.kafka.sasl.existingSecret }}
       key: {{ $v.kafka.sasl.passwordKey }}
 {{- end }}
+{{- if $v.stateStore.postgres.enabled }}
+- name: RLHF_STORE__URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.stateStore.postgres.existingSecret }}
+      key: {{ $v.stateStore.postgres.urlKey }}
+{{- end }}
 {{- if $v.kafka.tls.caSecret }}
 - name: RLHF_KAFKA__SSL_CAFILE
   value: {{ printf "/etc/rlhf/kafka/ca/%s" $v.kafka.tls.caKey | quote }}
@@ -559,6 +566,18 @@ spec:
       to:
         {{- . | nindent 8 }}
       {{- end }}
+    {{- if $v.stateStore.postgres.enabled }}
+    # The PostgreSQL state store.
+    - ports:
+        {{- range $v.stateStore.postgres.ports }}
+        - port: {{ . }}
+          protocol: TCP
+        {{- end }}
+      {{- with $v.stateStore.postgres.peers }}
+      to:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    {{- end }}
     {{- if and (eq $name "inference") $v.triton.enabled }}
     # Triton: HTTP and gRPC.
     - to:
