@@ -263,47 +263,9 @@ def _progress(console: Any, observer: Observer, enabled: bool) -> Iterator[None]
             worker.join()
 
 
-@contextlib.contextmanager
-def _float32_without_native_bf16(device: str) -> Iterator[None]:
-    """bf16 autocast is fast only on CPUs with native bf16 (AVX512-BF16, AMX); on others
-    (AVX2: ~7x slower than float32 for SmolLM2's linear layers, measured) torch emulates
-    it. The engine's `autocast()` turns it on for every CPU, and evaluation always asks
-    for it, so on such a CPU the demo runs its process in float32 while it lasts.
-    """
-    import torch
-
-    try:
-        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except Exception:  # an older or different build: leave the engine as it is
-        native = True
-    if torch.device(device).type != "cpu" or native:
-        yield
-        return
-    import importlib
-
-    original = importlib.import_module("rlhf.engine.training").autocast
-
-    def autocast(device: Any, enabled: bool) -> contextlib.AbstractContextManager:
-        return original(device, False)
-
-    patched = []
-    for name in ("training", "algorithms.rollout", "algorithms.lm_training"):
-        module = importlib.import_module(f"rlhf.engine.{name}")
-        if getattr(module, "autocast", None) is original:
-            module.autocast = autocast
-            patched.append(module)
-    log.warning("this CPU has no native bf16: the demo trains and samples in float32")
-    try:
-        yield
-    finally:
-        for module in patched:
-            module.autocast = original
-
-
 def run_demo(options: DemoOptions, console: Any, show_progress: bool = True) -> dict[str, Any]:
     """Run the demo and return its report (one JSON-able dict)."""
-    with _float32_without_native_bf16(options.device):
-        return _run_demo(options, console, show_progress)
+    return _run_demo(options, console, show_progress)
 
 
 def _run_demo(options: DemoOptions, console: Any, show_progress: bool) -> dict[str, Any]:

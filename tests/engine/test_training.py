@@ -219,3 +219,27 @@ def test_the_classifier_loop_reports_to_trackers_too(tmp_path, monkeypatch):
     )
     metrics, _ = run_training_loop(cfg, model, [1] * 8, lambda idx: model(x[idx]).pow(2).mean())
     assert metrics["steps"] == 2 and logged == [1, 2, -1]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_bf16_only_where_the_cpu_has_it(monkeypatch, native):
+    """An AVX2-only CPU emulates bf16 (a MiniLM step 10-15x slower than float32): there a
+    config's `autocast: true` runs in float32; a CPU with native bf16 gets autocast."""
+    from rlhf.engine import training
+    from rlhf.engine.classifier import TextClassifier
+
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: native)
+    assert training.cpu_bf16("cpu", True) is native
+    assert training.cpu_bf16("cpu", False) is False
+    assert training.cpu_bf16("cuda", True) is True  # off the CPU the request stands
+    with training.autocast("cpu", True):
+        product = torch.ones(4, 4) @ torch.ones(4, 4)
+    assert product.dtype == (torch.bfloat16 if native else torch.float32)
+    with training.autocast("cpu", False):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+    classifier = TextClassifier.__new__(TextClassifier)  # only its precision
+    classifier.device, classifier.autocast = torch.device("cpu"), True
+    with classifier._autocast():
+        product = torch.ones(4, 4) @ torch.ones(4, 4)
+    assert product.dtype == (torch.bfloat16 if native else torch.float32)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlhf.engine import training
 from rlhf.engine.data.records import SENTIMENT_LABELS, DataError, LabeledText
 from rlhf.engine.finetune import TrainLoopConfig, run_training_loop
 from rlhf.engine.paths import minilm_dir
@@ -111,7 +112,8 @@ class TextClassifier:
         }
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
+        enabled = training.cpu_bf16(self.device, self.autocast)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def logits(
         self, texts: Sequence[str], batch_size: int = 32, grad: bool = False

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rlhf.engine import checkpoint as ckpt
-from rlhf.engine import distributed
+from rlhf.engine import distributed, training
 from rlhf.engine.training import (
     MetricsLogger,
     adamw,
@@ -119,6 +119,7 @@ def run_training_loop(
     autocast when configured). Returns (metrics, history of eval results).
     """
     device = next(model.parameters()).device
+    bf16 = training.cpu_bf16(device, config.autocast)
     distributed.init(device)
     main = distributed.is_main()
     if config.freeze_embeddings:
@@ -208,7 +209,7 @@ def run_training_loop(
         optimizer.zero_grad(set_to_none=True)
         loss_value = 0.0
         if local:  # a batch smaller than the world leaves some ranks nothing
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 # this rank's share of the batch's mean loss (the whole loss in one process)
                 loss = batch_loss(local) * (len(local) / len(indices))
             loss.backward()

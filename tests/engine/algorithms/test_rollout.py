@@ -237,7 +237,10 @@ def test_token_logprobs_match_log_softmax_in_value_and_gradient(dtype):
     assert fused_in.grad[:, -1].eq(0).all()  # the sliced-off position gets no gradient
 
 
-def test_sampling_copy_is_bf16_on_cpu_autocast_and_tracks_the_policy(tok, make_lm):
+def test_sampling_copy_is_bf16_on_cpu_autocast_and_tracks_the_policy(tok, make_lm, monkeypatch):
+    from rlhf.engine import training
+
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)  # any test machine
     lm = make_lm()
     assert SamplingCopy(lm, "cpu", use_autocast=False).model() is lm  # nothing to gain
     sampler = SamplingCopy(lm, "cpu", use_autocast=True)
@@ -255,3 +258,5 @@ def test_sampling_copy_is_bf16_on_cpu_autocast_and_tracks_the_policy(tok, make_l
     ids = [tok("ab")["input_ids"], tok("abcd")["input_ids"]]
     rollout = sample(refreshed, tok, ids, max_new_tokens=5, use_autocast=False)
     assert rollout.response.shape[0] == 2  # it samples
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)  # AVX2: emulated
+    assert not SamplingCopy(lm, "cpu", use_autocast=True).active  # float32 is faster there

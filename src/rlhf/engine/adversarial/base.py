@@ -187,6 +187,8 @@ class HFClassifier:
     def __call__(self, texts: list[str]) -> np.ndarray:
         import torch
 
+        from rlhf.engine.training import cpu_bf16
+
         self.model.eval()  # the model may be shared with a trainer that left it in train mode
         out = []
         with torch.inference_mode():
@@ -199,9 +201,8 @@ class HFClassifier:
                     max_length=self.max_length,
                     return_tensors="pt",
                 ).to(self.device)
-                with torch.autocast(
-                    self.device.split(":")[0], torch.bfloat16, enabled=self.autocast
-                ):
+                bf16 = cpu_bf16(self.device, self.autocast)
+                with torch.autocast(self.device.split(":")[0], torch.bfloat16, enabled=bf16):
                     logits = self.model(**enc).logits
                 out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
         return np.concatenate(out, axis=0) if out else np.zeros((0, self.n_classes))

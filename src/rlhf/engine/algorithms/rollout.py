@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from rlhf.engine import distributed
+from rlhf.engine import distributed, training
 from rlhf.engine.data.readers import dialogue_to_messages as hh_to_messages
 from rlhf.engine.training import autocast
 
@@ -341,7 +341,7 @@ class SamplingCopy:
         self.policy = policy
         self.use_autocast = use_autocast
         self.copy: Any | None = None
-        if use_autocast and torch.device(device).type == "cpu":
+        if torch.device(device).type == "cpu" and training.cpu_bf16(device, use_autocast):
             self.copy = copy.deepcopy(policy).eval().requires_grad_(False)
             # Parameters only: float buffers (RoPE frequencies) stay float32.
             for param in self.copy.parameters():
