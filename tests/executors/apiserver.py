@@ -1,16 +1,25 @@
-"""A real, throwaway Kubernetes control plane for tests: etcd + kube-apiserver on loopback.
+"""A real, throwaway Kubernetes control plane for tests, on loopback.
 
-No scheduler, controller-manager or kubelet: objects are stored, validated, authorised
-(RBAC) and watched exactly as on a cluster, but nothing runs them. Tests play the Job
+`control_plane`: etcd + kube-apiserver only. Objects are stored, validated, authorised
+(RBAC) and watched exactly as on a cluster, but nothing runs them; tests play the Job
 controller themselves by writing the Job's status subresource.
 
-Binaries: kube-apiserver from $RLHF_KUBE_APISERVER, .cache/bin or PATH (built by
-scripts/setup.d/20-helm.sh from the k8s.io/kubernetes Go module); etcd from
-$RLHF_ETCD, .cache/bin or PATH (Debian's etcd-server). Missing binaries fail the tests.
+`cluster`: the same plus kube-controller-manager, kube-scheduler and KWOK, which keeps
+simulated Nodes alive and marks the pods scheduled onto them Running and Ready (no
+kubelet, no containers): Deployments roll out, HPAs and PDBs are reconciled, the garbage
+collector deletes dependents.
+
+Binaries (built by scripts/setup.d/20-helm.sh: the Kubernetes ones from the
+k8s.io/kubernetes Go module, KWOK from sigs.k8s.io/kwok; etcd is Debian's etcd-server),
+each from $RLHF_<NAME> (e.g. RLHF_KUBE_SCHEDULER), else $RLHF_TOOLS_BIN (default
+.cache/bin), else the build cache ${XDG_CACHE_HOME:-~/.cache}/rlhf/bin/<name>-v<version>,
+else PATH.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -24,16 +33,35 @@ from rlhf.runtime.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("RLHF_TOOLS_BIN", REPO_ROOT / ".cache" / "bin"))
+# Where scripts/setup.d/20-helm.sh keeps what it builds, and the versions it builds.
+CACHE_BIN = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rlhf" / "bin"
+VERSIONS = {
+    "kube-apiserver": os.environ.get("RLHF_KUBE_VERSION", "1.33.13"),
+    "kube-controller-manager": os.environ.get("RLHF_KUBE_VERSION", "1.33.13"),
+    "kube-scheduler": os.environ.get("RLHF_KUBE_VERSION", "1.33.13"),
+    "kwok": os.environ.get("RLHF_KWOK_VERSION", "0.7.0"),
+}
+CLUSTER_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 ADMIN_TOKEN = "admin-token"
 TRAINER_TOKEN = "trainer-token"
 
 
-def find_binary(name: str, env: str) -> str | None:
-    for candidate in (os.environ.get(env), BIN / name, shutil.which(name)):
+def find_binary(name: str, env: str | None = None) -> str | None:
+    """The executable `name`: $env (default RLHF_<NAME>), BIN, the build cache, PATH."""
+    env = env or "RLHF_" + name.upper().replace("-", "_")
+    candidates = [os.environ.get(env), BIN / name]
+    if name in VERSIONS:
+        candidates.append(CACHE_BIN / f"{name}-v{VERSIONS[name]}")
+    candidates.append(shutil.which(name))
+    for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return None
+
+
+def missing_binaries(names: tuple[str, ...] = CLUSTER_BINARIES) -> list[str]:
+    return [name for name in names if not find_binary(name)]
 
 
 @dataclass
@@ -56,6 +84,41 @@ class ControlPlane:
         config.api_key = {"authorization": f"Bearer {token}"}
         return client.ApiClient(config)
 
+    def kubeconfig(self, token: str = ADMIN_TOKEN) -> Path:
+        """A kubeconfig file for this server and token (for helm, kubectl, controllers)."""
+        path = self.workdir / f"kubeconfig-{hashlib.sha256(token.encode()).hexdigest()[:8]}"
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "test",
+                    "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)},
+                }
+            ],
+            "users": [{"name": "test", "user": {"token": token}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            "current-context": "test",
+        }
+        path.write_text(json.dumps(config))  # JSON is YAML
+        return path
+
+
+def _start(procs: list[subprocess.Popen], cmd: list[str], log: Path, **kwargs) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, **kwargs)
+    procs.append(proc)
+    return proc
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in reversed(procs):
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
 
 def _wait(proc: subprocess.Popen, log: Path, check, what: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
@@ -68,9 +131,10 @@ def _wait(proc: subprocess.Popen, log: Path, check, what: str, timeout_s: float)
     raise RuntimeError(f"{what} not ready after {timeout_s}s:\n{log.read_text()[-3000:]}")
 
 
-@contextmanager
-def control_plane(workdir: Path, users: dict[str, str]) -> Iterator[ControlPlane]:
-    """etcd + kube-apiserver (RBAC on) with static tokens: {token: user name}."""
+def _start_control_plane(
+    workdir: Path, users: dict[str, str], procs: list[subprocess.Popen]
+) -> ControlPlane:
+    """Starts etcd and kube-apiserver (appended to procs) and waits until both are ready."""
     import urllib3
 
     apiserver = find_binary("kube-apiserver", "RLHF_KUBE_APISERVER")
@@ -89,84 +153,166 @@ def control_plane(workdir: Path, users: dict[str, str]) -> Iterator[ControlPlane
     lines += [f"{token},{user},{user}" for token, user in users.items()]
     tokens.write_text("\n".join(lines) + "\n")
 
+    etcd_log = workdir / "etcd.log"
+    etcd_url = f"http://127.0.0.1:{etcd_port}"
+    # fmt: off
+    etcd_cmd = [
+        etcd, "--data-dir", str(workdir / "etcd"), "--name", "test",
+        "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+        "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+        "--initial-cluster", f"test=http://127.0.0.1:{etcd_peer}",
+        "--unsafe-no-fsync",
+    ]
+    # fmt: on
+    etcd_proc = _start(
+        procs, etcd_cmd, etcd_log, env={**os.environ, "ETCD_UNSUPPORTED_ARCH": "amd64"}
+    )
+    http = urllib3.PoolManager(retries=False)
+
+    def etcd_ok() -> bool:
+        try:
+            return http.request("GET", f"{etcd_url}/health", timeout=1).status == 200
+        except urllib3.exceptions.HTTPError:
+            return False
+
+    _wait(etcd_proc, etcd_log, etcd_ok, "etcd", 30)
+
+    api_log = workdir / "kube-apiserver.log"
+    url = f"https://127.0.0.1:{api_port}"
+    # fmt: off
+    api_cmd = [
+        apiserver, "--etcd-servers", etcd_url,
+        "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+        "--secure-port", str(api_port), "--cert-dir", str(workdir / "certs"),
+        "--service-cluster-ip-range", "10.96.0.0/24",
+        "--authorization-mode", "RBAC", "--token-auth-file", str(tokens),
+        "--service-account-issuer", "https://kubernetes.default.svc",
+        "--service-account-key-file", str(key),
+        "--service-account-signing-key-file", str(key),
+        "--enable-priority-and-fairness=false",
+        # No controller creates ServiceAccount tokens here.
+        "--disable-admission-plugins", "ServiceAccount",
+        "--v", "1",
+    ]
+    # fmt: on
+    api_proc = _start(procs, api_cmd, api_log)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    # The serving certificate (with its CA) appears once the server starts.
+    def api_ok() -> bool:
+        cert = workdir / "certs" / "apiserver.crt"
+        if not cert.exists():
+            return False
+        pool = urllib3.PoolManager(ca_certs=str(cert), retries=False)
+        try:
+            response = pool.request("GET", f"{url}/readyz", headers=headers, timeout=2)
+        except urllib3.exceptions.HTTPError:
+            return False
+        return response.status == 200
+
+    _wait(api_proc, api_log, api_ok, "kube-apiserver", 120)
+    return ControlPlane(url=url, workdir=workdir)
+
+
+@contextmanager
+def control_plane(workdir: Path, users: dict[str, str]) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver (RBAC on) with static tokens: {token: user name}."""
     procs: list[subprocess.Popen] = []
     try:
-        etcd_log = workdir / "etcd.log"
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
-        # fmt: off
-        etcd_cmd = [
-            etcd, "--data-dir", str(workdir / "etcd"), "--name", "test",
-            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-            "--initial-cluster", f"test=http://127.0.0.1:{etcd_peer}",
-            "--unsafe-no-fsync",
-        ]
-        # fmt: on
-        procs.append(
-            subprocess.Popen(
-                etcd_cmd,
-                stdout=etcd_log.open("wb"),
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "ETCD_UNSUPPORTED_ARCH": "amd64"},
-            )
-        )
-        http = urllib3.PoolManager(retries=False)
-
-        def etcd_ok() -> bool:
-            try:
-                return http.request("GET", f"{etcd_url}/health", timeout=1).status == 200
-            except urllib3.exceptions.HTTPError:
-                return False
-
-        _wait(procs[0], etcd_log, etcd_ok, "etcd", 30)
-
-        api_log = workdir / "kube-apiserver.log"
-        url = f"https://127.0.0.1:{api_port}"
-        # fmt: off
-        api_cmd = [
-            apiserver, "--etcd-servers", etcd_url,
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
-            "--secure-port", str(api_port), "--cert-dir", str(workdir / "certs"),
-            "--service-cluster-ip-range", "10.96.0.0/24",
-            "--authorization-mode", "RBAC", "--token-auth-file", str(tokens),
-            "--service-account-issuer", "https://kubernetes.default.svc",
-            "--service-account-key-file", str(key),
-            "--service-account-signing-key-file", str(key),
-            "--enable-priority-and-fairness=false",
-            # No controller creates ServiceAccount tokens here.
-            "--disable-admission-plugins", "ServiceAccount",
-            "--v", "1",
-        ]
-        # fmt: on
-        procs.append(
-            subprocess.Popen(
-                api_cmd,
-                stdout=api_log.open("wb"),
-                stderr=subprocess.STDOUT,
-            )
-        )
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-        # The serving certificate (with its CA) appears once the server starts.
-        def api_ok() -> bool:
-            cert = workdir / "certs" / "apiserver.crt"
-            if not cert.exists():
-                return False
-            pool = urllib3.PoolManager(ca_certs=str(cert), retries=False)
-            try:
-                response = pool.request("GET", f"{url}/readyz", headers=headers, timeout=2)
-            except urllib3.exceptions.HTTPError:
-                return False
-            return response.status == 200
-
-        _wait(procs[1], api_log, api_ok, "kube-apiserver", 120)
-        yield ControlPlane(url=url, workdir=workdir)
+        yield _start_control_plane(workdir, users, procs)
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(procs)
+
+
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+def fake_node(name: str, cpu: str = "32", memory: str = "256Gi", pods: str = "110") -> dict:
+    """A Node that KWOK keeps Ready (matched by its annotation) and runs pods on."""
+    capacity = {"cpu": cpu, "memory": memory, "pods": pods}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_NODE_ANNOTATION: "fake"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+            },
+        },
+        "status": {"capacity": capacity, "allocatable": capacity},
+    }
+
+
+@contextmanager
+def cluster(workdir: Path, users: dict[str, str], nodes: int = 3) -> Iterator[ControlPlane]:
+    """control_plane + kube-controller-manager, kube-scheduler and KWOK with `nodes`
+    simulated Nodes (Ready, in zones a/b/c), whose pods KWOK marks Running and Ready."""
+    missing = missing_binaries()
+    if missing:
+        raise FileNotFoundError(f"{missing}: run scripts/setup.d/20-helm.sh")
+    procs: list[subprocess.Popen] = []
+    try:
+        plane = _start_control_plane(workdir, users, procs)
+        kubeconfig = str(plane.kubeconfig(ADMIN_TOKEN))
+        # fmt: off
+        # No health/metrics endpoints (--secure-port 0): the test watches the API instead.
+        common = ["--kubeconfig", kubeconfig, "--leader-elect=false", "--secure-port", "0"]
+        controller_manager = [
+            find_binary("kube-controller-manager"), *common, "--v", "1",
+            "--service-cluster-ip-range", "10.96.0.0/24",
+            # Reconcile quickly, so a test waits seconds rather than minutes.
+            "--horizontal-pod-autoscaler-sync-period", "2s",
+            "--concurrent-deployment-syncs", "10", "--concurrent-replicaset-syncs", "10",
+        ]
+        scheduler = [find_binary("kube-scheduler"), *common, "--v", "1"]
+        kwok = [
+            find_binary("kwok"), "--kubeconfig", kubeconfig,
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector", f"{KWOK_NODE_ANNOTATION}=fake",
+            "--node-ip", "10.244.0.1", "--cidr", "10.244.0.0/16",
+            "--server-address", f"127.0.0.1:{free_port()}",
+        ]
+        # fmt: on
+        components = {
+            name: _start(procs, cmd, workdir / f"{name}.log")
+            for name, cmd in (
+                ("kube-controller-manager", controller_manager),
+                ("kube-scheduler", scheduler),
+                ("kwok", kwok),
+            )
+        }
+        from kubernetes import client
+
+        core = client.CoreV1Api(plane.client(ADMIN_TOKEN))
+        for i in range(nodes):
+            node = fake_node(f"kwok-node-{i}")
+            node["metadata"]["labels"]["topology.kubernetes.io/zone"] = "abc"[i % 3]
+            core.create_node(node)
+
+        def nodes_ready() -> bool:
+            ready = 0
+            for node in core.list_node().items:
+                conditions = {c.type: c.status for c in node.status.conditions or []}
+                ready += conditions.get("Ready") == "True"
+            return ready == nodes
+
+        deadline = time.monotonic() + 60
+        while not nodes_ready():
+            for name, proc in components.items():
+                if proc.poll() is not None:
+                    log = (workdir / f"{name}.log").read_text()[-3000:]
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "KWOK did not make the nodes Ready in 60 s:\n"
+                    + (workdir / "kwok.log").read_text()[-3000:]
+                )
+            time.sleep(0.5)
+        yield plane
+    finally:
+        _stop(procs)
