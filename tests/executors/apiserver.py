@@ -267,6 +267,9 @@ def cluster(workdir: Path, users: dict[str, str], nodes: int = 3) -> Iterator[Co
             "--service-cluster-ip-range", "10.96.0.0/24",
             # Reconcile quickly, so a test waits seconds rather than minutes.
             "--horizontal-pod-autoscaler-sync-period", "2s",
+            # KWOK's heartbeats can lag on a loaded machine: a node marked NotReady would
+            # mark its pods unready and taint it, so allow it minutes, not 50 s.
+            "--node-monitor-grace-period", "5m",
             "--concurrent-deployment-syncs", "10", "--concurrent-replicaset-syncs", "10",
         ]
         scheduler = [find_binary("kube-scheduler"), *common, "--v", "1"]
