@@ -38,7 +38,14 @@ import pytest
 from kubernetes import client
 
 from tests.charts.helmtools import CHART, helm, render, tool
-from tests.executors.apiserver import ADMIN_TOKEN, ControlPlane, cluster, missing_binaries
+from tests.executors.apiserver import (
+    ADMIN_TOKEN,
+    BIN,
+    CACHE_BIN,
+    ControlPlane,
+    cluster,
+    missing_binaries,
+)
 
 pytestmark = pytest.mark.helm
 
@@ -231,7 +238,10 @@ def settled(kube: Kube) -> bool:
 def kube(tmp_path_factory) -> Iterator[Kube]:
     missing = missing_binaries()
     if missing:
-        message = f"{', '.join(missing)} not found: run scripts/setup.d/20-helm.sh"
+        message = (
+            f"{', '.join(missing)} not found in {BIN}, {CACHE_BIN} or PATH: "
+            "run scripts/setup.d/20-helm.sh"
+        )
         if os.environ.get("CI"):  # .ci/run builds them: missing there is a failure
             pytest.fail(message)
         pytest.skip(message)
