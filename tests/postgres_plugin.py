@@ -3,7 +3,7 @@
 `postgres_server` (session scope) runs `initdb` into a temporary directory and starts
 `postgres` on a free loopback port (password authentication, a superuser with a random
 password), once per session; `postgres_url` gives each test a fresh database of its own
-on it. `state_db` is parametrised over both backends of `rlhf.runtime.store`: it returns
+on it. `state_db` is parametrised over both backends of `rlhf.store`: it returns
 a function opening a new connection (a new `Database`) to the test's one database, so a
 test can hold two as two replicas would.
 
@@ -184,7 +184,7 @@ def state_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def state_db(state_target: str) -> Iterator[Callable]:
     """Opens a new connection (`Database`) to the test's state database on each call."""
-    from rlhf.runtime.store import open_database
+    from rlhf.store import open_database
 
     opened = []
 

@@ -1,10 +1,26 @@
+"""The model registry over its three backends: files under a flock (the default), and
+the state database, SQLite and PostgreSQL (a real server, tests/postgres_plugin.py)."""
+
+import threading
+
 import pytest
 
 from rlhf.registry import ModelNotFound, ModelRegistry
 
 
-def test_versions_count_up_and_promotion_moves(tmp_path):
-    registry = ModelRegistry(tmp_path)
+@pytest.fixture(params=["files", "sqlite", "postgres"])
+def open_registry(request, tmp_path):
+    """Opens a new registry handle (its own connection) on the test's one registry."""
+    database = None
+    if request.param == "sqlite":
+        database = str(tmp_path / "state.sqlite")
+    elif request.param == "postgres":
+        database = request.getfixturevalue("postgres_url")
+    return lambda: ModelRegistry(tmp_path, database=database)
+
+
+def test_versions_count_up_and_promotion_moves(open_registry):
+    registry = open_registry()
     first = registry.register(
         "demo-policy", "policy", "file:///m/1", run_id="r1", metrics={"reward": 0.5}
     )
@@ -24,8 +40,8 @@ def test_versions_count_up_and_promotion_moves(tmp_path):
     assert [m.version for m in registry.list(promoted_only=True)] == [second.version]
 
 
-def test_versions_sort_numerically_and_errors(tmp_path):
-    registry = ModelRegistry(tmp_path)
+def test_versions_sort_numerically_and_errors(open_registry):
+    registry = open_registry()
     for _ in range(11):
         registry.register("m", "classifier", "file:///x")
     assert registry.latest("m").version == "m-v11"
@@ -39,10 +55,8 @@ def test_versions_sort_numerically_and_errors(tmp_path):
         registry.register("Bad Name", "policy", "file:///x")
 
 
-def test_promotion_log_and_rollback_target(tmp_path):
-    from rlhf.registry import ModelNotFound, ModelRegistry
-
-    registry = ModelRegistry(tmp_path)
+def test_promotion_log_and_rollback_target(open_registry):
+    registry = open_registry()
     v1 = registry.register("p-policy", "policy", "file:///a").version
     v2 = registry.register("p-policy", "policy", "file:///b").version
     with pytest.raises(ModelNotFound):
@@ -56,12 +70,12 @@ def test_promotion_log_and_rollback_target(tmp_path):
     assert registry.rollback_target("p-policy").version == v2
 
 
-def test_a_keyed_registration_happens_once(tmp_path):
+def test_a_keyed_registration_happens_once(open_registry):
     # A run resumed after dying between `register` and finishing registers again: the
     # same key (run id and stage) gets the first attempt's version back, not a v2.
-    registry = ModelRegistry(tmp_path)
+    registry = open_registry()
     first = registry.register("p-policy", "policy", "file:///m/a", key="train-1/ppo")
-    again = ModelRegistry(tmp_path).register(
+    again = open_registry().register(
         "p-policy", "policy", "file:///m/b", metrics={"reward": 1.0}, key="train-1/ppo"
     )
     assert again == first
@@ -69,3 +83,30 @@ def test_a_keyed_registration_happens_once(tmp_path):
     other = registry.register("p-policy", "policy", "file:///m/c", key="train-2/ppo")
     unkeyed = registry.register("p-policy", "policy", "file:///m/d")
     assert (other.version, unkeyed.version) == ("p-policy-v2", "p-policy-v3")
+
+
+def test_two_replicas_registering_at_once_mint_distinct_versions_and_one_per_key(open_registry):
+    """Two replicas (two handles, two connections) register 15 versions of one model at
+    once, each also retrying one keyed registration: 31 versions v1..v31, the key once."""
+    replicas = [open_registry(), open_registry()]
+    barrier = threading.Barrier(2)
+    minted: list[list[str]] = [[], []]
+
+    def register_many(i: int) -> None:
+        barrier.wait()
+        for n in range(15):
+            if n == 7:
+                keyed = replicas[i].register("p-policy", "policy", "file:///k", key="run-1/ppo")
+                minted[i].append(keyed.version)
+            minted[i].append(replicas[i].register("p-policy", "policy", f"file:///{i}/{n}").version)
+
+    threads = [threading.Thread(target=register_many, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    listed = [m.version for m in open_registry().list(name="p-policy")]
+    assert listed == [f"p-policy-v{n}" for n in range(1, 32)]
+    assert len(set(minted[0] + minted[1])) == 31  # the key's version twice, the rest once
+    keyed = {minted[0][7], minted[1][7]}
+    assert len(keyed) == 1

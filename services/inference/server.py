@@ -626,7 +626,9 @@ def build_inference_service(settings: InferenceSettings, bus: Any | None = None)
         state_dir = Path(settings.artifact_dir) / "state" / "inference"
         from rlhf.registry import ModelRegistry
 
-        registry = ModelRegistry(Path(settings.artifact_dir) / "registry")
+        registry = ModelRegistry(
+            Path(settings.artifact_dir) / "registry", database=settings.store.postgres_url
+        )
         service = InferenceService(engine, settings.serving, bus, state_dir, registry=registry)
         if settings.serving.subscribe_promotions:
             bus.subscribe(TOPIC_MODEL_PROMOTED, CONSUMER_GROUP, service._on_promoted_event)

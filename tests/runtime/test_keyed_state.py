@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from rlhf.runtime.keyed_state import DatabaseKeyedState, FileKeyedState
-from rlhf.runtime.store import open_database
+from rlhf.store import open_database
 
 
 @pytest.fixture(params=["file", "sqlite", "postgres"])

@@ -15,7 +15,7 @@ import pytest
 
 from rlhf.runtime.run_claims import DatabaseRunClaims, FileRunClaims
 from rlhf.runtime.runs import RunManager
-from rlhf.runtime.store import open_database
+from rlhf.store import open_database
 
 _BACKEND = {}  # tmp_path -> function giving a new RunClaims
 _MANAGERS: list[RunManager] = []

@@ -15,8 +15,9 @@ def _registry(artifact_dir: Path | None):
     from rlhf.registry import ModelRegistry
     from rlhf.runtime.settings import load_settings
 
-    root = artifact_dir or load_settings().artifact_dir
-    return ModelRegistry(Path(root) / "registry")
+    settings = load_settings()
+    root = artifact_dir or settings.artifact_dir
+    return ModelRegistry(Path(root) / "registry", database=settings.store.postgres_url)
 
 
 @app.command("list")

@@ -5,7 +5,7 @@ model waiting for its robustness report) and its retraining windows.
 Events of one round may reach different replicas, so every update is one exclusive
 read-merge-write of its key. `FileKeyedState` (the default) keeps one JSON file under an
 exclusive `flock` on `<file>.lock` (a shared volume with POSIX locks across nodes);
-`DatabaseKeyedState` keeps one row per key in the state database (`rlhf.runtime.store`,
+`DatabaseKeyedState` keeps one row per key in the state database (`rlhf.store`,
 PostgreSQL with `store.url`), the update under the key's lock in one transaction.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rlhf.runtime.store import Database
+from rlhf.store import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keyed_state (
@@ -141,7 +141,7 @@ class DatabaseKeyedState(KeyedState):
 def open_keyed_state(store_url: str | None, path: Path, scope: str) -> KeyedState:
     """The database's rows for `scope` when `store_url` is set, else the file `path`."""
     if store_url:
-        from rlhf.runtime.store import open_database
+        from rlhf.store import open_database
 
         return DatabaseKeyedState(open_database(store_url), scope)
     return FileKeyedState(path)

@@ -12,7 +12,7 @@ Two kinds of record, behind one interface:
 `FileRunClaims` (the default) keeps them as files in the run state directory: claims
 are exclusive creates (`O_CREAT | O_EXCL`), leases are file times, which needs a shared
 volume with exclusive creates across nodes. `DatabaseRunClaims` keeps them in the state
-database (`rlhf.runtime.store`; PostgreSQL with `store.url`): a claim is an `INSERT ...
+database (`rlhf.store`; PostgreSQL with `store.url`): a claim is an `INSERT ...
 ON CONFLICT DO NOTHING` on its primary key, so exactly one replica's insert wins.
 Lease times there are the writing replica's clock (`time.time()`), so the nodes'
 clocks must agree to well within the TTL (NTP does).
@@ -25,7 +25,7 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from rlhf.runtime.store import Database
+from rlhf.store import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS run_claims (

@@ -59,11 +59,13 @@ class ServiceContext:
 
             torch.set_num_threads(self.settings.torch_threads)
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
-        self.registry = ModelRegistry(self.artifact_dir / "registry")
+        self.registry = ModelRegistry(
+            self.artifact_dir / "registry", database=self.settings.store.postgres_url
+        )
         claims = None  # claim and lease files in the runs' state directory
         if self.settings.store.postgres_url:
             from rlhf.runtime.run_claims import DatabaseRunClaims
-            from rlhf.runtime.store import open_database
+            from rlhf.store import open_database
 
             claims = DatabaseRunClaims(open_database(self.settings.store.postgres_url), self.name)
         self.runs = RunManager(

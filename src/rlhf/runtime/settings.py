@@ -84,7 +84,7 @@ class TelemetrySettings(_Section):
 
 class StoreSettings(_Section):
     """Where the durable shared state lives (feedback, event dedupe, pipeline state,
-    run claims and leases; `rlhf.runtime.store`)."""
+    run claims and leases; `rlhf.store`)."""
 
     url: SecretStr | None = Field(
         None,

@@ -3,10 +3,10 @@
 Stores (the feedback store, the bus's dedupe record, the trainer's pipeline state, the
 runs' claims and leases) are written once against `Database` and run on either backend:
 
-- SQLite (`rlhf.runtime.store.sqlite`): a file under the service's state directory, the
+- SQLite (`rlhf.store.sqlite`): a file under the service's state directory, the
   default. Safe for one process per file (and for processes on one host); several
   replicas writing one file on a network volume rely on that filesystem's locks.
-- PostgreSQL (`rlhf.runtime.store.postgres`): `store.url` (`RLHF_STORE__URL`) set to
+- PostgreSQL (`rlhf.store.postgres`): `store.url` (`RLHF_STORE__URL`) set to
   `postgresql://...`, for several replicas on several nodes.
 
 The SQL is shared: `?` placeholders, `INSERT ... ON CONFLICT ... DO NOTHING / DO UPDATE`
@@ -89,10 +89,10 @@ def open_database(target: str | Path | None, **sqlite_options: Any) -> Database:
     """A `postgresql://` URL opens PostgreSQL (psycopg 3, the `postgres` extra);
     anything else is a SQLite file path (None: in memory)."""
     if isinstance(target, str) and is_postgres_url(target):
-        from rlhf.runtime.store.postgres import PostgresDatabase
+        from rlhf.store.postgres import PostgresDatabase
 
         return PostgresDatabase(target)
-    from rlhf.runtime.store.sqlite import SQLiteDatabase
+    from rlhf.store.sqlite import SQLiteDatabase
 
     return SQLiteDatabase(Path(target) if target is not None else None, **sqlite_options)
 

@@ -1,4 +1,4 @@
-"""PostgreSQL backend of `rlhf.runtime.store.Database` (psycopg 3, the `postgres`
+"""PostgreSQL backend of `rlhf.store.Database` (psycopg 3, the `postgres`
 extra), for state that replicas on several nodes write.
 
 One connection per instance, shared by the process's threads behind a lock (the
@@ -16,7 +16,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from rlhf.runtime.store import Cursor, Database, Params, Transaction
+from rlhf.store import Cursor, Database, Params, Transaction
 
 try:
     import psycopg

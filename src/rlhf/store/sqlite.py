@@ -1,4 +1,4 @@
-"""SQLite backend of `rlhf.runtime.store.Database`: one file, one connection per
+"""SQLite backend of `rlhf.store.Database`: one file, one connection per
 instance behind a lock, WAL journal. A write transaction is `BEGIN IMMEDIATE`: it takes
 the file's write lock at once, so it excludes every other writer (threads of this
 process and other processes on the same file) until it commits."""
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from rlhf.runtime.store import Cursor, Database, Params, Transaction
+from rlhf.store import Cursor, Database, Params, Transaction
 
 
 def _enable_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:

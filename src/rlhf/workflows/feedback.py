@@ -1,6 +1,6 @@
 """Durable feedback accumulation and the retraining trigger policy.
 
-Feedback events land in the state database (`rlhf.runtime.store`: a SQLite file by
+Feedback events land in the state database (`rlhf.store`: a SQLite file by
 default, PostgreSQL when `store.url` names one), one row per feedback id, so a
 redelivered event is stored once. A pipeline's trigger fires when, within the current
 window, enough new feedback accumulated (`count`) or the mean serving confidence dropped
@@ -20,7 +20,7 @@ from google.protobuf import json_format
 
 from rlhf.engine.data import LabeledText, PreferencePair, save_dataset
 from rlhf.pipelines import RetrainTrigger
-from rlhf.runtime.store import Database, Transaction, chunks, marks, open_database
+from rlhf.store import Database, Transaction, chunks, marks, open_database
 from rlhf.v1 import events_pb2
 
 _SCHEMA = """

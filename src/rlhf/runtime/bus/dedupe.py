@@ -1,7 +1,7 @@
 """Durable record of handled events, so a redelivered event's effect happens once.
 
 One row per (consumer group, ce_source, ce_id) in the state database
-(`rlhf.runtime.store`): by default a SQLite file (WAL, synchronous=NORMAL, which
+(`rlhf.store`): by default a SQLite file (WAL, synchronous=NORMAL, which
 survives a process crash, the failure redelivery is about) shared by the processes
 that use the same state directory; PostgreSQL when the bus's `store_url` is set, shared
 by every replica. Rows past the retention are pruned when the store opens.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rlhf.runtime.store import Database, chunks, marks, open_database
+from rlhf.store import Database, chunks, marks, open_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS processed (
