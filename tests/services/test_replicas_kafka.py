@@ -3,7 +3,12 @@
 topics with two partitions. The trainer replica running the first round is SIGKILLed
 and never comes back: the other takes its run over (its lease goes stale) and its
 partitions (the group rebalances). 50 feedback events with duplicates then give
-exactly one retraining round and one new promoted version."""
+exactly one retraining round and one new promoted version.
+
+Run twice: with the shared state in files on the volume (SQLite, lock and claim files),
+and in PostgreSQL (`store.url`, a real server from tests/postgres_plugin.py): then the
+feedback windows, event dedupe, run claims and leases, and the trainer's pipeline state
+and the model registry are rows there, and none of those files is written."""
 
 from __future__ import annotations
 
@@ -27,13 +32,19 @@ from tests.services.test_e2e_kafka import (
 pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(900)]
 
 
-def test_replicas_do_nothing_twice_and_survive_losing_one(tmp_path, kafka_bootstrap, data_dir):
+@pytest.mark.parametrize("state", ["files", "postgres"])
+def test_replicas_do_nothing_twice_and_survive_losing_one(
+    tmp_path, kafka_bootstrap, data_dir, state, request
+):
     env = {
         "RLHF_KAFKA__TOPIC_PARTITIONS": "2",
         "RLHF_DATA_DIR": str(data_dir),
         "RLHF_PIPELINES_DIR": str(SPEC_DIR),
         "RLHF_RUN_LEASE_TTL_S": "6",
     }
+    store_url = request.getfixturevalue("postgres_url") if state == "postgres" else None
+    if store_url:
+        env["RLHF_STORE__URL"] = store_url
     artifacts = tmp_path / "artifacts"
     platform = DevStack(
         kafka_bootstrap,
@@ -99,6 +110,44 @@ def test_replicas_do_nothing_twice_and_survive_losing_one(tmp_path, kafka_bootst
         assert len(policy_runs) == 2  # round one and the retraining round
         models = survivor_client.list_models(name=f"{PIPELINE}-policy")
         assert {m.version for m in models} == {version, second.model.version}
+        if store_url:
+            _check_state_in_postgres(store_url, artifacts, base.run_id, survivor)
     finally:
         watcher.bus.close()
         platform.stop()
+
+
+def _check_state_in_postgres(url, artifacts, base_run: str, survivor: str) -> None:
+    """The decisions the replicas shared are rows in PostgreSQL, not files."""
+    from rlhf.store import open_database
+
+    with open_database(url) as db:
+        assert db.query("SELECT COUNT(*) FROM retrain_requests")[0][0] == 1
+        takeover = db.query(
+            "SELECT holder FROM run_claims WHERE scope = 'trainer' AND name = ?",
+            (f"{base_run}.1",),
+        )
+        assert takeover == [(survivor,)]
+        leases = {
+            row[0] for row in db.query("SELECT replica FROM run_leases WHERE scope = 'trainer'")
+        }
+        assert {"trainer", "trainer-2"} <= leases
+        assert db.query("SELECT COUNT(*) FROM processed")[0][0] > 0
+        policies = db.query(
+            "SELECT version FROM model_versions WHERE name = ?", (f"{PIPELINE}-policy",)
+        )
+        assert len(policies) == 2, policies
+        assert db.query("SELECT COUNT(*) FROM keyed_state WHERE scope = 'trainer/pipelines'")[0][0]
+    written = [
+        p.relative_to(artifacts)
+        for pattern in (
+            "state/*/feedback.sqlite",
+            "state/*/pipelines.json",
+            "state/*/runs/claims/*",
+            "state/*/runs/replicas/*",
+            "registry/models/*",
+            ".bus/*/dedupe.sqlite3",
+        )
+        for p in artifacts.glob(pattern)
+    ]
+    assert written == [], written
