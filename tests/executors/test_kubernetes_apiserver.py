@@ -9,43 +9,17 @@ writes their status subresource the way the Job controller would.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
-from kubernetes import client, utils
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from rlhf.executors import ExecutorError, JobPhase, JobStatus, TrainingJobSpec
 from rlhf.executors.kubernetes import KubernetesExecutor, KubernetesExecutorSettings
-from tests.charts.helmtools import render
-from tests.executors.apiserver import ADMIN_TOKEN, TRAINER_TOKEN, ControlPlane, control_plane
+from tests.executors.apiserver import ADMIN_TOKEN, TRAINER_TOKEN, ControlPlane
+from tests.executors.conftest import NS, now, wait_for
 
 pytestmark = pytest.mark.helm  # renders the chart's RBAC with helm
-
-NS = "ml"
-TRAINER_USER = f"system:serviceaccount:{NS}:t-rlhf-trainer"  # the chart's trainer SA
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory) -> Iterator[ControlPlane]:
-    with control_plane(tmp_path_factory.mktemp("k8s"), {TRAINER_TOKEN: TRAINER_USER}) as cp:
-        admin = cp.client(ADMIN_TOKEN)
-        client.CoreV1Api(admin).create_namespace({"metadata": {"name": NS}})
-        for obj in render():  # the chart's Role, RoleBinding and ServiceAccounts
-            if obj["kind"] in ("Role", "RoleBinding", "ServiceAccount"):
-                utils.create_from_dict(admin, obj, namespace=NS)
-        yield cp
-
-
-@pytest.fixture()
-def executor(plane: ControlPlane) -> KubernetesExecutor:
-    settings = KubernetesExecutorSettings(
-        namespace=NS, job_name_prefix="t-rlhf-run", artifact_claim="t-rlhf-artifacts",
-        service_account="t-rlhf-training-job", labels={"app.kubernetes.io/instance": "t"},
-    )  # fmt: skip
-    return KubernetesExecutor(settings, api_client=plane.client(TRAINER_TOKEN))
 
 
 def set_job_status(plane: ControlPlane, name: str, status: dict) -> None:
@@ -62,18 +36,6 @@ def watch_in_thread(
     thread = threading.Thread(target=ex.watch, args=(run_id, seen.append, 60), daemon=True)
     thread.start()
     return seen, thread
-
-
-def wait_for(predicate, what: str, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_run_is_created_watched_to_success_under_chart_rbac(plane, executor) -> None:

@@ -13,16 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client, utils
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from rlhf.executors.kubernetes import KubernetesExecutor, KubernetesExecutorSettings
+from rlhf.executors.kubernetes import KubernetesExecutor
 from rlhf.pipelines import parse_pipeline
 from rlhf.runtime.runs import RunManager, RunRecord
 from rlhf.workflows import stage_jobs
-from tests.charts.helmtools import render
-from tests.executors.apiserver import ADMIN_TOKEN, TRAINER_TOKEN, ControlPlane, control_plane
-from tests.executors.test_kubernetes_apiserver import NS, TRAINER_USER, now, wait_for
+from tests.executors.apiserver import ADMIN_TOKEN, ControlPlane
+from tests.executors.conftest import NS, now, wait_for
 
 pytestmark = pytest.mark.helm  # renders the chart's RBAC with helm
 
@@ -40,26 +39,6 @@ SPEC = {
         }
     ],
 }
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory) -> Iterator[ControlPlane]:
-    with control_plane(tmp_path_factory.mktemp("k8s"), {TRAINER_TOKEN: TRAINER_USER}) as cp:
-        admin = cp.client(ADMIN_TOKEN)
-        client.CoreV1Api(admin).create_namespace({"metadata": {"name": NS}})
-        for obj in render():  # the chart's Role, RoleBinding and ServiceAccounts
-            if obj["kind"] in ("Role", "RoleBinding", "ServiceAccount"):
-                utils.create_from_dict(admin, obj, namespace=NS)
-        yield cp
-
-
-@pytest.fixture()
-def executor(plane: ControlPlane) -> KubernetesExecutor:
-    settings = KubernetesExecutorSettings(
-        namespace=NS, job_name_prefix="t-rlhf-run", artifact_claim="t-rlhf-artifacts",
-        service_account="t-rlhf-training-job", labels={"app.kubernetes.io/instance": "t"},
-    )  # fmt: skip
-    return KubernetesExecutor(settings, api_client=plane.client(TRAINER_TOKEN))
 
 
 @pytest.fixture()
