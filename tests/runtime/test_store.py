@@ -36,6 +36,20 @@ def test_a_transaction_commits_or_rolls_back_whole(state_db):
     assert db.query("SELECT v FROM t WHERE k = 'now'") == [(now,)]
 
 
+def test_a_single_statement_write_commits_on_its_own(state_db):
+    """`Database.execute`: one statement outside a transaction (the dedupe record's hot
+    path), visible to another connection at once, with the rows it changed."""
+    db = state_db()
+    db.ensure_schema(SCHEMA)
+    insert = "INSERT INTO t (k, v) VALUES (?, ?) ON CONFLICT (k) DO NOTHING"
+    assert db.execute(insert, ("solo", 1.0)) == 1
+    assert db.execute(insert, ("solo", 2.0)) == 0  # already there: nothing changed
+    assert state_db().query("SELECT v FROM t WHERE k = ?", ("solo",)) == [(1.0,)]
+    with pytest.raises(Exception, match="(?i)null"):
+        db.execute("INSERT INTO t (k, v) VALUES (?, NULL)", ("bad",))
+    assert db.execute(insert, ("after", 3.0)) == 1  # a failed statement leaves it usable
+
+
 def test_a_lock_makes_read_check_write_exclusive_across_connections(state_db):
     """Four connections each read a counter and write it back plus one, 25 times, under a lock:
     no increment is lost."""

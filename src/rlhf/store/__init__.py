@@ -63,6 +63,11 @@ class Database(ABC):
         """All rows of one read outside any transaction."""
 
     @abstractmethod
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """One write statement, atomic on its own (no transaction around it: one round
+        trip, where `transaction()` costs three); the number of rows it changed."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def ensure_schema(self, schema: str) -> None:

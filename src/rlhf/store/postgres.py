@@ -94,6 +94,10 @@ class PostgresDatabase(Database):
         with self._lock:
             return self._connection().execute(_sql(sql), tuple(params)).fetchall()
 
+    def execute(self, sql: str, params: Params = ()) -> int:
+        with self._lock:  # an autocommit connection: the statement is its own transaction
+            return self._connection().execute(_sql(sql), tuple(params)).rowcount
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:

@@ -85,6 +85,10 @@ class SQLiteDatabase(Database):
         with self._lock:
             return self._conn.execute(sql, tuple(params)).fetchall()
 
+    def execute(self, sql: str, params: Params = ()) -> int:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).rowcount
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

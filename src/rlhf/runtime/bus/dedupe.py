@@ -62,13 +62,12 @@ class DedupeStore:
 
     def record(self, group: str, source: str, event_id: str, outcome: str) -> bool:
         """Record a handled event; False when it was recorded already (by anyone)."""
-        with self._db.transaction() as tx:
-            cursor = tx.execute(
-                "INSERT INTO processed (grp, source, id, outcome, at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (grp, source, id) DO NOTHING",
-                (group, source, event_id, outcome, time.time()),
-            )
-            return cursor.rowcount == 1
+        inserted = self._db.execute(  # one statement: atomic without a transaction
+            "INSERT INTO processed (grp, source, id, outcome, at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (grp, source, id) DO NOTHING",
+            (group, source, event_id, outcome, time.time()),
+        )
+        return inserted == 1
 
     def outcome(self, group: str, source: str, event_id: str) -> str | None:
         rows = self._db.query(
