@@ -416,7 +416,7 @@ def test_upgrade_of_one_image_tag_rolls_only_that_deployment(installed: Kube) ->
 
     # Every other Deployment is untouched: same generation, ReplicaSets, pods, images.
     others = set(before) - {target}
-    assert len(others) == 6
+    assert len(others) >= 6  # the other services, Triton, the console
     for name in others:
         assert after[name] == before[name], name
     history = json.loads(kube.helm("history", RELEASE, "-o", "json"))
