@@ -9,15 +9,14 @@ the tokenizer, for pipelines that train their own).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import threading
 from pathlib import Path
 
 from rlhf.pipelines import DataSource, PipelineError, PipelineSpec, load_named_pipeline
 from rlhf.runtime.confine import confined_path
 from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
+from rlhf.runtime.keyed_state import open_keyed_state
 from rlhf.runtime.platform_metrics import (
     FEEDBACK_IN_WINDOWS,
     FEEDBACK_STORED,
@@ -59,17 +58,18 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.datasets_dir = ctx.artifact_dir / "datasets"
-        self.sources_file = ctx.state_dir / "sources.json"
+        # Registered sources and each pipeline's profile, shared by the replicas
+        # (rlhf.runtime.keyed_state: files in the state directory, or store.url's database)
+        url = ctx.settings.store.postgres_url
+        self.sources = open_keyed_state(url, ctx.state_dir / "sources.json", "dataprep/sources")
+        self.profiles = open_keyed_state(url, ctx.state_dir / "profiles.json", "dataprep/profiles")
         self.feedback = FeedbackStore(ctx.store_target("feedback.sqlite"))
-        self._lock = threading.Lock()
         ctx.subscribe(TOPIC_FEEDBACK_RECORDED, self.on_feedback_recorded)
         ctx.runs.resume_incomplete(lambda record: self._prepare_work)
 
     # -- sources ----------------------------------------------------------------------
     def _sources(self) -> dict[str, dict]:
-        if not self.sources_file.exists():
-            return {}
-        return json.loads(self.sources_file.read_text())
+        return self.sources.items()
 
     async def RegisterSource(self, request, context):
         require(request, "name", "uri", "format")
@@ -88,13 +88,7 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
         entry = {"uri": str(path), "format": request.format}
         if request.columns:
             entry["columns"] = dict(request.columns)
-        with self._lock:
-            sources = self._sources()
-            created = sources.get(request.name) != entry
-            sources[request.name] = entry
-            tmp = self.sources_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(sources, indent=2))
-            tmp.replace(self.sources_file)
+        created = self.sources.replace(request.name, entry) != entry
         return dataprep_pb2.RegisterSourceResponse(name=request.name, created=created)
 
     # -- preparing ----------------------------------------------------------------------
@@ -228,15 +222,12 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServiceServicer):
         return save_tokenizer(tokenizer, self.ctx.artifact_dir / "tokenizers" / spec.name / version)
 
     def _remember_profile(self, pipeline: str, profile: str) -> None:
-        path = self.ctx.state_dir / "profiles.json"
-        with self._lock:
-            profiles = json.loads(path.read_text()) if path.exists() else {}
-            profiles[pipeline] = profile
-            path.write_text(json.dumps(profiles))
+        self.profiles.replace(pipeline, {"profile": profile})
 
     def _profile(self, pipeline: str) -> str:
-        path = self.ctx.state_dir / "profiles.json"
-        return json.loads(path.read_text()).get(pipeline, "") if path.exists() else ""
+        entry = self.profiles.get(pipeline)
+        # profiles.json written before the keyed state maps a pipeline to the bare string
+        return entry if isinstance(entry, str) else entry.get("profile", "")
 
     async def GetDataset(self, request, context):
         require(request, "name")

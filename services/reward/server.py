@@ -27,6 +27,7 @@ from rlhf.pipelines import PipelineError, load_named_pipeline
 from rlhf.registry import ModelNotFound
 from rlhf.runtime.confine import confined_path, run_config, shown
 from rlhf.runtime.grpc.errors import NotFound, RequestInvalid, check, check_in, require
+from rlhf.runtime.keyed_state import open_keyed_state
 from rlhf.runtime.runs import RunContext
 from rlhf.runtime.service import (
     TOPIC_ADVERSARIAL_BATCH_READY,
@@ -62,7 +63,13 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
         self._model_pool = ThreadPoolExecutor(MODEL_CALLS, thread_name_prefix="reward-model")
         self._model_calls = asyncio.Semaphore(MODEL_CALLS)
         # pipeline -> dataset dirs of its latest preparation (for hardening / retraining)
-        self._datasets_file = ctx.state_dir / "pipeline-datasets.json"
+        # Each pipeline's prepared datasets and profile, shared by the replicas
+        # (rlhf.runtime.keyed_state: a file in the state directory, or store.url's database)
+        self._pipelines = open_keyed_state(
+            ctx.settings.store.postgres_url,
+            ctx.state_dir / "pipeline-datasets.json",
+            "reward/pipeline-datasets",
+        )
         ctx.subscribe(TOPIC_DATASET_PREPARED, self.on_dataset_prepared)
         ctx.subscribe(TOPIC_ADVERSARIAL_BATCH_READY, self.on_adversarial_batch)
         ctx.subscribe(TOPIC_RETRAIN_REQUESTED, self.on_retrain_requested)
@@ -467,14 +474,11 @@ class RewardModelService(reward_pb2_grpc.RewardModelServiceServicer):
 
     # -- pipeline dataset memory ---------------------------------------------------------
     def _remember_datasets(self, pipeline: str, dirs: dict[str, Path], profile: str) -> None:
-        known = self._known_pipelines()
-        known[pipeline] = {"datasets": {k: str(v) for k, v in dirs.items()}, "profile": profile}
-        self._datasets_file.write_text(json.dumps(known))
+        entry = {"datasets": {k: str(v) for k, v in dirs.items()}, "profile": profile}
+        self._pipelines.replace(pipeline, entry)
 
     def _known_pipelines(self) -> dict[str, dict]:
-        if not self._datasets_file.exists():
-            return {}
-        known = json.loads(self._datasets_file.read_text())
+        known = self._pipelines.items()
         # Files written before the profile was kept map the pipeline to its datasets.
         return {
             name: entry if "datasets" in entry else {"datasets": entry, "profile": ""}

@@ -70,3 +70,30 @@ def test_two_replicas_updating_one_key_lose_nothing(open_state):
     for thread in threads:
         thread.join()
     assert len(open_state().get("round-1")["robustness"]) == 80
+
+
+def test_replace_sets_a_whole_document_and_returns_the_one_before(open_state):
+    state = open_state()
+    assert state.replace("reviews", {"uri": "/a", "columns": {"t": "text"}}) == {}
+    previous = state.replace("reviews", {"uri": "/b"})
+    assert previous == {"uri": "/a", "columns": {"t": "text"}}
+    state.replace("other", {"uri": "/c"})
+    assert open_state().items() == {"reviews": {"uri": "/b"}, "other": {"uri": "/c"}}
+
+
+def test_two_replicas_replacing_different_keys_lose_neither(open_state):
+    """Two reward replicas remember the datasets of two pipelines at once: both stay."""
+    replicas = [open_state(), open_state()]
+    barrier = threading.Barrier(2)
+
+    def replace_many(i: int) -> None:
+        barrier.wait()
+        for n in range(30):
+            replicas[i].replace(f"pipeline-{i}-{n}", {"datasets": {"train": f"/{i}/{n}"}})
+
+    threads = [threading.Thread(target=replace_many, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(open_state().items()) == 60

@@ -8,7 +8,8 @@ exactly one retraining round and one new promoted version.
 Run twice: with the shared state in files on the volume (SQLite, lock and claim files),
 and in PostgreSQL (`store.url`, a real server from tests/postgres_plugin.py): then the
 feedback windows, event dedupe, run claims and leases, and the trainer's pipeline state
-and the model registry are rows there, and none of those files is written."""
+the model registry, data prep's sources and profiles and the reward service's pipeline
+datasets are rows there, and none of those files is written."""
 
 from __future__ import annotations
 
@@ -138,11 +139,17 @@ def _check_state_in_postgres(url, artifacts, base_run: str, survivor: str) -> No
         )
         assert len(policies) == 2, policies
         assert db.query("SELECT COUNT(*) FROM keyed_state WHERE scope = 'trainer/pipelines'")[0][0]
+        assert db.query("SELECT key FROM keyed_state WHERE scope = 'dataprep/sources'") == [
+            ("reviews",)
+        ]
+        assert db.query(
+            "SELECT COUNT(*) FROM keyed_state WHERE scope = 'reward/pipeline-datasets'"
+        )[0][0]
     written = [
         p.relative_to(artifacts)
         for pattern in (
             "state/*/feedback.sqlite",
-            "state/*/pipelines.json",
+            "state/*/*.json",
             "state/*/runs/claims/*",
             "state/*/runs/replicas/*",
             "registry/models/*",

@@ -1,6 +1,7 @@
 """Small JSON documents by key that several replicas read-modify-write: the trainer's
 per-pipeline-run state (datasets, base policy, robustness reports, the hardened reward
-model waiting for its robustness report) and its retraining windows.
+model waiting for its robustness report) and its retraining windows, data prep's
+registered sources and pipeline profiles, the reward service's pipeline datasets.
 
 Events of one round may reach different replicas, so every update is one exclusive
 read-merge-write of its key. `FileKeyedState` (the default) keeps one JSON file under an
@@ -18,7 +19,7 @@ import os
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,16 @@ class KeyedState(ABC):
         """Merge `values` into `key`'s document (`merge`), atomically; returns it."""
 
     @abstractmethod
+    def replace(self, key: str, document: dict) -> dict:
+        """Set `key`'s document to `document`, atomically; returns the one it replaced
+        ({} when none)."""
+
+    @abstractmethod
+    def items(self) -> dict[str, dict]:
+        """Every document by its key."""
+
     def values(self) -> list[dict]:
-        """Every document."""
+        return list(self.items().values())
 
     def latest_for(self, pipeline: str) -> dict:
         """The newest document (by its `created`) of `pipeline`."""
@@ -87,19 +96,30 @@ class FileKeyedState(KeyedState):
         with self._locked():
             return self._load().get(key, {})
 
+    def _save(self, state: dict) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(state, handle)
+        os.replace(tmp, self.path)
+
     def update(self, key: str, **values: Any) -> dict:
         with self._locked():
             state = self._load()
             entry = merge(state.setdefault(key, {}), values)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".tmp")
-            with os.fdopen(fd, "w") as handle:
-                json.dump(state, handle)
-            os.replace(tmp, self.path)
+            self._save(state)
             return entry
 
-    def values(self) -> list[dict]:
+    def replace(self, key: str, document: dict) -> dict:
         with self._locked():
-            return list(self._load().values())
+            state = self._load()
+            previous = state.get(key, {})
+            state[key] = document
+            self._save(state)
+            return previous
+
+    def items(self) -> dict[str, dict]:
+        with self._locked():
+            return self._load()
 
 
 class DatabaseKeyedState(KeyedState):
@@ -116,23 +136,31 @@ class DatabaseKeyedState(KeyedState):
         )
         return json.loads(rows[0][0]) if rows else {}
 
-    def update(self, key: str, **values: Any) -> dict:
+    def _change(self, key: str, change: Callable[[dict], dict]) -> tuple[dict, dict]:
+        """(before, after) of one read-change-write of `key` under its lock."""
         with self._db.transaction() as tx:
             tx.lock(f"keyed-state/{self.scope}/{key}")
             row = tx.execute(
                 "SELECT value FROM keyed_state WHERE scope = ? AND key = ?", (self.scope, key)
             ).fetchone()
-            entry = merge(json.loads(row[0]) if row else {}, values)
+            before = json.loads(row[0]) if row else {}
+            after = change(json.loads(row[0]) if row else {})
             tx.execute(
                 "INSERT INTO keyed_state (scope, key, value) VALUES (?, ?, ?) "
                 "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
-                (self.scope, key, json.dumps(entry)),
+                (self.scope, key, json.dumps(after)),
             )
-        return entry
+        return before, after
 
-    def values(self) -> list[dict]:
-        rows = self._db.query("SELECT value FROM keyed_state WHERE scope = ?", (self.scope,))
-        return [json.loads(row[0]) for row in rows]
+    def update(self, key: str, **values: Any) -> dict:
+        return self._change(key, lambda entry: merge(entry, values))[1]
+
+    def replace(self, key: str, document: dict) -> dict:
+        return self._change(key, lambda _: document)[0]
+
+    def items(self) -> dict[str, dict]:
+        rows = self._db.query("SELECT key, value FROM keyed_state WHERE scope = ?", (self.scope,))
+        return {row[0]: json.loads(row[1]) for row in rows}
 
     def close(self) -> None:
         self._db.close()
