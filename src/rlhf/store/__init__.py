@@ -1,7 +1,8 @@
 """The database behind the platform's durable shared state, with two backends.
 
-Stores (the feedback store, the bus's dedupe record, the trainer's pipeline state, the
-runs' claims and leases) are written once against `Database` and run on either backend:
+Stores (the feedback store, the bus's dedupe record, the runs' claims and leases, the
+keyed state of the trainer, data prep and the reward service, the model registry) are
+written once against `Database` and run on either backend:
 
 - SQLite (`rlhf.store.sqlite`): a file under the service's state directory, the
   default. Safe for one process per file (and for processes on one host); several
