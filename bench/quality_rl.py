@@ -289,8 +289,15 @@ def run_seed(
     scoring = (tokenizer, eval_prompts, reward_fn, judge, args, seed + 1)
     before = evaluate(policy, ref, *scoring)
     t_eval = time.perf_counter() - t0
-    # Leave room for the final evaluation (about as long as the first one, plus slack).
-    train_budget = args.minutes * 60 - (time.perf_counter() - t0) - 1.5 * t_eval - 30
+    # Leave room for the final evaluation (about as long as the first one, plus slack); a
+    # machine so slow that the evaluations fill the budget trains no step (not a crash).
+    train_budget = max(0.0, args.minutes * 60 - (time.perf_counter() - t0) - 1.5 * t_eval - 30)
+    if train_budget == 0:
+        print(
+            f"the evaluation took the whole --minutes {args.minutes:g} budget: no training step",
+            file=sys.stderr,
+            flush=True,
+        )
     common = dict(
         total_steps=args.steps,
         max_new_tokens=args.max_new_tokens,
