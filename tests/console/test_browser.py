@@ -37,6 +37,8 @@ from rlhf.workflows.feedback import FeedbackStore
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = [pytest.mark.triton, pytest.mark.timeout(900)]
 
@@ -189,10 +191,20 @@ def driver(stack):
 
 
 def sign_in(driver, url: str, token: str) -> None:
+    """Sign in and wait for the answer: a `driver.get` while the sign-in POST is in
+    flight aborts it, and the browser never stores the session cookie (on a loaded
+    machine the next page then lands on /signin)."""
     driver.delete_all_cookies()
     driver.get(f"{url}/signin")
     driver.find_element(By.ID, "token").send_keys(token)
-    driver.find_element(By.CSS_SELECTOR, "#signin button").click()
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "#signin button"))
+
+
+def submit(driver, button) -> None:
+    """Click a form's button and wait until the next page has replaced this one."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(page))
 
 
 def shot(stack, driver, name: str) -> None:
@@ -225,7 +237,7 @@ def new_comparison(driver, stack) -> str:
     """Draw prompts until the two responses differ; returns the comparison id."""
     for _ in range(6):
         driver.get(f"{stack.url}/compare")
-        driver.find_element(By.ID, "compare-pool").click()
+        submit(driver, driver.find_element(By.ID, "compare-pool"))
         if driver.find_element(By.ID, "choose-a").is_enabled():
             return re.search(r"[?&]c=([^&]+)", driver.current_url).group(1)
     raise AssertionError("six draws gave identical responses")
@@ -282,12 +294,12 @@ def test_markup_in_text_is_shown_as_text(stack, driver):
     sign_in(driver, stack.url, LABELLER_2)
     driver.get(f"{stack.url}/rate")
     driver.find_element(By.ID, "rate-input").send_keys(MARKUP)
-    driver.find_element(By.ID, "rate-new").click()
+    submit(driver, driver.find_element(By.ID, "rate-new"))
     assert driver.find_element(By.ID, "rate-text").text == MARKUP
     assert driver.find_elements(By.ID, "injected") == []
     assert driver.title != "pwned"
     shot(stack, driver, "rate")
-    driver.find_element(By.ID, "thumbs-down").click()
+    submit(driver, driver.find_element(By.ID, "thumbs-down"))
     assert "recorded" in driver.find_element(By.ID, "message").text
     (event,) = stack.wait_feedback(
         lambda f: f.labeller == "bruno" and f.kind == events_pb2.FEEDBACK_KIND_THUMBS
@@ -316,7 +328,7 @@ def test_operator_promotes_a_version(stack, driver):
     assert stack.first in card  # the parent
     assert "passed" in card or "failed" in card  # gates with their numbers
     shot(stack, driver, "versions")
-    driver.find_element(By.ID, f"promote-{stack.second}").click()
+    submit(driver, driver.find_element(By.ID, f"promote-{stack.second}"))
     assert "Promotion requested" in driver.find_element(By.ID, "message").text
     stack.observer.wait_for(
         lambda: [p for p in stack.observer.promoted if p.model.version == stack.second],
@@ -342,7 +354,7 @@ def test_inference_down_is_said(stack, driver):
     sign_in(driver, stack.down_url, LABELLER)
     driver.get(f"{stack.down_url}/compare")
     driver.find_element(By.ID, "prompt-input").send_keys("这家")
-    driver.find_element(By.ID, "compare-typed").click()
+    submit(driver, driver.find_element(By.ID, "compare-typed"))
     assert "unavailable" in driver.find_element(By.ID, "error").text
     assert driver.find_element(By.ID, "inference-down").is_displayed()
     shot(stack, driver, "compare-inference-down")
