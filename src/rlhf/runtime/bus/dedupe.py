@@ -37,7 +37,9 @@ class DedupeStore:
         else:
             self._db = open_database(target, synchronous="NORMAL")
         self.path = target if isinstance(target, Path) else None
-        self._db.ensure_schema(_SCHEMA)
+        # SQLite: the rows live in the primary key's B-tree (one insert, not a table row
+        # plus an index entry): ~1.4x the record rate. PostgreSQL has no such clause.
+        self._db.ensure_schema(_SCHEMA + (" WITHOUT ROWID" if self._db.dialect == "sqlite" else ""))
         with self._db.transaction() as tx:
             tx.execute("DELETE FROM processed WHERE at < ?", (time.time() - retention_s,))
 
