@@ -147,6 +147,31 @@ def _filter_logits(logits: torch.Tensor, rows: list[Sampling]) -> torch.Tensor:
     return probs
 
 
+def sample_tokens(
+    logits: torch.Tensor, rows: list[Sampling], generators: list[torch.Generator | None]
+) -> torch.Tensor:
+    """One next token per row ([B, V] float logits -> [B] long on the CPU).
+
+    Greedy rows take the argmax of the whole batch at once. Sampled rows are filtered
+    (temperature, top-k, top-p) and drawn by inverse CDF: one uniform number from the
+    row's own generator (the global one when unseeded) and a binary search in the
+    cumulative probabilities. ``torch.multinomial`` cost ~1.6 ms per row on SmolLM2's
+    49k vocabulary (7% of a 16-row continuous batch's time), and a greedy row needs
+    no draw at all. The static and the continuous path both sample here, so a request
+    gets the same tokens from either.
+    """
+    tokens = logits.argmax(-1).cpu()
+    sampled = [i for i, row in enumerate(rows) if row.temperature > 0]
+    if not sampled:
+        return tokens
+    probs = _filter_logits(logits[sampled], [rows[i] for i in sampled]).cpu()
+    cdf = probs.cumsum(-1)
+    u = torch.cat([torch.rand(1, generator=generators[i]) for i in sampled]) * cdf[:, -1]
+    drawn = torch.searchsorted(cdf, u[:, None], right=True).squeeze(1)
+    tokens[sampled] = drawn.clamp_(max=cdf.shape[1] - 1)
+    return tokens
+
+
 def _cache(output: object) -> object:
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
@@ -189,12 +214,12 @@ def generate_batch(
     generated: list[list[int]] = [[] for _ in range(batch)]
     done = [r.max_new_tokens <= 0 for r in rows]
     for _ in range(max(r.max_new_tokens for r in rows)):
-        probs = _filter_logits(logits, rows).cpu()
+        drawn = sample_tokens(logits, rows, generators)
         step = torch.full((batch,), pad_id, dtype=torch.long)
         for i in range(batch):
             if done[i]:
                 continue
-            token = int(torch.multinomial(probs[i], 1, generator=generators[i]))
+            token = int(drawn[i])
             step[i] = token
             generated[i].append(token)
             done[i] = token == eos_id or len(generated[i]) >= rows[i].max_new_tokens
@@ -260,7 +285,7 @@ class PolicyEngine:
         `b.submit(*engine.encode(prompt, sampling)).result()` from any thread.
         """
         module = _continuous_module()
-        return module.ContinuousBatcher(self.model, self.tokenizer, _filter_logits, max_batch)
+        return module.ContinuousBatcher(self.model, self.tokenizer, sample_tokens, max_batch)
 
 
 # ------------------------------------------------------------------------- classifier

@@ -14,8 +14,8 @@ instead, and at every scheduler step:
 
 Per-request sampling: each row keeps its own `Sampling` and, when it has a seed, its own
 `torch.Generator` seeded once when it joins and drawn once per token, as in the static
-`backend.generate_batch`; the probability filter is the caller's (`backend` passes its
-own), so the two paths sample the same way. What is guaranteed:
+`backend.generate_batch`; the sampler is the caller's (`backend` passes its
+`sample_tokens`), so the two paths sample the same way. What is guaranteed:
 
 * a request served alone (nothing else running) runs exactly the static path's
   operations, so its output equals `PolicyEngine.generate` for greedy and seeded
@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 TokensCallback = Callable[[list[int]], None]
 DoneCallback = Callable[["Generation"], None]
-FilterLogits = Callable[[torch.Tensor, list[Any]], torch.Tensor]
+SampleTokens = Callable[[torch.Tensor, list[Any], list[Any]], torch.Tensor]
+"""(logits [B, V], each row's sampling, each row's generator or None) -> tokens [B]."""
 
 
 class GenerationCancelled(RuntimeError):
@@ -209,14 +210,14 @@ class ContinuousBatcher:
         self,
         model: torch.nn.Module,
         tokenizer: Any,
-        filter_logits: FilterLogits,
+        sample_tokens: SampleTokens,
         max_batch: int = 32,
         max_new_tokens: int = 1024,
         log_steps: int = 1000,
     ) -> None:
         self.model = model
         self.max_new_tokens = max_new_tokens  # ceiling per request (the service's too)
-        self.filter_logits = filter_logits
+        self.sample_tokens = sample_tokens
         self.max_batch = max_batch
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -427,13 +428,13 @@ class ContinuousBatcher:
 
     def _sample_and_retire(self, batch: _Batch, logits: torch.Tensor, record: StepRecord) -> _Batch:
         """Sample one token per row of `batch`; returns the batch without its finished rows."""
-        probs = self.filter_logits(logits, [row.sampling for row in batch.rows]).cpu()
-        tokens = torch.full((len(batch.rows),), self.pad_id, dtype=torch.long)
+        tokens = self.sample_tokens(
+            logits, [row.sampling for row in batch.rows], [row.generator for row in batch.rows]
+        ).cpu()
         reasons: list[BaseException | None] = [None] * len(batch.rows)
         finished = []
         for i, row in enumerate(batch.rows):
-            token = int(torch.multinomial(probs[i], 1, generator=row.generator))
-            tokens[i] = token
+            token = int(tokens[i])
             row.batch_rows = len(self._batch.rows) + (
                 0 if batch is self._batch else len(batch.rows)
             )
